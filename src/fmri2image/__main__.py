@@ -1,0 +1,5 @@
+import sys
+
+from fmri2image.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def register(subparsers) -> None:  # filled in by the command's owner
+    return None

@@ -1,0 +1,71 @@
+"""Entry point of the ``fmri2image`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from fmri2image import __version__
+from fmri2image.errors import Fmri2ImageError
+
+# One module per command group, in the order they appear in --help.
+COMMAND_MODULES = (
+    "fmri2image.cli.demo_cmd",
+    "fmri2image.cli.demo_data_cmd",
+    "fmri2image.cli.data_cmds",
+    "fmri2image.cli.extract_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmri2image",
+        description=(
+            "Reconstruct seen images from fMRI (Generic Object Decoding dataset) and "
+            "compare how the visual embedding model changes the result."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for errors"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or info messages"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    if args.quiet:
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        rc = args.func(args)
+    except Fmri2ImageError as exc:
+        if args.debug:
+            raise
+        print(f"fmri2image {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; completed work is kept and a rerun resumes", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

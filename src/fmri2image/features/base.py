@@ -1,0 +1,105 @@
+"""The encoder contract shared by the registry, the extraction engine and its users.
+
+An :class:`Encoder` is split in two halves on purpose:
+
+* :meth:`Encoder.preprocess` runs in DataLoader worker processes on the CPU: it turns
+  one decoded RGB ``PIL.Image`` into a float tensor with the model's *own*
+  preprocessing (resize, crop, normalization).  It must be picklable and must not
+  touch the model weights.
+* :meth:`Encoder.embed` runs in the main process on ``device``: it maps a batch of
+  preprocessed tensors to embeddings.
+
+So one decode of an image can feed several encoders (each preprocesses the same
+decoded image), and decoding overlaps with inference.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+    from PIL import Image
+
+__all__ = ["Encoder", "EncoderSpec"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder is: enough to cite it, reproduce it and size its outputs.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``"resnet50"``, ``"hf:org/model"``, ...).
+    weights : str
+        Where the weights come from (hub id, torchvision enum, package, local path).
+    layer : str
+        Which activation is the embedding (e.g. ``"avgpool"``, ``"pooler_output"``,
+        ``"image_embeds"``).
+    dim : int
+        Embedding dimension.
+    image_size : int
+        Input side length in pixels after preprocessing.
+    preprocessing : str
+        Human-readable preprocessing description (resize, crop, mean/std).
+    license : str
+        Licence of the weights.
+    extra : dict
+        Anything else worth recording in a manifest.
+    """
+
+    name: str
+    weights: str
+    layer: str
+    dim: int
+    image_size: int
+    preprocessing: str
+    license: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Encoder(abc.ABC):
+    """A pretrained image encoder with its own preprocessing.
+
+    Subclasses set ``self.spec`` and implement :meth:`preprocess` and :meth:`embed`.
+    ``device`` and ``dtype`` are explicit; defaults are CPU and float32.
+    """
+
+    spec: EncoderSpec
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @abc.abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """One RGB PIL image -> float32 tensor of shape (3, H, W). CPU only, picklable."""
+
+    @abc.abstractmethod
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch (B, 3, H, W) -> embeddings (B, dim), float32, on CPU."""
+
+    def class_prototypes(self) -> tuple[np.ndarray, list[str]] | None:
+        """ImageNet class prototypes from the classifier head, if the model has one.
+
+        Returns ``(weights, wnids)`` with ``weights`` of shape (n_classes, dim) in the
+        embedding space and ``wnids`` the WordNet ids (``"n01440764"``, ...), or
+        ``None`` when the model has no classification head.
+        """
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.name!r}, dim={self.spec.dim}, device={self.device!r})"
