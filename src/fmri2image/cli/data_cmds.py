@@ -1,5 +1,151 @@
-"""(being written)"""
+"""``fmri2image data-info``: summarize a GOD subject and its stimulus images."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
 
 
-def register(subparsers) -> None:  # filled in by the command's owner
-    return None
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data-info",
+        help="summarize a GOD subject (samples, ROIs, categories, missing images)",
+        description=(
+            "Load one GOD subject's fMRI file(s) and stimulus id files and print sample "
+            "counts, ROI voxel counts, category counts and the stimulus images missing "
+            "on disk. Checks that every fMRI stimulus id is listed in the id files."
+        ),
+    )
+    p.add_argument("--god", required=True, metavar="DIR", help="GOD data folder")
+    p.add_argument("--subject", required=True, metavar="N", help="subject number (1-5)")
+    p.add_argument(
+        "--roi",
+        default="ROI_VC",
+        metavar="EXPR",
+        help="ROI query in bdpy syntax, e.g. 'ROI_VC', 'ROI_V1 + ROI_V2', 'ROI_V*' "
+        "(default: ROI_VC)",
+    )
+    p.add_argument(
+        "--release",
+        choices=("auto", "spm", "fmriprep"),
+        default="auto",
+        help="which release to read when a folder holds both (default: auto)",
+    )
+    p.add_argument(
+        "--drop-nan-voxels",
+        action="store_true",
+        help="drop voxel columns that contain NaN instead of failing",
+    )
+    p.add_argument(
+        "--require-images",
+        action="store_true",
+        help="fail if the stimulus id files or any stimulus image are missing",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_data_info)
+
+
+def data_info(
+    god: str,
+    subject: str | int,
+    roi: str = "ROI_VC",
+    *,
+    release: str = "auto",
+    drop_nan_voxels: bool = False,
+    require_images: bool = False,
+) -> dict[str, Any]:
+    """Collect the ``data-info`` summary as a JSON-ready dict."""
+    import numpy as np
+
+    from fmri2image.data.bdata import MissingDataFileError
+    from fmri2image.data.god import load_god_subject
+    from fmri2image.data.ids import stimulus_id_keys
+    from fmri2image.data.stimuli import check_stimulus_ids, load_stimulus_set
+
+    subj = load_god_subject(god, subject, roi, release=release, drop_nan_voxels=drop_nan_voxels)
+    dt = subj.data_types
+    cats = subj.categories
+    test_keys, n_rep = np.unique(stimulus_id_keys(subj.stimulus_ids[dt == 2]), return_counts=True)
+    info: dict[str, Any] = {
+        "subject": subj.subject,
+        "roi": subj.roi,
+        "sources": [str(p) for p in subj.sources],
+        "n_samples": subj.n_samples,
+        "n_train": int((dt == 1).sum()),
+        "n_test_trials": int((dt == 2).sum()),
+        "n_test_images": int(test_keys.size),
+        "test_repeats": sorted({int(r) for r in n_rep}),
+        "n_imagery_trials": int((dt == 3).sum()),
+        "n_voxels": subj.n_voxels,
+        "n_dropped_nan_voxels": subj.n_dropped_nan_voxels,
+        "n_train_categories": int(np.unique(cats[dt == 1]).size),
+        "n_test_categories": int(np.unique(cats[dt == 2]).size),
+        "n_imagery_categories": int(np.unique(cats[dt == 3]).size),
+        "n_runs": int(np.unique(subj.run_groups).size),
+        "rois": dict(subj.roi_sizes),
+        "stimuli": {},
+        "missing_images": [],
+    }
+    for split, code in (("training", 1), ("test", 2)):
+        try:
+            stim = load_stimulus_set(god, split, allow_missing=not require_images)
+        except MissingDataFileError:
+            if require_images:
+                raise
+            info["stimuli"][split] = None
+            continue
+        check_stimulus_ids(subj.stimulus_ids[dt == code], stim, what=f"fMRI {split}")
+        info["stimuli"][split] = {
+            "id_file": str(stim.id_file),
+            "image_dir": str(stim.image_dir),
+            "n_images": len(stim),
+            "n_missing": len(stim.missing),
+        }
+        info["missing_images"].extend(stim.missing)
+    return info
+
+
+def _format_text(info: dict[str, Any]) -> str:
+    lines = [
+        f"GOD subject {info['subject']}  ROI {info['roi']}  ({info['n_voxels']} voxels)",
+        f"  files: {', '.join(info['sources'])}",
+        f"  training:  {info['n_train']} samples, {info['n_train_categories']} categories",
+        f"  test:      {info['n_test_trials']} trials of {info['n_test_images']} images "
+        f"({info['n_test_categories']} categories; repeats {info['test_repeats']})",
+        f"  imagery:   {info['n_imagery_trials']} trials, "
+        f"{info['n_imagery_categories']} categories",
+        f"  runs:      {info['n_runs']}",
+    ]
+    if info["n_dropped_nan_voxels"]:
+        lines.append(f"  dropped {info['n_dropped_nan_voxels']} NaN voxel columns")
+    lines.append("  ROIs: " + ", ".join(f"{k} {v}" for k, v in info["rois"].items()))
+    for split, st in info["stimuli"].items():
+        if st is None:
+            lines.append(f"  {split} stimuli: id file not found (images are optional here)")
+        else:
+            lines.append(
+                f"  {split} stimuli: {st['n_images']} images listed in {st['id_file']}, "
+                f"{st['n_missing']} missing"
+            )
+    missing = info["missing_images"]
+    if missing:
+        lines.append(f"  missing images ({len(missing)}):")
+        lines.extend(f"    {m}" for m in missing[:20])
+        if len(missing) > 20:
+            lines.append(f"    ... and {len(missing) - 20} more (see --json)")
+    return "\n".join(lines)
+
+
+def run_data_info(args: argparse.Namespace) -> int:
+    import json
+
+    info = data_info(
+        args.god,
+        args.subject,
+        args.roi,
+        release=args.release,
+        drop_nan_voxels=args.drop_nan_voxels,
+        require_images=args.require_images,
+    )
+    print(json.dumps(info, indent=2) if args.json else _format_text(info))
+    return 0

@@ -1,0 +1,78 @@
+"""GOD data layer: BData files, stimulus ids and images, splits and normalization.
+
+Public names are imported lazily (PEP 562), so ``import fmri2image.data`` is cheap.
+
+=============================  ===============================================
+``read_bdata``, ``BDataFile``   read BData HDF5 files (bdpy format) with h5py
+``BDataBuilder``                write BData HDF5 files that bdpy loads
+``stimulus_id_to_wnid`` ...     exact GOD stimulus-id encoding
+``find_subject_files``          locate ``SubjectN.h5`` or the split release
+``load_god_subject``            -> :class:`GODSubject` (voxels + labels)
+``load_stimulus_set``           -> :class:`StimulusSet` (ids, names, image paths)
+``make_splits``                 -> :class:`GODSplits` (train/val/test/imagery)
+``write_demo_dataset``          synthetic GOD-layout dataset for the demo
+=============================  ===============================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # bdata
+    "BDataBuilder": "bdata",
+    "BDataFile": "bdata",
+    "MetadataKeyError": "bdata",
+    "MissingDataFileError": "bdata",
+    "parse_query": "bdata",
+    "read_bdata": "bdata",
+    # ids
+    "category_of": "ids",
+    "image_name_to_stimulus_id": "ids",
+    "image_names_to_stimulus_ids": "ids",
+    "stimulus_id_key": "ids",
+    "stimulus_id_keys": "ids",
+    "stimulus_id_to_image_name": "ids",
+    "stimulus_id_to_wnid": "ids",
+    "stimulus_ids_to_categories": "ids",
+    "stimulus_ids_to_image_names": "ids",
+    "stimulus_ids_to_wnids": "ids",
+    "wnid_to_category": "ids",
+    # god
+    "DATA_TYPES": "god",
+    "GODSubject": "god",
+    "parse_subject": "god",
+    "find_subject_files": "god",
+    "load_god_subject": "god",
+    # stimuli
+    "StimulusSet": "stimuli",
+    "check_stimulus_ids": "stimuli",
+    "find_stimulus_root": "stimuli",
+    "load_images": "stimuli",
+    "load_stimuli": "stimuli",
+    "load_stimulus_set": "stimuli",
+    "read_id_file": "stimuli",
+    # preprocess
+    "GODSplits": "preprocess",
+    "NormalizationStats": "preprocess",
+    "make_splits": "preprocess",
+    "zscore_by_run": "preprocess",
+    # demo (owned by the demo-dataset module)
+    "write_demo_dataset": "demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fmri2image.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fmri2image.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
