@@ -60,6 +60,7 @@ _EXPORTS = {
     "zscore_by_run": "preprocess",
     # demo (owned by the demo-dataset module)
     "write_demo_dataset": "demo",
+    "DemoDatasetInfo": "demo",
 }
 
 __all__ = sorted(_EXPORTS)
