@@ -1,0 +1,207 @@
+"""Cross-validation pieces: folds, training-only statistics, voxel selection, scores.
+
+Everything here is computed from the samples it is given and nothing else: callers
+pass the *training part* of a fold (or of the whole data set) to :func:`fit_scaler`
+and :func:`select_voxels`, and apply the result to held-out samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fmri2image.errors import ConfigError
+
+__all__ = [
+    "SCORINGS",
+    "Scaler",
+    "fit_scaler",
+    "make_folds",
+    "score_columns",
+    "select_voxels",
+]
+
+SCORINGS = ("r2", "correlation")
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-column affine map ``(A - mean) / scale`` estimated on training rows.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n_columns,)
+    scale : ndarray of shape (n_columns,)
+        Standard deviation (``ddof=0``, as :class:`sklearn.preprocessing.StandardScaler`),
+        1 for constant columns, or all ones when scaling is off (centering only).
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def transform(self, A: np.ndarray) -> np.ndarray:
+        return (A - self.mean) / self.scale
+
+    def inverse_transform(self, A: np.ndarray) -> np.ndarray:
+        return A * self.scale + self.mean
+
+
+def fit_scaler(A: np.ndarray, *, scale: bool) -> Scaler:
+    """Column means (and standard deviations when ``scale``) of the training rows ``A``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_samples, n_columns)
+        Training rows only.
+    scale : bool
+        If False, only center (``scale`` is all ones): the intercept is still fitted.
+    """
+    mean = A.mean(axis=0)
+    if scale:
+        std = A.std(axis=0)
+        # StandardScaler's convention: a constant column is centered, not divided by ~0.
+        std = np.where(std < 10 * np.finfo(A.dtype).eps * np.maximum(np.abs(mean), 1), 1, std)
+    else:
+        std = np.ones_like(mean)
+    return Scaler(mean=mean.astype(A.dtype), scale=std.astype(A.dtype))
+
+
+def select_voxels(
+    X: np.ndarray, Y: np.ndarray, n_voxels: int, *, n_targets_batch: int | None = None
+) -> np.ndarray:
+    """Keep the voxels most correlated with the targets, from training rows only.
+
+    Each voxel ``v`` is scored by its mean squared Pearson correlation with the
+    targets, ``mean_j r(x_v, y_j)^2`` (the average univariate R²), and the
+    ``n_voxels`` best are kept.  One voxel set is shared by all targets so that one
+    factorization serves every target (the official GOD code instead selects
+    voxels separately for each feature unit and fits one model per unit).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Training inputs (never include held-out samples).
+    Y : ndarray of shape (n_samples, n_targets)
+        Training targets.
+    n_voxels : int
+        How many voxels to keep (``<= n_features``).
+    n_targets_batch : int, optional
+        Targets processed at once (memory bound for the (n_features, batch) block).
+
+    Returns
+    -------
+    indices : ndarray of shape (n_voxels,)
+        Selected column indices, ascending.
+    """
+    Xz = fit_scaler(X, scale=True).transform(X)
+    Yz = fit_scaler(Y, scale=True).transform(Y)
+    n, n_targets = Y.shape
+    batch = n_targets_batch or n_targets
+    score = np.zeros(X.shape[1], dtype=np.float64)
+    for start in range(0, n_targets, batch):
+        r = (Xz.T @ Yz[:, start : start + batch]) / n
+        score += np.square(r, dtype=np.float64).sum(axis=1)
+    # Stable sort on -score: ties go to the lower index, deterministically.
+    keep = np.argsort(-score, kind="stable")[:n_voxels]
+    return np.sort(keep)
+
+
+def make_folds(
+    n_samples: int,
+    cv: Any,
+    groups: np.ndarray | None = None,
+    random_state: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/validation index pairs.
+
+    Parameters
+    ----------
+    n_samples : int
+    cv : int or cross-validation splitter
+        An int ``k`` gives ``k`` folds: :class:`~sklearn.model_selection.GroupKFold`
+        when ``groups`` is given (no group on both sides), else
+        :class:`~sklearn.model_selection.KFold` in contiguous blocks (the samples
+        of an fMRI session are ordered in time and autocorrelated, so contiguous
+        folds are the conservative default) or shuffled with ``random_state``
+        when one is given.  Any object with a scikit-learn ``split`` method is
+        used as is.
+    groups : ndarray of shape (n_samples,), optional
+        Group label per sample (e.g. the stimulus category).
+    random_state : int, optional
+        Seed for shuffled ``KFold``; None keeps contiguous blocks.
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+        if cv < 2:
+            raise ConfigError(
+                f"cv={cv} is not a valid number of folds; cross-validation needs at "
+                "least 2 folds. Use cv=5 (default), cv='loo', or a scikit-learn splitter."
+            )
+        if cv > n_samples:
+            raise ConfigError(
+                f"cv={cv} folds is more than the {n_samples} training samples; use fewer folds."
+            )
+        if groups is not None:
+            n_groups = len(np.unique(groups))
+            if n_groups < cv:
+                raise ConfigError(
+                    f"cv={cv} grouped folds need at least {cv} distinct groups, but "
+                    f"'groups' has {n_groups}. Use fewer folds or finer groups."
+                )
+            splitter: Any = GroupKFold(n_splits=int(cv))
+        elif random_state is None:
+            splitter = KFold(n_splits=int(cv))
+        else:
+            splitter = KFold(n_splits=int(cv), shuffle=True, random_state=random_state)
+    elif hasattr(cv, "split"):
+        splitter = cv
+    else:
+        raise ConfigError(
+            f"cv={cv!r} is not understood. Pass a number of folds (e.g. 5), 'loo' for "
+            "efficient leave-one-out, or a scikit-learn splitter such as GroupKFold(5)."
+        )
+    dummy = np.zeros((n_samples, 1))
+    folds = [(np.asarray(tr), np.asarray(va)) for tr, va in splitter.split(dummy, groups=groups)]
+    if not folds:
+        raise ConfigError(f"the cross-validation splitter {cv!r} produced no folds.")
+    return folds
+
+
+def score_columns(Y_true: np.ndarray, Y_pred: np.ndarray, scoring: str) -> np.ndarray:
+    """Score each target column.
+
+    Parameters
+    ----------
+    Y_true, Y_pred : ndarray of shape (n_samples, n_targets)
+    scoring : {"r2", "correlation"}
+        ``"r2"``: coefficient of determination ``1 - SS_res / SS_tot`` with
+        ``SS_tot`` about the mean of ``Y_true`` (as :func:`sklearn.metrics.r2_score`;
+        a constant column scores 1 if predicted exactly, else 0).
+        ``"correlation"``: Pearson r (0 where either side is constant).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_targets,), float64
+    """
+    Y_true = np.asarray(Y_true, dtype=np.float64)
+    Y_pred = np.asarray(Y_pred, dtype=np.float64)
+    if scoring == "r2":
+        ss_res = np.square(Y_true - Y_pred).sum(axis=0)
+        ss_tot = np.square(Y_true - Y_true.mean(axis=0)).sum(axis=0)
+        ok = ss_tot > 0
+        out = np.where(ss_res == 0, 1.0, 0.0)
+        out[ok] = 1.0 - ss_res[ok] / ss_tot[ok]
+        return out
+    if scoring == "correlation":
+        t = Y_true - Y_true.mean(axis=0)
+        p = Y_pred - Y_pred.mean(axis=0)
+        denom = np.sqrt(np.square(t).sum(axis=0) * np.square(p).sum(axis=0))
+        num = (t * p).sum(axis=0)
+        out = np.zeros(Y_true.shape[1])
+        ok = denom > 0
+        out[ok] = num[ok] / denom[ok]
+        return out
+    raise ConfigError(f"scoring={scoring!r} is not supported; use one of {SCORINGS}.")
