@@ -110,7 +110,7 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     out: dict[str, np.ndarray] = {}
     with safe_open(str(path), framework="np") as fh:
         meta = fh.metadata() or {}
-        for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+        for key in fh.keys():
             out[key] = fh.get_tensor(key)
     return out, dict(meta)
 

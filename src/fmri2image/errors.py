@@ -12,6 +12,7 @@ __all__ = [
     "DataFormatError",
     "DependencyError",
     "Fmri2ImageError",
+    "MissingDataFileError",
     "MissingImageError",
     "ModelUnavailableError",
 ]
@@ -25,6 +26,10 @@ class Fmri2ImageError(Exception):
 
 class DataFormatError(Fmri2ImageError, ValueError):
     """A data file exists but does not have the expected content or layout."""
+
+
+class MissingDataFileError(Fmri2ImageError, FileNotFoundError):
+    """A data file (BData HDF5, id file) the user pointed to does not exist."""
 
 
 class MissingImageError(Fmri2ImageError, FileNotFoundError):

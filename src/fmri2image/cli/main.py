@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "fmri2image.cli.demo_data_cmd",
     "fmri2image.cli.data_cmds",
     "fmri2image.cli.extract_cmd",
+    "fmri2image.cli.decode_cmd",
 )
 
 
@@ -29,9 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for errors"
-    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars or info messages"
     )
@@ -45,11 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    # Our own messages at INFO; third-party libraries (faiss, ray, ...) only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("fmri2image").setLevel(logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:
         import os
 

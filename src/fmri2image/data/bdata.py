@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from fmri2image.errors import ConfigError, DataFormatError, Fmri2ImageError
+from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
 
 __all__ = [
     "BDataBuilder",
@@ -42,10 +42,6 @@ __all__ = [
     "parse_query",
     "read_bdata",
 ]
-
-
-class MissingDataFileError(Fmri2ImageError, FileNotFoundError):
-    """A data file (BData HDF5, id file) the user pointed to does not exist."""
 
 
 class MetadataKeyError(DataFormatError):
