@@ -1,0 +1,31 @@
+"""Semantic retrieval: predicted embeddings -> nearest labelled items -> class labels.
+
+>>> from fmri2image.retrieval import FeatureIndex, retrieve, semantic_metrics  # doctest: +SKIP
+>>> index = FeatureIndex.from_store("features/effnet-lite0")   # shard by shard
+>>> result = retrieve(predicted, index, k=5, vote="nearest")
+>>> metrics = semantic_metrics(result, true_wnids)             # hit@k, WordNet, coverage
+>>> print(metrics.format())
+
+Importing this package is cheap: FAISS is imported when an index is first built.
+"""
+
+from fmri2image.retrieval.index import INDEX_KINDS, METRICS, FeatureIndex, IndexKind, l2_normalize
+from fmri2image.retrieval.prototypes import prototype_index
+from fmri2image.retrieval.semantic import HIGHER_IS_BETTER, SemanticMetrics, semantic_metrics
+from fmri2image.retrieval.vote import VOTES, RetrievalResult, apply_vote, retrieve
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "INDEX_KINDS",
+    "METRICS",
+    "VOTES",
+    "FeatureIndex",
+    "IndexKind",
+    "RetrievalResult",
+    "SemanticMetrics",
+    "apply_vote",
+    "l2_normalize",
+    "prototype_index",
+    "retrieve",
+    "semantic_metrics",
+]
