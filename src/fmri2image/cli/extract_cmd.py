@@ -1,5 +1,196 @@
-"""(being written)"""
+"""``fmri2image extract``: embed an image database with one or more encoders.
+
+Heavy imports (torch, the models, Ray) happen inside the handler, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+_EPILOG = """\
+examples:
+  fmri2image extract --model effnet-lite0 --model effnet-lite2 \\
+      --images /data/ILSVRC/train --out features/imagenet
+  fmri2image extract --model effnet-lite0 --prototypes --out features/prototypes
+  RAY_ADDRESS=auto fmri2image extract --model clip --images /data/imagenet-256 \\
+      --class-map classes.csv --out features/in256 --executor ray --device cuda
+
+Each model writes <out>/<model>/shard-NNNNN.npy + images.parquet + manifest.json.
+Re-running the same command resumes an interrupted extraction.
+"""
 
 
-def register(subparsers) -> None:  # filled in by the command's owner
-    return None
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--workers must be >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "extract",
+        help="embed an image folder with one or more encoders (sharded, resumable)",
+        description=(
+            "Embed every image of an ImageNet-style folder (wnid folders, Tiny ImageNet,\n"
+            "class-name folders, or a flat folder) with one or more encoders. Each image is\n"
+            "decoded once for all encoders. Output is sharded, written atomically and\n"
+            "resumable; unreadable images are skipped and listed in the manifest."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        dest="models",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="encoder registry name (repeat for several: one decode feeds all)",
+    )
+    p.add_argument("--images", type=Path, metavar="DIR", help="image folder to embed")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--prototypes",
+        action="store_true",
+        help="also write each model's ImageNet class prototypes (classifier weights) to "
+        "<out>/<model>.prototypes; --images becomes optional",
+    )
+    g = p.add_argument_group("image folder")
+    g.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "wnid", "wnid-images", "class-name", "flat"),
+        help="folder layout (default: detect)",
+    )
+    g.add_argument(
+        "--class-map",
+        type=Path,
+        metavar="FILE",
+        help="JSON object or CSV 'folder,wnid' naming the WordNet id of class folders",
+    )
+    g.add_argument(
+        "--skip-unresolved",
+        action="store_true",
+        help="leave out class folders whose name is ambiguous or unknown instead of failing",
+    )
+    g.add_argument(
+        "--limit",
+        type=_positive,
+        metavar="N",
+        help="embed only N images, evenly spaced over the sorted list (for quick trials)",
+    )
+    r = p.add_argument_group("run")
+    r.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass (64)")
+    r.add_argument(
+        "--workers", type=_workers, default="auto", help="decode workers (default: spare cores)"
+    )
+    r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (cpu)")
+    r.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="inference precision (float32)",
+    )
+    r.add_argument(
+        "--store-dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="precision of the stored features (float32)",
+    )
+    r.add_argument(
+        "--shard-size", type=_positive, default=4096, help="images per shard file (4096)"
+    )
+    r.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode JPEGs at full resolution (default: reduced DCT scale for photos "
+        "larger than 2x 512 px)",
+    )
+    r.add_argument("--executor", default="local", choices=("local", "ray"))
+    r.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster (default: $RAY_ADDRESS, else local)"
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard existing stores made from another image list or config",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fmri2image.errors import ConfigError
+    from fmri2image.features.databases import class_prototype_database, scan_image_folder
+    from fmri2image.features.extract import DEFAULT_DECODE_MIN_SIDE, extract_features
+
+    if args.images is None and not args.prototypes:
+        raise ConfigError(
+            "Nothing to do: pass --images DIR to embed a folder, and/or --prototypes to "
+            "write the models' class-prototype stores."
+        )
+    progress = not getattr(args, "quiet", False)
+    if args.images is not None:
+        db = scan_image_folder(
+            args.images,
+            layout=args.layout,
+            class_map=args.class_map,
+            unresolved="skip" if args.skip_unresolved else "error",
+            progress=progress,
+        )
+        if args.limit and args.limit < len(db):
+            idx = np.unique(np.linspace(0, len(db) - 1, args.limit).round().astype(np.int64))
+            db = db.select(idx)
+        print(f"images: {db.summary()}")
+        res = extract_features(
+            db,
+            args.models,
+            args.out,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+            dtype=args.dtype,
+            shard_size=args.shard_size,
+            store_dtype=args.store_dtype,
+            executor=args.executor,
+            address=args.ray_address,
+            decode_min_side=None if args.full_decode else DEFAULT_DECODE_MIN_SIDE,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+        rate = f"{res.images_per_second:.1f} images/s" if res.n_processed else "nothing to do"
+        print(
+            f"extracted {res.n_images} images ({res.n_skipped} skipped) in "
+            f"{res.seconds:.1f} s, {rate}; shards written {res.shards_written}, "
+            f"reused {res.shards_reused}"
+        )
+        for name, store in res.stores.items():
+            print(f"  {name}: {store.path} ({store.n} x {store.dim}, {store.dtype})")
+    if args.prototypes:
+        for name in args.models:
+            store = class_prototype_database(
+                name, args.out, device=args.device, dtype=args.dtype, store_dtype=args.store_dtype
+            )
+            print(f"  {name} prototypes: {store.path} ({store.n} classes x {store.dim})")
+    return 0
