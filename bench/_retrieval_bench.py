@@ -133,6 +133,8 @@ def run_retrieval_bench(quick: bool = False, *, seed: int = 0) -> dict[str, dict
             t_run, (dist, sk_idx) = _best_time(partial(nn.kneighbors, queries), 1)
             times_sk.append(t_run)
     t_flat, t_sk = min(times_flat), min(times_sk)
+    # The floor of any exact method: the bare (n x 512) @ (512 x 50) product.
+    t_matmul, _ = _best_time(partial(np.matmul, stored, queries.T), repeats)
     del nn, stored
     gc.collect()
     sk_sims = 1.0 - dist
@@ -141,7 +143,9 @@ def run_retrieval_bench(quick: bool = False, *, seed: int = 0) -> dict[str, dict
     same_up_to_ties = bool(np.all(same | tied) and np.allclose(sims, sk_sims, atol=1e-5))
     speedup = t_sk / t_flat
 
-    figures["retrieval_speedup_vs_sklearn"] = _figure(
+    # Exact search cannot beat the 50 x n x 512 matrix product both tools compute;
+    # the bare numpy product is timed beside it so the ceiling is visible.
+    figures["retrieval_exact_speedup_vs_sklearn"] = _figure(
         round(speedup, 2), ">= 10", speedup >= 10, unit="x"
     )
     figures["retrieval_flat_same_neighbours_as_sklearn"] = _figure(
@@ -150,6 +154,7 @@ def run_retrieval_bench(quick: bool = False, *, seed: int = 0) -> dict[str, dict
     figures["retrieval_flat_search_ms"] = _figure(round(1e3 * t_flat, 1), unit="ms / 50 queries")
     figures["retrieval_sklearn_search_ms"] = _figure(round(1e3 * t_sk, 1), unit="ms / 50 queries")
     figures["retrieval_flat_build_s"] = _figure(round(build_flat, 2), unit="s")
+    figures["retrieval_bare_matmul_ms"] = _figure(round(1e3 * t_matmul, 1), unit="ms / 50 queries")
 
     # -- IVF on the full database -------------------------------------------------------
     exact_idx = idx
@@ -165,7 +170,10 @@ def run_retrieval_bench(quick: bool = False, *, seed: int = 0) -> dict[str, dict
     )
     figures["retrieval_ivf_speedup_vs_flat"] = _figure(round(t_flat / t_ivf, 2), unit="x")
     # Approximate: read beside retrieval_ivf_recall_at_10 (clustered synthetic data).
-    figures["retrieval_ivf_speedup_vs_sklearn"] = _figure(round(t_sk / t_ivf, 2), unit="x")
+    ivf_speedup = t_sk / t_ivf
+    figures["retrieval_ivf_speedup_vs_sklearn"] = _figure(
+        round(ivf_speedup, 2), ">= 10", ivf_speedup >= 10, unit="x"
+    )
     figures["retrieval_ivf_build_s"] = _figure(round(build_ivf, 2), unit="s")
     figures["retrieval_ivf_params"] = _figure(
         {k: ivf.params_[k] for k in ("nlist", "nprobe", "train_size")}
@@ -206,14 +214,21 @@ def run_retrieval_bench(quick: bool = False, *, seed: int = 0) -> dict[str, dict
     return figures
 
 
+def split_goals(figures: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    """Separate figures that have a goal from informational values (timings, config)."""
+    with_goal = {k: v for k, v in figures.items() if "goal" in v}
+    info = {k: v for k, v in figures.items() if "goal" not in v}
+    return with_goal, info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="100 k database vectors instead of 1 M"
     )
     args = parser.parse_args(argv)
-    figures = run_retrieval_bench(quick=args.quick)
-    print(json.dumps({"bench": "retrieval", "figures": figures}))
+    figures, info = split_goals(run_retrieval_bench(quick=args.quick))
+    print(json.dumps({"bench": "retrieval", "figures": figures, "info": info}))
     return 0
 
 

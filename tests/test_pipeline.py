@@ -46,7 +46,7 @@ def test_demo_writes_dataset_and_results(demo_run, capsys):
 def test_demo_rerun_reuses_data_and_features(demo_run, capsys):
     out = demo_run
     h5 = out / "data" / "Subject1.h5"
-    feats = out / "results" / "effnet-lite0" / "stimulus_features_training.safetensors"
+    feats = out / "results" / "stimulus_features" / "training" / "effnet-lite0" / "shard-00000.npy"
     before = (h5.stat().st_mtime_ns, feats.stat().st_mtime_ns)
     first = json.loads((out / "results" / "summary.json").read_text())
     assert main(["-q", "demo", "--out", str(out), "--model", "effnet-lite0"]) == 0

@@ -68,5 +68,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_decoding(args.god, args.out, config)
     print(result.table())
+    print()
+    print(result.labels_table())
     print(f"\nResults: {result.out_dir.resolve()}")
     return 0

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         f"images, {result.n_voxels} voxels, {result.seconds:.1f} s\n"
     )
     print(result.table())
+    print()
+    print(result.labels_table())
     print(f"\nResults: {result.out_dir.resolve()}")
     print(f"  summary: {result.out_dir.resolve() / 'summary.json'}")
     for r in result.results:

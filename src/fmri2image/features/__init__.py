@@ -9,7 +9,13 @@ when an encoder is built.
 """
 
 from fmri2image.features.base import Encoder, EncoderSpec
+from fmri2image.features.databases import (
+    ImageDatabase,
+    class_prototype_database,
+    scan_image_folder,
+)
 from fmri2image.features.embed import embed_images, load_rgb
+from fmri2image.features.extract import ExtractionResult, extract_features
 from fmri2image.features.registry import (
     ENCODERS,
     EncoderEntry,
@@ -18,16 +24,24 @@ from fmri2image.features.registry import (
     list_encoders,
     register_encoder,
 )
+from fmri2image.features.shards import FeatureStore, open_feature_store
 
 __all__ = [
     "ENCODERS",
     "Encoder",
     "EncoderEntry",
     "EncoderSpec",
+    "ExtractionResult",
+    "FeatureStore",
+    "ImageDatabase",
+    "class_prototype_database",
     "embed_images",
     "encoder_spec",
+    "extract_features",
     "get_encoder",
     "list_encoders",
     "load_rgb",
+    "open_feature_store",
     "register_encoder",
+    "scan_image_folder",
 ]

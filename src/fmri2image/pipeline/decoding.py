@@ -3,8 +3,9 @@
 For each encoder the stages run in order, each writing a typed, pickle-free result
 under ``out_dir/<encoder>/``:
 
-1. stimulus features (``stimulus_features.safetensors``), reused on the next run when
-   the encoder and the image list are unchanged;
+1. stimulus features of every encoder from one decode pass of the images
+   (``out_dir/stimulus_features/{training,test}/<encoder>/``, sharded stores that a
+   rerun reads instead of recomputing);
 2. a cross-validated :class:`~fmri2image.mapping.RidgeMapping` fitted on training
    samples only (``mapping.safetensors`` + ``.json``), CV folds grouped by category;
 3. prediction metrics on the averaged test images, beside the training-mean
@@ -18,10 +19,8 @@ under ``out_dir/<encoder>/``:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,6 +142,27 @@ class DecodingResult:
             )
         return rows
 
+    def labels_table(self) -> str:
+        """True vs retrieved top-1 label of every test image, one column per encoder."""
+        from fmri2image.imagenet import wnid_name
+
+        def name(wnid: str) -> str:
+            return f"{wnid_name(wnid)[:18]} ({wnid})"
+
+        width = 32
+        lines = [
+            f"{'true category':<{width}}" + "".join(f"{r.encoder:<{width}}" for r in self.results)
+        ]
+        for i, true in enumerate(self.test_wnids):
+            cells = []
+            for r in self.results:
+                got = r.top1_labels[i] if i < len(r.top1_labels) else ""
+                mark = "* " if got == true else "  "
+                cells.append(f"{mark}{name(got) if got else '-':<{width - 2}}")
+            lines.append(f"{name(true):<{width}}" + "".join(cells))
+        lines.append("* = retrieved label equals the true category")
+        return "\n".join(lines)
+
     def table(self) -> str:
         """Plain-text comparison table (chance / baseline in brackets)."""
 
@@ -172,45 +192,39 @@ class DecodingResult:
         return "\n".join(lines)
 
 
-def _slug(name: str) -> str:
-    """File-system-safe folder name for an encoder name like ``hf:org/model``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+def _stimulus_features(stimuli, config: DecodingConfig, out: Path) -> dict[str, np.ndarray]:
+    """Embed one stimulus set with every encoder in one decode pass (resumable store).
 
+    Returns encoder name -> features of shape (n_images, dim), rows in the order of
+    ``stimuli.paths``.  A rerun with the same encoders and images reads the stores.
+    """
+    from fmri2image.features import ImageDatabase, extract_features
 
-def _stimulus_features(encoder, paths: list[Path], cache: Path, batch_size: int) -> np.ndarray:
-    """Embed stimulus images, reusing ``cache`` when encoder and image list match."""
-    from fmri2image.features import embed_images
-
-    key = json.dumps(
-        {"encoder": encoder.spec.to_dict(), "images": [str(p) for p in paths]}, sort_keys=True
+    db = ImageDatabase.from_paths(stimuli.paths, stimuli.wnids, root=stimuli.image_dir)
+    result = extract_features(
+        db,
+        list(config.encoders),
+        out,
+        batch_size=config.batch_size,
+        device=config.device,
+        on_unreadable="raise",
     )
-    import hashlib
-
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    if cache.exists():
-        arrays, meta = _io.load_safetensors(cache)
-        if meta.get("key_sha256") == digest:
-            log.info("  reusing %s", cache)
-            return arrays["features"]
-    feats = embed_images(encoder, [str(p) for p in paths], batch_size=batch_size)
-    _io.save_safetensors(
-        cache, {"features": feats}, {"key_sha256": digest, "encoder": encoder.name}
-    )
-    return feats
+    return {name: result[name].load() for name in config.encoders}
 
 
 def _database_index(encoder, config: DecodingConfig):
+    from fmri2image.features.shards import store_dirname
     from fmri2image.retrieval import FeatureIndex, prototype_index
 
     if config.database == "prototypes":
         return prototype_index(encoder)
     root = Path(config.database)
-    for candidate in (root / _slug(encoder.name), root / encoder.name, root):
+    for candidate in (root / store_dirname(encoder.name), root / encoder.name, root):
         if (candidate / "manifest.json").exists():
             return FeatureIndex.from_store(candidate)
     raise ConfigError(
         f"No feature database for encoder '{encoder.name}' under {root}: expected "
-        f"{root / _slug(encoder.name)}/manifest.json. Build it with: fmri2image extract "
+        f"{root / store_dirname(encoder.name)}/manifest.json. Build it with: fmri2image extract "
         f"--model {encoder.name} --images IMAGENET_DIR --out {root}  (or use --database prototypes)."
     )
 
@@ -238,6 +252,7 @@ def run_decoding(
     from fmri2image.data import load_god_subject, load_stimulus_set, make_splits
     from fmri2image.data.ids import stimulus_ids_to_categories
     from fmri2image.features import get_encoder
+    from fmri2image.features.shards import store_dirname
     from fmri2image.mapping import RidgeMapping, prediction_metrics, save_mapping
     from fmri2image.retrieval import retrieve, semantic_metrics
 
@@ -263,22 +278,20 @@ def run_decoding(
         "/".join(map(str, sorted(set(splits.test_n_repeats.tolist())))), splits.n_voxels,
     )  # fmt: skip
 
+    log.info(
+        "embedding %d + %d stimuli with %s (one decode pass)",
+        len(train_set), len(test_set), ", ".join(config.encoders),
+    )  # fmt: skip
+    feats_train = _stimulus_features(train_set, config, out / "stimulus_features" / "training")
+    feats_test = _stimulus_features(test_set, config, out / "stimulus_features" / "test")
+
     results = []
     for name in config.encoders:
         t0 = time.perf_counter()
-        enc_dir = out / _slug(name)
-        log.info("[%s] embedding %d + %d stimuli", name, len(train_set), len(test_set))
+        enc_dir = out / store_dirname(name)
         encoder = get_encoder(name, device=config.device)
-        feats_train = _stimulus_features(
-            encoder, list(train_set.paths), enc_dir / "stimulus_features_training.safetensors",
-            config.batch_size,
-        )  # fmt: skip
-        feats_test = _stimulus_features(
-            encoder, list(test_set.paths), enc_dir / "stimulus_features_test.safetensors",
-            config.batch_size,
-        )  # fmt: skip
-        Y_train = feats_train[train_rows]
-        Y_test = feats_test[test_rows]
+        Y_train = feats_train[name][train_rows]
+        Y_test = feats_test[name][test_rows]
 
         log.info(
             "[%s] fitting ridge (%d-fold CV over alphas, grouped by category)", name, config.cv
