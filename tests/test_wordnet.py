@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
+from _wordnet_fixture import write_mini_wordnet
 from fmri2image.errors import DataFormatError, DependencyError
 from fmri2image.wordnet import (
     LEXNAMES,
@@ -16,9 +15,6 @@ from fmri2image.wordnet import (
     WordNet,
     find_wordnet_dir,
 )
-
-sys.path.insert(0, str(Path(__file__).parent / "retrieval"))
-from _wordnet_fixture import write_mini_wordnet
 
 # -- a tiny database written in the real format --------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_extract import TinyConvEncoder, write_images
+from _fakes import TinyConvEncoder, write_images
 
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
 from fmri2image.features.databases import (

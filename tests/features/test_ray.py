@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_extract import TinyConvEncoder, truncate, write_images
+from _fakes import TinyConvEncoder, truncate, write_images
 
 from fmri2image.errors import ConfigError, DependencyError
 

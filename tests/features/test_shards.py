@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_extract import TinyConvEncoder, shard_bytes, write_images
+from _fakes import TinyConvEncoder, shard_bytes, write_images
 
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
 from fmri2image.features.databases import ImageDatabase
