@@ -41,8 +41,8 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_ray_executor_matches_local(tmp_path):
     pytest.importorskip("ray.data")
+    import _fakes
     import ray
-    import test_extract
 
     from fmri2image.features.extract import extract_features
 
@@ -54,7 +54,7 @@ def test_ray_executor_matches_local(tmp_path):
         local = extract_features(paths, encs(), tmp_path / "local", num_workers=0, **kw)
 
     # The fake encoders live in a test module the Ray workers cannot import: ship by value.
-    ray.cloudpickle.register_pickle_by_value(test_extract)
+    ray.cloudpickle.register_pickle_by_value(_fakes)
     try:
         with pytest.warns(UserWarning, match="1 of 21"):
             remote = extract_features(
@@ -66,7 +66,7 @@ def test_ray_executor_matches_local(tmp_path):
                 **kw,
             )
     finally:
-        ray.cloudpickle.unregister_pickle_by_value(test_extract)
+        ray.cloudpickle.unregister_pickle_by_value(_fakes)
     assert not ray.is_initialized()  # the executor shuts down the Ray it started
     for name in ("tiny-a", "tiny-b"):
         a, b = local[name], remote[name]
