@@ -24,6 +24,7 @@ __all__ = [
     "file_sha256",
     "load_json",
     "load_safetensors",
+    "load_versioned_json",
     "save_json",
     "save_npy",
     "save_safetensors",
@@ -76,6 +77,32 @@ def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
 def load_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def load_versioned_json(
+    path: str | os.PathLike, *, fmt: str, max_version: int, what: str, how_to_create: str
+) -> dict[str, Any]:
+    """Read a manifest-like JSON file that declares ``format`` and ``format_version``.
+
+    Raises :class:`~fmri2image.errors.MissingDataFileError` when the file is absent
+    (``what``/``how_to_create`` make the message), and
+    :class:`~fmri2image.errors.DataFormatError` when it is another format or a newer
+    version than this release understands.
+    """
+    from fmri2image.errors import DataFormatError, MissingDataFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataFileError(f"{path.parent} is not {what} (no {path.name}). {how_to_create}")
+    meta = load_json(path)
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise DataFormatError(f"{path} does not describe {what} (format is not {fmt!r}).")
+    if int(meta.get("format_version", 0)) > max_version:
+        raise DataFormatError(
+            f"{path} has format version {meta.get('format_version')}, newer than this "
+            f"fmri2image understands ({max_version}); upgrade fmri2image."
+        )
+    return meta
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _fakes import TinyConvEncoder, shard_bytes, write_images
 
-from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
+from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
 from fmri2image.features.databases import ImageDatabase
 from fmri2image.features.shards import (
     FeatureStoreWriter,
@@ -74,12 +74,12 @@ def test_writer_reader_round_trip(tmp_path):
 
 
 def test_open_errors(tmp_path):
-    with pytest.raises(MissingImageError, match="not a feature store"):
+    with pytest.raises(MissingDataFileError, match="not a feature store"):
         open_feature_store(tmp_path)
     w = FeatureStoreWriter.create(
         tmp_path / "toy", database=toy_db(2), spec=SPEC, config={}, shard_size=2
     )
-    with pytest.raises(MissingImageError, match="holds the stores toy"):
+    with pytest.raises(MissingDataFileError, match="holds the stores toy"):
         open_feature_store(tmp_path)
     with pytest.raises(DataFormatError, match="incomplete"):
         open_feature_store(tmp_path / "toy")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _retrieval_helpers import brute_force_cosine, clustered
 
-from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
+from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
 from fmri2image.retrieval import INDEX_KINDS, FeatureIndex, l2_normalize
 
 
@@ -217,7 +217,7 @@ def test_load_mmap_and_errors(tmp_path, planted):
     np.save(out / "labels.npy", labels[:-1])
     with pytest.raises(DataFormatError, match="different builds"):
         FeatureIndex.load(out)
-    with pytest.raises(MissingImageError, match="not a saved retrieval index"):
+    with pytest.raises(MissingDataFileError, match="not a saved retrieval index"):
         FeatureIndex.load(tmp_path / "nothing")
 
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import file_sha256, load_json, save_json, save_npy
-from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
+from fmri2image._io import file_sha256, load_json, load_versioned_json, save_json, save_npy
+from fmri2image.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.features.databases import ImageDatabase
@@ -314,24 +314,18 @@ def open_feature_store(path: str | os.PathLike, *, allow_incomplete: bool = Fals
     """
     path = Path(path)
     mpath = path / MANIFEST
-    if not mpath.is_file():
-        hint = ""
-        if path.is_dir():
-            subs = sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
-            if subs:
-                hint = f" It holds the stores {', '.join(subs)}; open one of them."
-        raise MissingImageError(
-            f"{path} is not a feature store (no {MANIFEST}).{hint} Create one with "
-            "`fmri2image extract`."
-        )
-    manifest = load_json(mpath)
-    if manifest.get("format") != FORMAT:
-        raise DataFormatError(f"{mpath} is not an fmri2image feature-store manifest.")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise DataFormatError(
-            f"{mpath} has format version {manifest.get('format_version')}, newer than this "
-            f"fmri2image understands ({FORMAT_VERSION}); upgrade fmri2image."
-        )
+    hint = ""
+    if not mpath.is_file() and path.is_dir():
+        subs = sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
+        if subs:
+            hint = f"It holds the stores {', '.join(subs)}; open one of them. "
+    manifest = load_versioned_json(
+        mpath,
+        fmt=FORMAT,
+        max_version=FORMAT_VERSION,
+        what="a feature store",
+        how_to_create=f"{hint}Create one with `fmri2image extract`.",
+    )
     if not manifest.get("complete") and not allow_incomplete:
         done, total = len(manifest["shards"]), manifest["n_shards"]
         raise DataFormatError(

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import atomic_path, load_json, save_json, save_npy
+from fmri2image._io import atomic_path, load_versioned_json, save_json, save_npy
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError, require
 from fmri2image.registry import Registry
 
@@ -712,20 +712,13 @@ class FeatureIndex:
         """
         faiss = _faiss()
         directory = Path(directory)
-        meta_path = directory / "index.json"
-        if not meta_path.is_file():
-            raise MissingImageError(
-                f"{directory} is not a saved retrieval index (no index.json); build one "
-                "with FeatureIndex(...).save(directory)."
-            )
-        meta = load_json(meta_path)
-        if meta.get("format") != INDEX_FORMAT:
-            raise DataFormatError(f"{meta_path} does not describe an fmri2image index.")
-        if int(meta.get("format_version", 0)) > INDEX_FORMAT_VERSION:
-            raise DataFormatError(
-                f"{meta_path} has format version {meta['format_version']}, newer than this "
-                "fmri2image understands; upgrade fmri2image."
-            )
+        meta = load_versioned_json(
+            directory / "index.json",
+            fmt=INDEX_FORMAT,
+            max_version=INDEX_FORMAT_VERSION,
+            what="a saved retrieval index",
+            how_to_create="Build one with FeatureIndex(...).save(directory).",
+        )
         params = {k: v for k, v in meta["params"].items() if v is not None}
         kind_defaults = INDEX_KINDS.get(meta["kind"]).defaults
         params = {k: v for k, v in params.items() if k in kind_defaults}
