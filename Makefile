@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh clone:
 #   make demo   -- create .venv, install, run the pipeline on the embedded demo data
-#   make test   -- create .venv, install, run the test suite
+#   make test   -- create .venv, install, lint (ruff), run the test suite
 #
 # TORCH_PIN picks the torch/torchvision pair.  The default is the pair that
 # installs offline on the project's machines; elsewhere override it, e.g.
@@ -38,6 +38,7 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/fmri2image demo --out $(DEMO_OUT)
 
 test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
