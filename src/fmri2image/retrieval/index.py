@@ -228,6 +228,28 @@ def _as_labels(labels: Sequence[str] | np.ndarray, n: int, what: str = "labels")
     return arr
 
 
+def _top_k_selector() -> Callable[[np.ndarray, int], np.ndarray]:
+    """``f(sims, k) -> (m, k)`` column indices of the k largest values of each row.
+
+    torch's multi-threaded ``topk`` is an order of magnitude faster than numpy's
+    single-threaded ``argpartition`` on (50, 300 k) blocks, which otherwise costs as
+    much as the matrix product; numpy is the fallback when torch is absent.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+
+        def numpy_top_k(sims: np.ndarray, k: int) -> np.ndarray:
+            return np.argpartition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+
+        return numpy_top_k
+
+    def torch_top_k(sims: np.ndarray, k: int) -> np.ndarray:
+        return torch.topk(torch.from_numpy(sims), k, dim=1, sorted=False).indices.numpy()
+
+    return torch_top_k
+
+
 # -- the index -----------------------------------------------------------------------
 
 
@@ -634,11 +656,11 @@ class FeatureIndex:
         best_s = np.full((m, k), -np.inf, dtype=np.float32)
         best_i = np.full((m, k), -1, dtype=np.int64)
         rows = np.arange(m)[:, None]
+        top_k = _top_k_selector()
         with threadpool_limits(limits=self.threads, user_api="blas"):
             for start in range(0, n, block):
                 sims = q @ xb[start : start + block].T  # (m, b)
-                kk = min(k, sims.shape[1])
-                part = np.argpartition(sims, sims.shape[1] - kk, axis=1)[:, -kk:]
+                part = top_k(sims, min(k, sims.shape[1]))
                 cand_s = np.concatenate([best_s, sims[rows, part]], axis=1)
                 cand_i = np.concatenate([best_i, part + start], axis=1)
                 keep = np.argpartition(cand_s, cand_s.shape[1] - k, axis=1)[:, -k:]
