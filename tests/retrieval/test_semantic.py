@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from _wordnet_fixture import write_mini_wordnet
 
+from _wordnet_fixture import write_mini_wordnet
 from fmri2image.errors import ConfigError
 from fmri2image.retrieval import RetrievalResult, SemanticMetrics, semantic_metrics
 from fmri2image.wordnet import WordNet
