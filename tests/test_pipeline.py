@@ -57,3 +57,26 @@ def test_demo_rerun_reuses_data_and_features(demo_run, capsys):
         assert first["encoders"][0][key] == second["encoders"][0][key]
     printed = capsys.readouterr().out
     assert "effnet-lite0" in printed and "Results:" in printed
+
+
+def test_decode_rejects_unknown_encoder_before_loading_data(tmp_path, capsys):
+    # the GOD folder does not exist: the encoder typo must be reported first
+    rc = main(
+        ["decode", "--god", str(tmp_path / "nope"), "--subject", "1",
+         "--model", "effnet-lite00", "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Unknown encoder 'effnet-lite00'" in err and "effnet-lite0" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_decode_missing_god_folder_is_a_clean_error(tmp_path, capsys):
+    rc = main(
+        ["decode", "--god", str(tmp_path / "nope"), "--subject", "1",
+         "--model", "effnet-lite0", "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err

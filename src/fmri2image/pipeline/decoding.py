@@ -259,6 +259,10 @@ def run_decoding(
     config = config or DecodingConfig()
     if not config.encoders:
         raise ConfigError("Give at least one encoder (e.g. --model effnet-lite0).")
+    from fmri2image.features import ENCODERS
+
+    for name in config.encoders:  # fail on a typo before any data is loaded
+        ENCODERS.get(name)
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
