@@ -369,9 +369,6 @@ def _as_database(images: ImageDatabase | str | os.PathLike | Sequence) -> ImageD
     return ImageDatabase.from_paths(list(images))
 
 
-_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-
-
 @dataclass
 class _RemoteEncoder:
     """Driver-side stand-in for an encoder that only Ray actors build (spec, no weights)."""
@@ -403,8 +400,9 @@ def _resolve_encoders(
             e = get_encoder(e, device=device, dtype=dtype)
         elif isinstance(e, str):
             from fmri2image.features import encoder_spec
+            from fmri2image.features.encoders._common import canonical_dtype
 
-            e = _RemoteEncoder(encoder_spec(e), device, _DTYPE_ALIASES.get(dtype, dtype))
+            e = _RemoteEncoder(encoder_spec(e), device, canonical_dtype(dtype))
         if not isinstance(e, (_Encoder, _RemoteEncoder)):
             raise ConfigError(
                 f"encoders must be Encoder instances or registry names, got {type(e).__name__}."

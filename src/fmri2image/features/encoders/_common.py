@@ -37,6 +37,13 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 _DTYPES = ("float32", "float16", "bfloat16")
+#: Short spellings users type for the dtypes above.
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def canonical_dtype(dtype: str) -> str:
+    """``"bf16"`` -> ``"bfloat16"`` etc.; other names pass through (torch-free)."""
+    return DTYPE_ALIASES.get(str(dtype), str(dtype))
 
 
 @dataclass(frozen=True)
@@ -175,9 +182,7 @@ def resolve_dtype(dtype: str | Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         name = str(dtype).removeprefix("torch.")
     else:
-        name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(
-            str(dtype), str(dtype)
-        )
+        name = canonical_dtype(dtype)
     if name not in _DTYPES:
         raise ConfigError(f"Unsupported dtype '{dtype}'; use one of {', '.join(_DTYPES)}.")
     return getattr(torch, name)
