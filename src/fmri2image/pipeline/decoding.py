@@ -192,10 +192,13 @@ class DecodingResult:
         return "\n".join(lines)
 
 
-def _stimulus_features(stimuli, config: DecodingConfig, out: Path) -> dict[str, np.ndarray]:
+def _stimulus_features(
+    stimuli, encoders: dict, config: DecodingConfig, out: Path
+) -> dict[str, np.ndarray]:
     """Embed one stimulus set with every encoder in one decode pass (resumable store).
 
-    Returns encoder name -> features of shape (n_images, dim), rows in the order of
+    ``encoders`` maps the configured names to built encoders (loaded once per run).
+    Returns name -> features of shape (n_images, dim), rows in the order of
     ``stimuli.paths``.  A rerun with the same encoders and images reads the stores.
     """
     from fmri2image.features import ImageDatabase, extract_features
@@ -203,13 +206,13 @@ def _stimulus_features(stimuli, config: DecodingConfig, out: Path) -> dict[str, 
     db = ImageDatabase.from_paths(stimuli.paths, stimuli.wnids, root=stimuli.image_dir)
     result = extract_features(
         db,
-        list(config.encoders),
+        list(encoders.values()),
         out,
         batch_size=config.batch_size,
         device=config.device,
         on_unreadable="raise",
     )
-    return {name: result[name].load() for name in config.encoders}
+    return {name: result[enc.name].load() for name, enc in encoders.items()}
 
 
 def _database_index(encoder, config: DecodingConfig):
@@ -286,14 +289,15 @@ def run_decoding(
         "embedding %d + %d stimuli with %s (one decode pass)",
         len(train_set), len(test_set), ", ".join(config.encoders),
     )  # fmt: skip
-    feats_train = _stimulus_features(train_set, config, out / "stimulus_features" / "training")
-    feats_test = _stimulus_features(test_set, config, out / "stimulus_features" / "test")
+    encoders = {name: get_encoder(name, device=config.device) for name in config.encoders}
+    stim_dir = out / "stimulus_features"
+    feats_train = _stimulus_features(train_set, encoders, config, stim_dir / "training")
+    feats_test = _stimulus_features(test_set, encoders, config, stim_dir / "test")
 
     results = []
-    for name in config.encoders:
+    for name, encoder in encoders.items():
         t0 = time.perf_counter()
         enc_dir = out / store_dirname(name)
-        encoder = get_encoder(name, device=config.device)
         Y_train = feats_train[name][train_rows]
         Y_test = feats_test[name][test_rows]
 
@@ -326,7 +330,6 @@ def run_decoding(
                 top1_labels=tuple(str(x) for x in retrieved.top1),
             )
         )
-        del encoder
 
     result = DecodingResult(
         config=config,
