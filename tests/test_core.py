@@ -70,3 +70,29 @@ def test_cli_help_is_fast_and_lazy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    """Results are as readable as any file the user makes (not mkstemp's 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert _io.current_umask() == 0o022
+        p = _io.save_json(tmp_path / "a.json", {"x": 1})
+        assert p.stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        q = _io.save_npy(tmp_path / "b.npy", np.zeros(3))
+        assert q.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_json_is_strict_nan_becomes_null(tmp_path):
+    p = _io.save_json(
+        tmp_path / "s.json",
+        {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0])},
+    )
+    text = p.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": [None, 2.0]}

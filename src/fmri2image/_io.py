@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +22,8 @@ import numpy as np
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "current_umask",
+    "file_mode",
     "file_sha256",
     "load_json",
     "load_safetensors",
@@ -28,12 +31,45 @@ __all__ = [
     "save_json",
     "save_npy",
     "save_safetensors",
+    "strict_json",
 ]
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux exposes it in ``/proc/self/status``; elsewhere it is read with the
+    ``os.umask`` set-and-restore idiom under a lock.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permission bits of a new regular file under the current umask (``0o666 & ~umask``)."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary file is created private (``mkstemp``: 0600) and gets the
+    ordinary permissions of a new file (``0o666 & ~umask``) just before the
+    rename, so results are as readable to colleagues as any file the user makes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +77,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -66,10 +104,38 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (JSON has no NaN).
+
+    Numpy scalars and arrays become Python numbers and lists, paths strings;
+    mappings, lists and tuples are walked recursively.
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON atomically (numpy scalars/arrays and paths allowed)."""
+    """Write ``obj`` as strict JSON atomically.
+
+    Numpy scalars/arrays and paths are allowed; NaN and infinities are written as
+    ``null`` (see :func:`strict_json`), so every JSON reader accepts the file.
+    """
     with atomic_write(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=indent, default=_to_jsonable, sort_keys=False)
+        json.dump(
+            strict_json(obj), fh, indent=indent, default=_to_jsonable, sort_keys=False,
+            allow_nan=False,
+        )  # fmt: skip
         fh.write("\n")
     return Path(path)
 

@@ -207,3 +207,14 @@ def test_package_exports_resolve():
         assert getattr(data, name) is not None
     with pytest.raises(AttributeError):
         data.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.6])
+def test_truncated_file_is_a_data_format_error(fake_god, tmp_path, keep):
+    """A cut download fails with a message, whether the cut hits metadata or data."""
+    data = fake_god.files[0].read_bytes()
+    cut = tmp_path / "Subject3.h5"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(DataFormatError, match=r"damaged or incomplete.*download the file again"):
+        bd = read_bdata(cut)
+        bd.select("ROI_VC")

@@ -111,3 +111,36 @@ def test_save_load_round_trip(tmp_path):
             np.testing.assert_array_equal(back.per_query[col], values)
     text = back.format()
     assert "chance" in text and "coverage: 1/2" in text
+
+
+def test_training_mean_baseline_and_query_ids(tmp_path):
+    ids = write_mini_wordnet(tmp_path)
+    wn = WordNet(tmp_path)
+    dog, cat, car = ids["dog"], ids["cat"], ids["car"]
+    found = _result([[dog, cat], [cat, car], [car, dog]], [dog, cat, car])
+    # The training-mean embedding retrieves 'cat' first, then 'dog', for every image.
+    mean = _result([[cat, dog]], [dog, cat, car])
+    m = semantic_metrics(
+        found, [dog, cat, dog], wordnet=wn, query_ids=["a_1", "b_2", "c_3"], baseline=mean
+    )
+    s = m.summary
+    assert s["hit1"] == pytest.approx(2 / 3) and s["hit1_baseline"] == pytest.approx(1 / 3)
+    assert s["hit5_baseline"] == pytest.approx(1.0)  # dog and cat are both in [cat, dog]
+    # baseline top-1 'cat' against dog, cat, dog: wup 0.75, 1, 0.75
+    assert s["wup_baseline"] == pytest.approx(np.mean([0.75, 1.0, 0.75]))
+    assert s["baseline_top1"] == cat
+    np.testing.assert_array_equal(m.per_query["query"], ["a_1", "b_2", "c_3"])
+    m.save(tmp_path / "out")
+    assert SemanticMetrics.load(tmp_path / "out").per_query["query"].tolist() == [
+        "a_1",
+        "b_2",
+        "c_3",
+    ]
+
+
+def test_baseline_and_query_id_shapes_are_checked():
+    found = _result([["c1"], ["c2"]], DB)
+    with pytest.raises(ConfigError, match="query ids"):
+        semantic_metrics(found, ["c1", "c2"], wordnet=False, query_ids=["only-one"])
+    with pytest.raises(ConfigError, match="baseline retrieval has 3 queries"):
+        semantic_metrics(found, ["c1", "c2"], wordnet=False, baseline=_result([["c1"]] * 3, DB))

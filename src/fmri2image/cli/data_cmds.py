@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--require-images",
         action="store_true",
-        help="fail if the stimulus id files or any stimulus image are missing",
+        help="fail if the stimulus id files or any stimulus image are missing or unreadable",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_data_info)
@@ -60,6 +60,7 @@ def data_info(
     from fmri2image.data.bdata import MissingDataFileError
     from fmri2image.data.god import load_god_subject
     from fmri2image.data.ids import stimulus_id_keys
+    from fmri2image.data.images import check_images_readable, find_unreadable_images
     from fmri2image.data.stimuli import check_stimulus_ids, load_stimulus_set
 
     subj = load_god_subject(god, subject, roi, release=release, drop_nan_voxels=drop_nan_voxels)
@@ -85,6 +86,7 @@ def data_info(
         "rois": dict(subj.roi_sizes),
         "stimuli": {},
         "missing_images": [],
+        "unreadable_images": [],
     }
     for split, code in (("training", 1), ("test", 2)):
         try:
@@ -95,13 +97,24 @@ def data_info(
             info["stimuli"][split] = None
             continue
         check_stimulus_ids(subj.stimulus_ids[dt == code], stim, what=f"fMRI {split}")
+        what = f"{split} stimulus images"
+        where = f"row of {stim.id_file.name}"
+        if require_images:  # one error listing every damaged file
+            check_images_readable(stim.paths, what=what, position_name=where)
+        present = [(i, p) for i, p in enumerate(stim.paths, start=1) if p is not None]
+        bad = find_unreadable_images([p for _, p in present])
+        unreadable = [
+            {"row": present[b.position - 1][0], "path": b.path, "reason": b.reason} for b in bad
+        ]
         info["stimuli"][split] = {
             "id_file": str(stim.id_file),
             "image_dir": str(stim.image_dir),
             "n_images": len(stim),
             "n_missing": len(stim.missing),
+            "n_unreadable": len(unreadable),
         }
         info["missing_images"].extend(stim.missing)
+        info["unreadable_images"].extend(unreadable)
     return info
 
 
@@ -125,7 +138,7 @@ def _format_text(info: dict[str, Any]) -> str:
         else:
             lines.append(
                 f"  {split} stimuli: {st['n_images']} images listed in {st['id_file']}, "
-                f"{st['n_missing']} missing"
+                f"{st['n_missing']} missing, {st['n_unreadable']} unreadable"
             )
     missing = info["missing_images"]
     if missing:
@@ -133,6 +146,12 @@ def _format_text(info: dict[str, Any]) -> str:
         lines.extend(f"    {m}" for m in missing[:20])
         if len(missing) > 20:
             lines.append(f"    ... and {len(missing) - 20} more (see --json)")
+    bad = info["unreadable_images"]
+    if bad:
+        lines.append(f"  unreadable images ({len(bad)}; row of the id file, 1-based):")
+        lines.extend(f"    {b['row']}: {b['path']} ({b['reason']})" for b in bad[:20])
+        if len(bad) > 20:
+            lines.append(f"    ... and {len(bad) - 20} more (see --json)")
     return "\n".join(lines)
 
 

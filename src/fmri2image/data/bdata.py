@@ -22,11 +22,12 @@ selects.  Its query language and column order are those of
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +400,6 @@ class BDataFile:
         return self._read_columns(idx, dtype)[:, 0]
 
     def _read_columns(self, idx: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
-        import h5py
 
         n = self.n_samples
         out = np.empty((n, idx.size), dtype=dtype)
@@ -413,7 +413,7 @@ class BDataFile:
         breaks = np.flatnonzero(np.diff(idx) != 1) + 1
         starts = np.concatenate([[0], breaks])
         stops = np.concatenate([breaks, [idx.size]])
-        with h5py.File(self.path, "r") as fh:
+        with _open_h5(self.path) as fh, _damaged_file_errors(self.path):
             ds = fh[self._dataset_name]
             if starts.size <= 64:
                 for a, b in zip(starts, stops):
@@ -422,6 +422,36 @@ class BDataFile:
                 lo, hi = int(idx[0]), int(idx[-1]) + 1
                 out[:] = ds[:, lo:hi][:, idx - lo]
         return out
+
+
+def _damaged(path: Path, exc: BaseException) -> DataFormatError:
+    return DataFormatError(
+        f"{path} cannot be read: the HDF5 file is damaged or incomplete ({exc}). A "
+        "truncated or interrupted download causes this: download the file again "
+        "(compare its size with the source) and retry."
+    )
+
+
+@contextlib.contextmanager
+def _open_h5(path: Path) -> Iterator[Any]:
+    """``h5py.File(path, "r")``, with a damaged or truncated file as :class:`DataFormatError`."""
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise _damaged(path, exc) from exc
+    with fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _damaged_file_errors(path: Path) -> Iterator[None]:
+    """Reads that fail inside an opened file (truncated data blocks) -> DataFormatError."""
+    try:
+        yield
+    except OSError as exc:
+        raise _damaged(path, exc) from exc
 
 
 def _pick(group: Any, *names: str) -> str | None:
@@ -466,7 +496,7 @@ def read_bdata(path: str | os.PathLike) -> BDataFile:
             "MATLAB .mat files must be converted first, e.g. bdpy.BData('x.mat')."
             "save('x.h5'). A truncated download also causes this: download it again."
         )
-    with h5py.File(path, "r") as fh:
+    with _open_h5(path) as fh, _damaged_file_errors(path):
         ds_name = _pick(fh, "dataset", "dataSet")
         md_name = _pick(fh, "metadata", "metaData")
         if ds_name is None or md_name is None:

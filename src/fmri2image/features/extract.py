@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fmri2image.data.images import DEFAULT_DECODE_MIN_SIDE, decode_errors, decode_image
 from fmri2image.errors import ConfigError, MissingImageError
 from fmri2image.features.databases import ImageDatabase, scan_image_folder
 from fmri2image.features.shards import FeatureStore, FeatureStoreWriter, store_dirname
@@ -54,48 +55,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DECODE_MIN_SIDE = 512
-"""JPEGs are decoded at a reduced DCT scale only while both sides stay >= this many pixels."""
-
 Executor = Literal["local", "ray"]
 
 
 # ---------------------------------------------------------------------------------
-# Decoding and preprocessing: shared by the local and the Ray executors
+# Decoding and preprocessing: shared by the local and the Ray executors.  The image
+# decoder itself lives in the data layer (one decoder for stimuli and databases).
 # ---------------------------------------------------------------------------------
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    from PIL import Image
-
-    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def decode_image(
-    path: str | os.PathLike, min_side: int | None = DEFAULT_DECODE_MIN_SIDE
-) -> Image.Image:
-    """Decode one image file to an RGB ``PIL.Image``.
-
-    Parameters
-    ----------
-    path : path-like
-        Image file.
-    min_side : int or None
-        For JPEGs, let libjpeg decode at 1/2, 1/4 or 1/8 scale (``Image.draft``) as long
-        as both sides stay at least ``min_side`` pixels, which saves most of the decode
-        time of large photos; ``None`` decodes at full resolution.  The value is fixed
-        per run (not per encoder), so features do not depend on which encoders share
-        the decode.
-
-    Raises
-    ------
-    OSError, ValueError, SyntaxError
-        For missing, truncated or non-image files (the engine records and skips them).
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if min_side and im.format == "JPEG":
-            im.draft("RGB", (int(min_side), int(min_side)))
-        return im.convert("RGB")
+_decode_errors = decode_errors
 
 
 def load_batch(
@@ -573,7 +540,8 @@ def extract_features(
     from tqdm.auto import tqdm
 
     total = sum(b.stop - b.start for b in batches)
-    bar_kw: dict[str, Any] = {} if progress else {"disable": True}
+    # Nothing to compute (every shard reused): no empty bar.
+    bar_kw: dict[str, Any] = {} if progress and total else {"disable": True}
     bar = tqdm(total=total, desc="extracting", unit="img", smoothing=0.1, **bar_kw)
     written = 0
     processed = 0
@@ -586,7 +554,8 @@ def extract_features(
             if skipped and on_unreadable == "raise":
                 i, path, reason = skipped[0]
                 raise MissingImageError(
-                    f"Image {i} of the list, {path}, cannot be read ({reason}). Replace the "
+                    f"Image {i + 1} of the list (1-based), {path}, cannot be read ({reason}). "
+                    "Replace the "
                     "file, or drop it from the list; shards finished so far are kept."
                 )
             skip.extend(skipped)

@@ -176,6 +176,8 @@ def semantic_metrics(
     *,
     chance_samples: int = 1000,
     seed: int = 0,
+    query_ids: Sequence[str] | None = None,
+    baseline: RetrievalResult | None = None,
 ) -> SemanticMetrics:
     """Score retrieved labels against the true WordNet ids.
 
@@ -197,6 +199,17 @@ def semantic_metrics(
         drawn at random (seeded) when there are more.
     seed : int, default 0
         Seed of that draw.
+    query_ids : sequence of str, optional
+        Name of each query (for GOD: the stimulus stem ``"n01443537_22563"``), stored
+        in the ``query`` column so the table joins with the prediction metrics'
+        ``per_image.parquet``; default: the 0-based query number as text.
+    baseline : RetrievalResult, optional
+        The retrieval of the *training-mean embedding* (one query, or one per
+        query): what a map that learned nothing retrieves, for every image alike.
+        Its hit@1, hit@5 and Wu–Palmer similarity are reported beside the real
+        ones as ``hit1_baseline``, ``hit5_baseline``, ``wup_baseline`` (with
+        ``baseline_top1``, the label it retrieves): collapsed predictions all get
+        this label, so a hit rate is only meaningful above it.
 
     Returns
     -------
@@ -249,8 +262,17 @@ def semantic_metrics(
                     cache[t] = (math.nan, math.nan)
             wup_chance[i], path_chance[i] = cache[t]
 
+    if query_ids is None:
+        qnames = np.array([str(i) for i in range(nq)], dtype=str)
+    else:
+        qnames = np.asarray([str(q) for q in query_ids], dtype=str)
+        if qnames.shape[0] != nq:
+            raise ConfigError(
+                f"Got {qnames.shape[0]} query ids for {nq} retrieved queries; pass one "
+                "name per query, in query order."
+            )
     per_query = {
-        "query": np.arange(nq, dtype=np.int64),
+        "query": qnames,
         "true_wnid": true,
         "true_name": np.array([wnid_name(t) for t in true], dtype=str),
         "top1_wnid": top1,
@@ -299,4 +321,36 @@ def semantic_metrics(
         "wordnet": str(wn.directory) if wn is not None else None,
         "higher_is_better": dict(HIGHER_IS_BETTER),
     }
+    if baseline is not None:
+        summary.update(_baseline_summary(baseline, true, wn))
     return SemanticMetrics(per_query=per_query, summary=summary)
+
+
+def _baseline_summary(
+    baseline: RetrievalResult, true: np.ndarray, wn: WordNet | None
+) -> dict[str, Any]:
+    """hit@1, hit@5 and Wu–Palmer of one fixed ranked label list for every query."""
+    if baseline.n_queries < 1:
+        raise ConfigError("The baseline retrieval has no query.")
+    if baseline.n_queries not in (1, true.shape[0]):
+        raise ConfigError(
+            f"The baseline retrieval has {baseline.n_queries} queries; pass one (the "
+            f"training-mean embedding) or one per query ({true.shape[0]})."
+        )
+    ranked = list(baseline.ranked_labels)
+    if len(ranked) == 1:
+        ranked = ranked * true.shape[0]
+    top1 = [r[0] if r else "" for r in ranked]
+    hit1 = np.array([t == p for t, p in zip(true, top1)], dtype=bool)
+    hit5 = np.array([t in r[:5] for t, r in zip(true, ranked)], dtype=bool)
+    wup = np.full(true.shape[0], math.nan)
+    if wn is not None:
+        for i, (t, p) in enumerate(zip(true, top1)):
+            wup[i] = _safe_sim(wn.wup_similarity, p, t, wn)
+    labels = sorted(set(top1))
+    return {
+        "hit1_baseline": float(hit1.mean()),
+        "hit5_baseline": float(hit5.mean()),
+        "wup_baseline": _nanmean(wup),
+        "baseline_top1": labels[0] if len(labels) == 1 else labels,
+    }

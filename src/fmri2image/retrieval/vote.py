@@ -128,6 +128,8 @@ class RetrievalResult:
         Distinct labels of the whole database (what *could* have been retrieved).
     neighbor_items : ndarray of shape (n_queries, k), str, or None
         Item names (image paths) of the neighbours when the index keeps them.
+    query_ids : tuple of str, or None
+        Name of each query (for GOD: the stimulus stem), when the caller gave them.
     """
 
     indices: np.ndarray
@@ -139,6 +141,7 @@ class RetrievalResult:
     metric: str
     database_classes: tuple[str, ...]
     neighbor_items: np.ndarray | None = None
+    query_ids: tuple[str, ...] | None = None
 
     @property
     def n_queries(self) -> int:
@@ -162,7 +165,12 @@ class RetrievalResult:
         import pyarrow as pa
 
         cols = {
-            "query": pa.array(np.arange(self.n_queries, dtype=np.int64)),
+            "query": pa.array(
+                list(self.query_ids)
+                if self.query_ids is not None
+                else [str(i) for i in range(self.n_queries)],
+                pa.string(),
+            ),
             "top1": pa.array(self.top1.tolist(), pa.string()),
             "ranked_labels": pa.array([list(r) for r in self.ranked_labels], pa.list_(pa.string())),
             "ranked_scores": pa.array(
@@ -207,6 +215,7 @@ class RetrievalResult:
             return np.array(table.column(col).to_pylist(), dtype=dtype).reshape(n, k)
 
         items = mat("neighbor_items", str) if "neighbor_items" in table.column_names else None
+        query_ids = tuple(str(q) for q in table.column("query").to_pylist())
         classes = meta.get("database_classes", "")
         return cls(
             indices=mat("neighbor_indices", np.int64),
@@ -218,6 +227,7 @@ class RetrievalResult:
             metric=meta["metric"],
             database_classes=tuple(classes.split("\n")) if classes else (),
             neighbor_items=items,
+            query_ids=query_ids,
         )
 
 
@@ -226,6 +236,8 @@ def retrieve(
     index: FeatureIndex,
     k: int = 5,
     vote: str = "nearest",
+    *,
+    query_ids: Sequence[str] | None = None,
 ) -> RetrievalResult:
     """Search ``index`` for each query and vote a ranked list of labels.
 
@@ -241,6 +253,9 @@ def retrieve(
         distinct candidate labels for hit@5.
     vote : str, default "nearest"
         A name in :data:`VOTES` (``"nearest"``, ``"majority"``, ``"weighted"``).
+    query_ids : sequence of str, optional
+        Name of each query (e.g. the stimulus stem), kept in the saved table's
+        ``query`` column; default: the query number.
 
     Returns
     -------
@@ -249,6 +264,13 @@ def retrieve(
     VOTES.get(vote)  # validate before searching
     if k < 1:
         raise ConfigError(f"k must be a positive integer, got {k}.")
+    if query_ids is not None:
+        query_ids = tuple(str(q) for q in query_ids)
+        if len(query_ids) != len(queries):
+            raise ConfigError(
+                f"Got {len(query_ids)} query ids for {len(queries)} queries; pass one "
+                "name per query."
+            )
     sims, idx = index.search(queries, k)
     labels = index.labels_of(idx)
     ranked, scores = apply_vote(labels, sims, vote)
@@ -266,4 +288,5 @@ def retrieve(
         metric=index.metric,
         database_classes=tuple(index.classes_.tolist()),
         neighbor_items=neighbor_items,
+        query_ids=query_ids,
     )
