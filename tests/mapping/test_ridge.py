@@ -91,9 +91,26 @@ def test_target_batches_give_identical_results(wide):
 
 
 # --------------------------------------------------------- CV = brute-force loops
-def brute_force_cv(X, Y, alphas, folds, n_voxels=None):
-    """Explicit loops over folds and alphas with scikit-learn; R² per target."""
-    scores = np.zeros((len(alphas), Y.shape[1]))
+def pearson_columns(Y_true, Y_pred):
+    from scipy.stats import pearsonr
+
+    return np.array([pearsonr(Y_true[:, j], Y_pred[:, j])[0] for j in range(Y_true.shape[1])])
+
+
+def brute_force_cv(X, Y, alphas, folds, n_voxels=None, pooling="fold-mean", scoring="r2"):
+    """Explicit loops over folds and alphas with scikit-learn ``Ridge``; score per target.
+
+    ``"fold-mean"``: one score per validation fold, averaged.  ``"pooled"``: each
+    sample's out-of-fold prediction (original units, as scikit-learn returns it)
+    is collected, then every target is scored once over all samples.
+    """
+    score = (
+        (lambda t, p: r2_score(t, p, multioutput="raw_values"))
+        if scoring == "r2"
+        else pearson_columns
+    )
+    fold_mean = np.zeros((len(alphas), Y.shape[1]))
+    oof = np.full((len(alphas), *Y.shape), np.nan)
     for train, val in folds:
         cols = np.arange(X.shape[1])
         if n_voxels is not None:
@@ -102,38 +119,57 @@ def brute_force_cv(X, Y, alphas, folds, n_voxels=None):
         for a, alpha in enumerate(alphas):
             ref = sk_reference(alpha, True).fit(X[np.ix_(train, cols)], Y[train])
             pred = ref.predict(X[np.ix_(val, cols)])
-            scores[a] += r2_score(Y[val], pred, multioutput="raw_values")
-    scores /= len(folds)
+            fold_mean[a] += score(Y[val], pred)
+            oof[a, val] = pred
+    if pooling == "fold-mean":
+        scores = fold_mean / len(folds)
+    else:
+        assert not np.isnan(oof).any()  # the folds cover every sample once
+        scores = np.array([score(Y, oof[a]) for a in range(len(alphas))])
     return scores, alphas[np.argmax(scores, axis=0)]
 
 
+POOLINGS = ["pooled", "fold-mean"]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("solver", EIGH)
-def test_cv_alphas_equal_brute_force(solver):
+def test_cv_alphas_equal_brute_force(solver, pooling):
     X, Y, _ = planted(48, 60, 6, noise=2.0, seed=3)
     folds = list(KFold(4).split(X))
-    model = RidgeMapping(alphas=ALPHAS, cv=4, solver=solver, dtype="float64").fit(X, Y)
-    scores, best = brute_force_cv(X, Y, ALPHAS, folds)
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=4, solver=solver, score_pooling=pooling, dtype="float64"
+    ).fit(X, Y)
+    scores, best = brute_force_cv(X, Y, ALPHAS, folds, pooling=pooling)
     np.testing.assert_allclose(model.cv_scores_, scores, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(model.alpha_, best)
     assert model.n_splits_ == 4
 
 
-def test_grouped_cv_equals_brute_force_group_kfold():
+@pytest.mark.parametrize("scoring", ["r2", "correlation"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_grouped_cv_equals_brute_force_group_kfold(pooling, scoring):
     X, Y, _ = planted(48, 60, 5, noise=2.0, seed=4)
     groups = np.repeat(np.arange(12), 4)  # e.g. 12 categories x 4 images
-    model = RidgeMapping(alphas=ALPHAS, cv=3, dtype="float64").fit(X, Y, groups=groups)
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=3, scoring=scoring, score_pooling=pooling, dtype="float64"
+    ).fit(X, Y, groups=groups)
     folds = list(GroupKFold(3).split(X, groups=groups))
     for train, val in folds:
         assert not set(groups[train]) & set(groups[val])
-    scores, best = brute_force_cv(X, Y, ALPHAS, folds)
+    scores, best = brute_force_cv(X, Y, ALPHAS, folds, pooling=pooling, scoring=scoring)
     np.testing.assert_allclose(model.cv_scores_, scores, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(model.alpha_, best)
 
 
-def test_voxel_selection_cv_equals_brute_force():
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_voxel_selection_cv_equals_brute_force(pooling):
     X, Y, _ = planted(48, 80, 4, noise=1.0, seed=5)
-    model = RidgeMapping(alphas=ALPHAS, cv=4, n_voxels=20, dtype="float64").fit(X, Y)
-    scores, best = brute_force_cv(X, Y, ALPHAS, list(KFold(4).split(X)), n_voxels=20)
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=4, n_voxels=20, score_pooling=pooling, dtype="float64"
+    ).fit(X, Y)
+    folds = list(KFold(4).split(X))
+    scores, best = brute_force_cv(X, Y, ALPHAS, folds, n_voxels=20, pooling=pooling)
     np.testing.assert_allclose(model.cv_scores_, scores, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(model.alpha_, best)
     # The planted informative voxels 0..4 are among the selected ones.
@@ -141,10 +177,13 @@ def test_voxel_selection_cv_equals_brute_force():
     assert model.coef_.shape == (20, 4)
 
 
-def test_single_alpha_for_all_targets():
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_single_alpha_for_all_targets(pooling):
     X, Y, _ = planted(48, 60, 6, noise=2.0, seed=3)
-    model = RidgeMapping(alphas=ALPHAS, cv=4, alpha_per_target=False, dtype="float64").fit(X, Y)
-    scores, _ = brute_force_cv(X, Y, ALPHAS, list(KFold(4).split(X)))
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=4, alpha_per_target=False, score_pooling=pooling, dtype="float64"
+    ).fit(X, Y)
+    scores, _ = brute_force_cv(X, Y, ALPHAS, list(KFold(4).split(X)), pooling=pooling)
     assert np.all(model.alpha_ == ALPHAS[np.argmax(scores.mean(axis=1))])
 
 
@@ -346,17 +385,16 @@ def test_bad_data_raise_data_format_error(wide):
         model.predict(X[:, :-1])
 
 
-def test_correlation_scoring_matches_brute_force():
-    from scipy.stats import pearsonr
-
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_correlation_scoring_matches_brute_force(pooling):
     X, Y, _ = planted(40, 50, 3, noise=2.0, seed=9)
-    model = RidgeMapping(alphas=ALPHAS, cv=4, scoring="correlation", dtype="float64").fit(X, Y)
-    expected = np.zeros((len(ALPHAS), Y.shape[1]))
-    for train, val in KFold(4).split(X):
-        for a, alpha in enumerate(ALPHAS):
-            pred = sk_reference(alpha, True).fit(X[train], Y[train]).predict(X[val])
-            expected[a] += [pearsonr(Y[val][:, j], pred[:, j])[0] for j in range(Y.shape[1])]
-    np.testing.assert_allclose(model.cv_scores_, expected / 4, rtol=1e-6, atol=1e-8)
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=4, scoring="correlation", score_pooling=pooling, dtype="float64"
+    ).fit(X, Y)
+    expected, _ = brute_force_cv(
+        X, Y, ALPHAS, list(KFold(4).split(X)), pooling=pooling, scoring="correlation"
+    )
+    np.testing.assert_allclose(model.cv_scores_, expected, rtol=1e-6, atol=1e-8)
 
 
 # ------------------------------------------------------------- numerical details

@@ -7,6 +7,7 @@ and :func:`select_voxels`, and apply the result to held-out samples.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,9 @@ import numpy as np
 from fmri2image.errors import ConfigError
 
 __all__ = [
+    "SCORE_POOLINGS",
     "SCORINGS",
+    "PooledScores",
     "Scaler",
     "fit_scaler",
     "make_folds",
@@ -24,6 +27,8 @@ __all__ = [
 ]
 
 SCORINGS = ("r2", "correlation")
+#: How validation scores of several folds are combined (see :class:`PooledScores`).
+SCORE_POOLINGS = ("pooled", "fold-mean")
 
 
 @dataclass(frozen=True)
@@ -205,3 +210,108 @@ def score_columns(Y_true: np.ndarray, Y_pred: np.ndarray, scoring: str) -> np.nd
         out[ok] = num[ok] / denom[ok]
         return out
     raise ConfigError(f"scoring={scoring!r} is not supported; use one of {SCORINGS}.")
+
+
+class PooledScores:
+    """Scores of the out-of-fold predictions of all folds taken together.
+
+    Pooled scoring concatenates every validation sample's out-of-fold prediction
+    and scores each target once over all of them, as the leave-one-out path and
+    ``r2_score(y, cross_val_predict(...))`` do, instead of averaging one score per
+    fold.  Each fold standardizes the targets with its own training statistics,
+    so predictions of different folds come in different units: they are mapped
+    back to original target units (``pred * fold_scale + fold_mean``) before
+    they are pooled.  Only sums over validation samples are kept (per alpha and
+    target), so memory does not grow with the number of samples.  The sums are
+    taken in a fixed *reference frame* ``(y - ref.mean) / ref.scale`` to keep them
+    well conditioned; R² and Pearson r are invariant to such a per-target affine
+    map, so the scores are those of the original units.
+
+    With ``scoring="r2"`` the score is ``1 - SS_res / SS_tot``, ``SS_tot`` about
+    the mean of the pooled validation targets; with ``"correlation"`` it is the
+    Pearson r between pooled predictions and pooled targets.  Edge cases follow
+    :func:`score_columns` (a constant target scores 1 if predicted exactly, else
+    0 for R²; correlation is 0 where either side is constant).
+
+    Parameters
+    ----------
+    n_alphas, n_targets : int
+    ref : Scaler
+        Reference frame, mean and scale of shape (n_targets,); normally the
+        statistics of all training targets.
+    scoring : {"r2", "correlation"}
+    """
+
+    def __init__(self, n_alphas: int, n_targets: int, ref: Scaler, scoring: str) -> None:
+        if scoring not in SCORINGS:
+            raise ConfigError(f"scoring={scoring!r} is not supported; use one of {SCORINGS}.")
+        self.scoring = scoring
+        self.ref_mean = np.asarray(ref.mean, dtype=np.float64)
+        self.ref_scale = np.asarray(ref.scale, dtype=np.float64)
+        shape = (n_alphas, n_targets)
+        self.n = np.zeros(n_targets)
+        self.sy = np.zeros(n_targets)
+        self.syy = np.zeros(n_targets)
+        self.ss_res = np.zeros(shape)
+        self.sp = np.zeros(shape)
+        self.spp = np.zeros(shape)
+        self.spy = np.zeros(shape)
+
+    def add_fold(
+        self,
+        sl: slice,
+        Y_val: np.ndarray,
+        preds: Iterable[np.ndarray],
+        fold_scaler: Scaler | None = None,
+    ) -> None:
+        """Add one fold's validation predictions for every alpha, for targets ``sl``.
+
+        Parameters
+        ----------
+        sl : slice
+            Target columns concerned.
+        Y_val : ndarray of shape (n_val, n_batch)
+            Validation targets in original units.
+        preds : iterable of ndarray of shape (n_val, n_batch)
+            Predictions for each alpha of the grid, in order, in the fold's
+            standardized target units (or original units if ``fold_scaler`` is None).
+        fold_scaler : Scaler, optional
+            The fold's target scaler restricted to ``sl``.
+        """
+        mean, scale = self.ref_mean[sl], self.ref_scale[sl]
+        T = (np.asarray(Y_val, dtype=np.float64) - mean) / scale
+        self.n[sl] += T.shape[0]
+        self.sy[sl] += T.sum(axis=0)
+        self.syy[sl] += np.square(T).sum(axis=0)
+        if fold_scaler is None:
+            shift, gain = -mean / scale, 1.0 / scale
+        else:  # fold units -> original units -> reference frame, in one affine map
+            f_mean = np.asarray(fold_scaler.mean, dtype=np.float64)
+            f_scale = np.asarray(fold_scaler.scale, dtype=np.float64)
+            shift, gain = (f_mean - mean) / scale, f_scale / scale
+        for a, pred in enumerate(preds):
+            P = np.asarray(pred, dtype=np.float64) * gain + shift
+            if self.scoring == "r2":
+                self.ss_res[a, sl] += np.square(T - P).sum(axis=0)
+            else:
+                self.sp[a, sl] += P.sum(axis=0)
+                self.spp[a, sl] += np.square(P).sum(axis=0)
+                self.spy[a, sl] += (P * T).sum(axis=0)
+
+    def scores(self) -> np.ndarray:
+        """Pooled score per alpha and target, ndarray of shape (n_alphas, n_targets)."""
+        n = np.maximum(self.n, 1.0)
+        ss_tot = np.maximum(self.syy - np.square(self.sy) / n, 0.0)
+        # Sums of squares below ~1e-12 of the raw second moment are round-off.
+        const = ss_tot <= 1e-12 * self.syy
+        if self.scoring == "r2":
+            out = np.where(self.ss_res == 0, 1.0, 0.0)
+            ok = np.broadcast_to(~const, out.shape)
+            out[ok] = (1.0 - self.ss_res / np.where(const, 1.0, ss_tot))[ok]
+            return out
+        cov = self.spy - self.sp * self.sy / n
+        var_p = np.maximum(self.spp - np.square(self.sp) / n, 0.0)
+        ok = ~const & (var_p > 1e-12 * self.spp)
+        out = np.zeros_like(cov)
+        out[ok] = (cov / np.sqrt(np.where(ok, var_p * ss_tot, 1.0)))[ok]
+        return out

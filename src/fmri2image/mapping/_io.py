@@ -7,8 +7,9 @@ A saved mapping is a folder with two files:
     ``x_mean``, ``x_scale``, ``y_mean``, ``y_scale``, ``alphas`` (the grid),
     ``alpha`` (chosen per target), ``cv_scores`` (n_alphas, n_targets).
 ``config.json``
-    Constructor parameters, fitted scalars, format version and the SHA-256 of the
-    weights file (checked on load).
+    Constructor parameters, fitted scalars, the fit diagnostics
+    (:class:`~fmri2image.mapping.FitDiagnostics`), format version and the SHA-256
+    of the weights file (checked on load).
 
 Loading needs no training data and runs no code from the files.
 """
@@ -24,6 +25,7 @@ import numpy as np
 from fmri2image import __version__
 from fmri2image._io import file_sha256, load_json, load_safetensors, save_json, save_safetensors
 from fmri2image.errors import DataFormatError
+from fmri2image.mapping._diagnostics import FitDiagnostics
 from fmri2image.mapping._ridge import RidgeMapping
 
 __all__ = ["FORMAT_VERSION", "load_mapping", "save_mapping"]
@@ -89,6 +91,7 @@ def save_mapping(model: RidgeMapping, path: str | os.PathLike) -> Path:
             "n_features_in_": int(model.n_features_in_),
             "y_1d_": bool(model.y_1d_),
         },
+        "diagnostics": model.diagnostics_.to_dict() if hasattr(model, "diagnostics_") else None,
         "weights_file": WEIGHTS_FILE,
         "weights_sha256": file_sha256(weights),
     }
@@ -140,6 +143,8 @@ def load_mapping(path: str | os.PathLike) -> RidgeMapping:
 
     params = dict(config["params"])
     params["alphas"] = tensors["alphas"]
+    # Files written before score_pooling existed averaged one score per fold.
+    params.setdefault("score_pooling", "pooled" if params.get("cv") == "loo" else "fold-mean")
     if isinstance(params.get("cv"), str) and params["cv"] != "loo":
         params["cv"] = 5
     model = RidgeMapping(**params)
@@ -147,6 +152,8 @@ def load_mapping(path: str | os.PathLike) -> RidgeMapping:
         setattr(model, attr, tensors[key])
     for attr, value in config["fitted"].items():
         setattr(model, attr, value)
+    if config.get("diagnostics") is not None:
+        model.diagnostics_ = FitDiagnostics.from_dict(config["diagnostics"])
     n_sel, n_targets = model.coef_.shape
     shapes_ok = (
         model.voxel_indices_.shape == (n_sel,)

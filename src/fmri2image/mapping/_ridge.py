@@ -12,27 +12,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.mapping._cv import (
+    SCORE_POOLINGS,
     SCORINGS,
+    PooledScores,
     Scaler,
     fit_scaler,
     make_folds,
     score_columns,
     select_voxels,
 )
+from fmri2image.mapping._diagnostics import FitDiagnostics
+from fmri2image.mapping._grid import DEFAULT_ALPHAS
 from fmri2image.mapping._solvers import SOLVERS, RidgeSolver, resolve_solver_name
 
 __all__ = ["DEFAULT_ALPHAS", "RidgeMapping", "rescale_predictions_transductive"]
 
 logger = logging.getLogger(__name__)
-
-#: Default alpha grid: 13 values, 1e-2 ... 1e10 (one per decade).
-#: With z-scored voxels the Gram matrix eigenvalues scale with
-#: n_samples x n_features (~1e3 to ~1e6 for GOD's 1200 x 4500 voxels), and noisy
-#: fMRI typically needs alpha of the order of those eigenvalues (the seed's fixed
-#: alpha was 1e3).  The grid spans from almost unregularized (1e-2) to far beyond
-#: the largest eigenvalue (1e10, where the map predicts the training mean), so the
-#: optimum of any target lies inside it; a warning is logged otherwise.
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(10.0**k) for k in range(-2, 11))
 
 
 class RidgeMapping(RegressorMixin, BaseEstimator):
@@ -59,12 +54,25 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         exact efficient leave-one-out (generalized cross-validation, eigendecomposition
         solvers only; standardization then uses all training samples, as
         ``Pipeline(StandardScaler(), RidgeCV())`` does), or a scikit-learn splitter.
+        The default, ``cv=5`` with pooled R² and no ``groups``, chose the best
+        alphas in our benchmarks, also for test categories absent from training;
+        grouped folds over few categories choose too large alphas
+        (docs/mapping.md, "Choosing the cross-validation").
     scoring : {"r2", "correlation"}, default="r2"
-        Validation score per alpha and target. ``"r2"`` is the coefficient of
-        determination on each validation fold (averaged over folds); with
-        ``cv="loo"`` it is computed on the pooled leave-one-out predictions, so the
-        chosen alphas minimize the leave-one-out squared error like
-        :class:`sklearn.linear_model.RidgeCV`. ``"correlation"`` is Pearson r.
+        Validation score per alpha and target: the coefficient of determination
+        or Pearson r between validation targets and their predictions.
+    score_pooling : {"pooled", "fold-mean"}, default="pooled"
+        How the folds' validation predictions are combined. ``"pooled"``: every
+        sample's out-of-fold prediction, mapped back to original target units
+        (each fold standardizes with its own training statistics), is scored
+        once per target over all samples, as ``r2_score(y,
+        cross_val_predict(...))``; pooled R² thus picks the alpha with the least
+        out-of-fold squared error, as :class:`sklearn.linear_model.RidgeCV` does
+        with leave-one-out. ``"fold-mean"``: one score per validation fold,
+        averaged over folds; each fold's R² is taken about *that fold's* mean,
+        which with few groups per grouped fold weights folds arbitrarily and
+        makes the criterion fragile (docs/mapping.md). ``cv="loo"`` is always
+        pooled.
     alpha_per_target : bool, default=True
         Choose one alpha per target; if False, one alpha for all targets
         (maximizing the mean score over targets).
@@ -105,6 +113,10 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         Validation score (``scoring``) of each alpha for each target.
     best_score_ : ndarray of shape (n_targets,)
         ``cv_scores_`` at ``alpha_``.
+    diagnostics_ : FitDiagnostics
+        The scheme used (folds, groups, scoring), the share of targets at either
+        end of the alpha grid and the median alpha; phrase its problems with
+        :func:`~fmri2image.mapping.fit_warnings`.
     coef_ : ndarray of shape (n_selected_voxels, n_targets)
         Weights in standardized units (z-scored voxels -> standardized targets).
     voxel_indices_ : ndarray of shape (n_selected_voxels,)
@@ -141,6 +153,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         *,
         cv: Any = 5,
         scoring: str = "r2",
+        score_pooling: str = "pooled",
         alpha_per_target: bool = True,
         solver: str = "auto",
         standardize_X: bool = True,
@@ -153,6 +166,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         self.alphas = alphas
         self.cv = cv
         self.scoring = scoring
+        self.score_pooling = score_pooling
         self.alpha_per_target = alpha_per_target
         self.solver = solver
         self.standardize_X = standardize_X
@@ -173,6 +187,18 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
             )
         if self.scoring not in SCORINGS:
             raise ConfigError(f"scoring={self.scoring!r} is not supported; use one of {SCORINGS}.")
+        if self.score_pooling not in SCORE_POOLINGS:
+            raise ConfigError(
+                f"score_pooling={self.score_pooling!r} is not supported; use one of "
+                f"{SCORE_POOLINGS}: 'pooled' scores all out-of-fold predictions at once, "
+                "'fold-mean' averages one score per fold."
+            )
+        if self.cv == "loo" and self.score_pooling != "pooled":
+            raise ConfigError(
+                "cv='loo' leaves out one sample per fold, on which R² and correlation are "
+                "undefined, so its scores are always pooled; use score_pooling='pooled' "
+                "with cv='loo', or an integer cv for 'fold-mean'."
+            )
         if self.solver != "auto" and self.solver not in self.ALL_SOLVERS:
             self.ALL_SOLVERS.get(self.solver)  # raises ConfigError with suggestions
         if self.n_voxels is not None:
@@ -277,6 +303,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         Xz, Yz = x_scaler.transform(X[:, idx]), y_scaler.transform(Y)
         state = solver.decompose(Xz)
 
+        n_groups = None if groups is None else int(np.unique(groups).size)
         if loo:
             scores = np.empty((alphas.size, n_targets))
             for sl in batches:
@@ -286,10 +313,18 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
             self.n_splits_ = n_samples
         else:
             folds = make_folds(n_samples, self.cv, groups, self.random_state)
-            scores = np.zeros((alphas.size, n_targets))
-            for train, val in tqdm(folds, desc="ridge CV folds", leave=False):
-                scores += self._fold_scores(solver, X, Y, train, val, alphas, batches)
-            scores /= len(folds)
+            if self.score_pooling == "pooled":
+                # The training targets' own statistics as the (score-invariant)
+                # frame of the pooled sums: only a conditioning choice.
+                pooled = PooledScores(alphas.size, n_targets, y_scaler, self.scoring)
+                for train, val in tqdm(folds, desc="ridge CV folds", leave=False):
+                    self._fold_scores(solver, X, Y, train, val, alphas, batches, pooled)
+                scores = pooled.scores()
+            else:
+                scores = np.zeros((alphas.size, n_targets))
+                for train, val in tqdm(folds, desc="ridge CV folds", leave=False):
+                    scores += self._fold_scores(solver, X, Y, train, val, alphas, batches)
+                scores /= len(folds)
             self.n_splits_ = len(folds)
 
         self.cv_scores_ = scores
@@ -300,7 +335,15 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
             best = np.full(n_targets, np.argmax(choice.mean(axis=1)))
         self.alpha_ = alphas[best]
         self.best_score_ = scores[best, np.arange(n_targets)]
-        self._warn_grid_edges(alphas, best)
+        self.diagnostics_ = self._diagnose(alphas, n_samples, n_groups)
+        logger.debug(
+            "ridge CV: %s; median alpha %.3g; %.1f%% of targets at the smallest alpha, %.1f%% "
+            "at the largest",
+            self.diagnostics_.scheme,
+            self.diagnostics_.alpha_median,
+            100 * self.diagnostics_.share_low,
+            100 * self.diagnostics_.share_high,
+        )
 
         coef = np.empty((idx.size, n_targets), dtype=dtype)
         for sl in batches:
@@ -352,41 +395,67 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
         val: np.ndarray,
         alphas: np.ndarray,
         batches: list[slice],
-    ) -> np.ndarray:
+        pooled: PooledScores | None = None,
+    ) -> np.ndarray | None:
+        """Validation scores of one fold (fold-mean), or add them to ``pooled``."""
         x_scaler, y_scaler, idx = self._training_stats(X[train], Y[train])
         X_tr = x_scaler.transform(X[np.ix_(train, idx)])
         X_va = x_scaler.transform(X[np.ix_(val, idx)])
         Y_tr = y_scaler.transform(Y[train])
-        Y_va = y_scaler.transform(Y[val])
         state = solver.decompose(X_tr, X_va)
-        out = np.empty((alphas.size, Y.shape[1]))
         dt = X_tr.dtype
+        if pooled is not None:
+            for sl in batches:
+                preds = solver.path_predict(state, Y_tr[:, sl], alphas.astype(dt))
+                fold_scaler = Scaler(mean=y_scaler.mean[sl], scale=y_scaler.scale[sl])
+                pooled.add_fold(sl, Y[val, sl], preds, fold_scaler)
+            return None
+        Y_va = y_scaler.transform(Y[val])
+        out = np.empty((alphas.size, Y.shape[1]))
         for sl in batches:
             for a, pred in enumerate(solver.path_predict(state, Y_tr[:, sl], alphas.astype(dt))):
                 out[a, sl] = score_columns(Y_va[:, sl], pred, self.scoring)
         return out
 
-    def _warn_grid_edges(self, alphas: np.ndarray, best: np.ndarray) -> None:
-        if alphas.size < 3:
-            return
-        order = np.argsort(alphas)
-        low = float(np.mean(best == order[0]))
-        high = float(np.mean(best == order[-1]))
-        if low > 0.1:
-            logger.warning(
-                "%.0f%% of targets chose the smallest alpha (%.3g); their optimum may be "
-                "lower: extend 'alphas' downward.",
-                100 * low,
-                alphas[order[0]],
-            )
-        if high > 0.1:
-            logger.warning(
-                "%.0f%% of targets chose the largest alpha (%.3g): they are predicted by "
-                "(almost) their training mean, i.e. cross-validation found no usable "
-                "signal for them (if the largest alpha is small, extend 'alphas' upward).",
-                100 * high,
-                alphas[order[-1]],
-            )
+    def _cv_kind(self, groups_given: bool) -> str:
+        if isinstance(self.cv, str):
+            return "loo"
+        if isinstance(self.cv, (int, np.integer)):
+            if groups_given:
+                return "group-kfold"
+            return "kfold" if self.random_state is None else "shuffled-kfold"
+        return type(self.cv).__name__
+
+    def _diagnose(self, alphas: np.ndarray, n_samples: int, n_groups: int | None) -> FitDiagnostics:
+        kind = self._cv_kind(n_groups is not None)
+        if kind == "loo":
+            how = "exact leave-one-out"
+        elif kind in ("kfold", "shuffled-kfold", "group-kfold"):
+            how = f"{self.n_splits_}-fold CV" + (" (shuffled)" if kind == "shuffled-kfold" else "")
+        else:
+            how = f"{kind} CV ({self.n_splits_} folds)"
+        if n_groups is not None:
+            how += f" grouped by {n_groups} groups"
+        pooling = "pooled" if kind == "loo" else self.score_pooling
+        per = "alpha per target" if self.alpha_per_target else "one shared alpha"
+        lo, hi = float(alphas.min()), float(alphas.max())
+        return FitDiagnostics(
+            scheme=f"{how}, {pooling} {self.scoring}, {per}",
+            cv=kind,
+            n_splits=int(self.n_splits_),
+            n_groups=n_groups,
+            n_samples=int(n_samples),
+            n_targets=int(self.alpha_.size),
+            scoring=str(self.scoring),
+            score_pooling=pooling,
+            alpha_per_target=bool(self.alpha_per_target),
+            n_alphas=int(alphas.size),
+            alpha_low=lo,
+            alpha_high=hi,
+            share_low=float(np.mean(self.alpha_ == lo)),
+            share_high=float(np.mean(self.alpha_ == hi)),
+            alpha_median=float(np.median(self.alpha_)),
+        )
 
     # ------------------------------------------------------------ predicting
     def predict(self, X: Any, *, transductive_rescale: bool = False) -> np.ndarray:
