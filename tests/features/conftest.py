@@ -7,16 +7,20 @@ and then loaded through exactly the code path a user's hub id takes.
 
 from __future__ import annotations
 
-import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny_models import (
+    CLIP_ID,
+    VIT_ID,
+    save_tiny_clip,
+    save_tiny_open_clip,
+    write_hf_cache,
+)
 from PIL import Image
-
-# Fake 40-hex commit: HF cache snapshots are keyed by commit hash.
-FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="session")
@@ -39,21 +43,9 @@ def odd_images() -> list[Image.Image]:
     ]
 
 
-def _write_hf_cache(cache_dir: Path, repo_id: str, source_dir: Path) -> Path:
-    """Lay ``source_dir`` out as the hub cache entry of ``repo_id`` (main -> FAKE_COMMIT)."""
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / FAKE_COMMIT
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for f in source_dir.iterdir():
-        shutil.copy2(f, snapshot / f.name)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(FAKE_COMMIT)
-    return snapshot
-
-
-@pytest.fixture(scope="session")
-def write_hf_cache() -> Callable[[Path, str, Path], Path]:
-    return _write_hf_cache
+@pytest.fixture(scope="session", name="write_hf_cache")
+def write_hf_cache_fixture() -> Callable[[Path, str, Path], Path]:
+    return write_hf_cache
 
 
 @pytest.fixture(scope="session")
@@ -82,26 +74,66 @@ def tiny_vit_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
-    """Full CLIPModel (text + vision, 512-d projection like ViT-B/16) + CLIP processor."""
+    """Full CLIPModel (text + vision, 512-d projection like ViT-B/16), CLIP processor and a
+    character-level CLIP tokenizer (``_tiny_models.write_clip_tokenizer``)."""
     pytest.importorskip("transformers")
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
+
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory):
+    """``(model, safetensors path)`` of a tiny open_clip CLIP registered as
+    ``fmri2image-tiny-clip`` (text vocabulary of the real size, for SimpleTokenizer)."""
+    pytest.importorskip("open_clip")
+    return save_tiny_open_clip(tmp_path_factory.mktemp("open-clip"))
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Downloads allowed by settings, but the hub endpoint is a closed local port.
+
+    ``HF_HUB_OFFLINE`` is removed from the environment (the libraries themselves were
+    imported offline, so they still never touch the network) and ``HF_ENDPOINT``
+    points at 127.0.0.1:<a port nothing listens on>, so fmri2image's probe gets
+    "connection refused" at once. Yields the endpoint URL.
+    """
+    from fmri2image.features.encoders import _net
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    _net.clear_probe_cache()
+    yield endpoint
+    _net.clear_probe_cache()
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory, write_hf_cache, tiny_vit_dir, tiny_clip_dir):
+    """An HF hub cache holding tiny stand-ins under the real ``vit`` / ``clip`` repo ids."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    write_hf_cache(cache, VIT_ID, tiny_vit_dir)
+    write_hf_cache(cache, CLIP_ID, tiny_clip_dir)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds a random-weight ResNet-50 under the real file name."""
+    import torch
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    from fmri2image.features.encoders._torchvision import checkpoint_path
+
+    home = tmp_path_factory.mktemp("torch-home")
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-clip")
-    small = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1}
-    config = CLIPConfig(
-        text_config={
-            **small,
-            "num_attention_heads": 2,
-            "vocab_size": 99,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-            "pad_token_id": 1,
-        },
-        vision_config={**small, "num_attention_heads": 2, "image_size": 224, "patch_size": 32},
-        projection_dim=512,
-    )
-    CLIPModel(config).save_pretrained(path, safe_serialization=True)
-    CLIPImageProcessor().save_pretrained(path)  # library defaults = OpenAI CLIP's
-    return path
+    model = resnet50(weights=None)
+    folder = home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = checkpoint_path(ResNet50_Weights.IMAGENET1K_V2, folder)
+    torch.save(model.state_dict(), path)
+    return home, model.eval()

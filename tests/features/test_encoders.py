@@ -234,23 +234,6 @@ def test_embed_rejects_wrong_batch_shape(lite0):
 # --------------------------------------------------------------------------- torchvision
 
 
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A TORCH_HOME whose hub cache holds a random-weight ResNet-50 under the real file name."""
-    from torchvision.models import ResNet50_Weights, resnet50
-
-    from fmri2image.features.encoders._torchvision import checkpoint_path
-
-    home = tmp_path_factory.mktemp("torch-home")
-    torch.manual_seed(0)
-    model = resnet50(weights=None)
-    folder = home / "hub" / "checkpoints"
-    folder.mkdir(parents=True)
-    path = checkpoint_path(ResNet50_Weights.IMAGENET1K_V2, folder)
-    torch.save(model.state_dict(), path)
-    return home, model.eval()
-
-
 def test_resnet50_loads_from_torch_hub_cache(torch_home, monkeypatch, odd_images):
     home, reference = torch_home
     monkeypatch.setenv("TORCH_HOME", str(home))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmri2image.errors import DataFormatError, ModelUnavailableError
+from fmri2image.errors import ConfigError, DataFormatError, ModelUnavailableError
 from fmri2image.features import embed_images, encoder_spec, get_encoder
 from fmri2image.features.encoders._common import CLIP_MEAN, CLIP_STD
 
@@ -21,15 +21,6 @@ CLIP_ID = "openai/clip-vit-base-patch16"
 
 def gray(value: int, size=(320, 240)) -> Image.Image:
     return Image.new("RGB", size, (value, value, value))
-
-
-@pytest.fixture(scope="module")
-def hub_cache(tmp_path_factory, write_hf_cache, tiny_vit_dir, tiny_clip_dir):
-    """An HF hub cache holding tiny stand-ins under the real ``vit`` / ``clip`` repo ids."""
-    cache = tmp_path_factory.mktemp("hf-cache")
-    write_hf_cache(cache, VIT_ID, tiny_vit_dir)
-    write_hf_cache(cache, CLIP_ID, tiny_clip_dir)
-    return cache
 
 
 def test_missing_hub_model_offline_raises_model_unavailable():
@@ -188,3 +179,77 @@ def test_other_backbones_pool_sensibly(tmp_path, family, chelsea):
         expected = model.eval()(pixel_values=batch).pooler_output.flatten(1)
     torch.testing.assert_close(enc.embed(batch), expected, rtol=1e-4, atol=1e-5)
     assert enc.dim == encoder_spec(f"hf:{tmp_path}").dim == expected.shape[1]
+
+
+# --------------------------------------------------------------------- CLIP text tower
+
+PROMPTS = ["a photo of a tabby cat", "a photo of a great white shark", "a photo of a hot-dog"]
+
+
+def _reference_text_features(folder, prompts):
+    """CLIPModel.get_text_features on the repo's own tokenizer (padding to the longest)."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(folder).eval()
+    tokens = AutoTokenizer.from_pretrained(folder)(prompts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ref = model.get_text_features(**tokens)
+    return getattr(ref, "pooler_output", ref).numpy()  # transformers 5 returns a model output
+
+
+def test_clip_text_embeddings_equal_get_text_features(hub_cache, tiny_clip_dir):
+    enc = get_encoder("clip", cache_dir=str(hub_cache))  # the hub-id code path
+    assert enc.has_text_tower and enc.spec.text_tower and not enc.spec.classifier_head
+    assert enc._text_encode is None  # the text tower loads only when asked
+    got = enc.embed_text(PROMPTS)
+    assert got.dtype == np.float32 and got.shape == (3, 512)
+    np.testing.assert_allclose(got, _reference_text_features(tiny_clip_dir, PROMPTS), atol=1e-5)
+    # Padding is at the end and attention is causal: batching does not change a prompt.
+    one_by_one = np.concatenate([enc.embed_text([p]) for p in PROMPTS])
+    np.testing.assert_allclose(enc.embed_text(PROMPTS, batch_size=2), one_by_one, atol=1e-5)
+    assert enc.embed_text([]).shape == (0, 512)
+
+
+def test_clip_text_and_vision_share_a_non_default_projection(tmp_path, chelsea):
+    """A checkpoint saved with projection_dim=24: both halves must use 24, not the
+    sub-configs' stale default of 512."""
+    from _tiny_models import save_tiny_clip
+    from transformers import CLIPModel
+
+    folder = save_tiny_clip(tmp_path / "clip24", projection_dim=24)
+    enc = get_encoder(f"hf:{folder}")
+    assert enc.dim == encoder_spec(f"hf:{folder}").dim == 24
+    full = CLIPModel.from_pretrained(folder).eval()
+    batch = enc.preprocess(chelsea)[None]
+    with torch.inference_mode():
+        ref = full.get_image_features(pixel_values=batch)
+    torch.testing.assert_close(enc.embed(batch), getattr(ref, "pooler_output", ref))
+    np.testing.assert_allclose(
+        enc.embed_text(PROMPTS), _reference_text_features(folder, PROMPTS), atol=1e-5
+    )
+
+
+def test_clip_without_tokenizer_says_which_files_are_missing(tmp_path):
+    from _tiny_models import save_tiny_clip
+
+    folder = save_tiny_clip(tmp_path / "clip-no-tok", tokenizer=False)
+    enc = get_encoder(f"hf:{folder}")  # images still work
+    with pytest.raises(ModelUnavailableError, match="tokenizer"):
+        enc.embed_text(PROMPTS)
+
+
+def test_vision_only_models_have_no_text_tower(hub_cache):
+    enc = get_encoder("vit", cache_dir=str(hub_cache))
+    assert not enc.has_text_tower and enc.spec.text_tower is False
+    with pytest.raises(ConfigError, match="no text tower"):
+        enc.embed_text(PROMPTS)
+
+
+def test_cached_model_loads_when_the_hub_is_unreachable(hub_cache, unreachable_hub):
+    """Downloads allowed by the settings, hub down: the cache is used without retries."""
+    import time
+
+    t0 = time.monotonic()
+    enc = get_encoder("clip", cache_dir=str(hub_cache))
+    assert enc.embed_text(PROMPTS[:1]).shape == (1, 512)
+    assert time.monotonic() - t0 < 30  # no back-off (it was ~23 s per missing file)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
@@ -77,32 +76,6 @@ def test_timm_errors(tmp_path):
 # ----------------------------------------------------------------------------- open_clip
 
 
-@pytest.fixture(scope="module")
-def tiny_open_clip(tmp_path_factory):
-    open_clip = pytest.importorskip("open_clip")
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("open-clip")
-    config = {
-        "embed_dim": 24,
-        "vision_cfg": {
-            "image_size": 64,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 16,
-            "head_width": 16,
-        },
-        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 2, "layers": 1},
-    }
-    (folder / "fmri2image-tiny-clip.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder / "fmri2image-tiny-clip.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model("fmri2image-tiny-clip").eval()
-    path = folder / "tiny.safetensors"
-    save_file(model.state_dict(), str(path))
-    return model, path
-
-
 def test_open_clip_local_checkpoint(tiny_open_clip, chelsea):
     from fmri2image.features.encoders._common import CLIP_MEAN, CLIP_STD
 
@@ -127,3 +100,22 @@ def test_open_clip_errors(tmp_path):
         get_encoder("open_clip:ViT-B-32")
     with pytest.raises(ConfigError, match="safetensors"):
         get_encoder(f"open_clip:ViT-B-32:{tmp_path / 'w.pt'}")
+
+
+def test_open_clip_text_embeddings_equal_encode_text(tiny_open_clip):
+    """The text tower is rebuilt from the same checkpoint on first use; its embeddings
+    are model.encode_text of open_clip's own tokenizer (the packaged BPE)."""
+    import open_clip
+
+    model, path = tiny_open_clip
+    enc = get_encoder(f"open_clip:fmri2image-tiny-clip:{path}")
+    assert getattr(enc.model, "transformer", None) is None  # images only, until asked
+    assert enc.has_text_tower and enc.spec.text_tower and not enc.spec.classifier_head
+    prompts = ["a photo of a tabby cat", "a photo of a great white shark"]
+    got = enc.embed_text(prompts)
+    tokenizer = open_clip.get_tokenizer("fmri2image-tiny-clip")
+    with torch.inference_mode():
+        expected = model.encode_text(tokenizer(prompts)).numpy()
+    assert got.shape == (2, 24) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(enc.embed_text(prompts, batch_size=1), got, atol=1e-5)

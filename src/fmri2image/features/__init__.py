@@ -9,6 +9,15 @@ when an encoder is built.
 """
 
 from fmri2image.features.base import Encoder, EncoderSpec
+from fmri2image.features.capabilities import (
+    DATABASE_KINDS,
+    TEXT_VOCABULARIES,
+    DatabaseChoice,
+    EncoderCapabilities,
+    encoder_capabilities,
+    parse_database,
+)
+from fmri2image.features.catalog import ModelRow, model_catalog
 from fmri2image.features.databases import (
     ImageDatabase,
     class_prototype_database,
@@ -27,21 +36,29 @@ from fmri2image.features.registry import (
 from fmri2image.features.shards import FeatureStore, open_feature_store
 
 __all__ = [
+    "DATABASE_KINDS",
     "ENCODERS",
+    "TEXT_VOCABULARIES",
+    "DatabaseChoice",
     "Encoder",
+    "EncoderCapabilities",
     "EncoderEntry",
     "EncoderSpec",
     "ExtractionResult",
     "FeatureStore",
     "ImageDatabase",
+    "ModelRow",
     "class_prototype_database",
     "embed_images",
+    "encoder_capabilities",
     "encoder_spec",
     "extract_features",
     "get_encoder",
     "list_encoders",
     "load_rgb",
+    "model_catalog",
     "open_feature_store",
+    "parse_database",
     "register_encoder",
     "scan_image_folder",
 ]

@@ -16,6 +16,7 @@ decoded image), and decoding overlaps with inference.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,12 @@ class EncoderSpec:
         Licence of the weights.
     extra : dict
         Anything else worth recording in a manifest.
+    classifier_head : bool or None
+        Whether :meth:`Encoder.class_prototypes` returns ImageNet-1k classifier rows
+        (so ``--database prototypes`` works); ``None`` when not known without loading.
+    text_tower : bool or None
+        Whether :meth:`Encoder.embed_text` works (a CLIP-style text tower in the same
+        embedding space, so ``--database text-prototypes`` works); ``None`` when unknown.
     """
 
     name: str
@@ -60,6 +67,8 @@ class EncoderSpec:
     preprocessing: str
     license: str
     extra: dict[str, Any] = field(default_factory=dict)
+    classifier_head: bool | None = None
+    text_tower: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +107,41 @@ class Encoder(abc.ABC):
         ``None`` when the model has no classification head.
         """
         return None
+
+    @property
+    def has_text_tower(self) -> bool:
+        """True when :meth:`embed_text` maps text into this encoder's image space."""
+        return False
+
+    def embed_text(self, prompts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+        """Text prompts -> embeddings in the image embedding space.
+
+        Parameters
+        ----------
+        prompts : sequence of str
+            E.g. ``["a photo of a tabby cat", ...]``.
+        batch_size : int
+            Prompts per forward pass.
+
+        Returns
+        -------
+        ndarray of shape (len(prompts), dim), float32
+            The model's projected text embeddings (not L2-normalized), comparable by
+            cosine with :meth:`embed` outputs.
+
+        Raises
+        ------
+        ConfigError
+            The encoder has no text tower (only CLIP-family encoders have one).
+        """
+        from fmri2image.errors import ConfigError
+
+        raise ConfigError(
+            f"Encoder {self.name!r} has no text tower, so it cannot embed class names. "
+            "Text prototypes need a CLIP-family encoder ('clip', an 'hf:' CLIP checkpoint "
+            "or 'open_clip:...'); use --database prototypes (ImageNet classifiers) or an "
+            "image database from `fmri2image extract` instead."
+        )
 
     @property
     def name(self) -> str:

@@ -65,10 +65,15 @@ class EncoderEntry:
     spec : EncoderSpec or callable or None
         The spec, or ``spec(*, cache_dir, local_files_only) -> EncoderSpec`` that
         reads configs but no weights, or ``None`` (then the encoder is built).
+    capabilities : callable or None
+        ``capabilities(*, cache_dir, local_files_only) -> {"classifier_head": bool,
+        "text_tower": bool}``, cheaper than the spec; default: read them from the spec
+        (:func:`fmri2image.features.encoder_capabilities`).
     """
 
     factory: EncoderFactory
     spec: SpecSource = None
+    capabilities: Callable[..., dict[str, bool | None]] | None = None
 
 
 ENCODERS: Registry[EncoderEntry] = Registry("encoder")
@@ -214,7 +219,15 @@ _RESNET50_SPEC = EncoderSpec(
         "(x/255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] on 0-255 RGB"
     ),
     license="BSD-3-Clause (torchvision); trained on ImageNet-1k (non-commercial terms)",
-    extra={"builder": "resnet50", "weights_enum": "IMAGENET1K_V2", "family": "torchvision"},
+    extra={
+        "builder": "resnet50",
+        "weights_enum": "IMAGENET1K_V2",
+        "family": "torchvision",
+        # torchvision's ResNet50_Weights.IMAGENET1K_V2.url (a test checks they agree).
+        "url": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    },
+    classifier_head=True,
+    text_tower=False,
 )
 
 _VIT_SPEC = EncoderSpec(
@@ -229,6 +242,8 @@ _VIT_SPEC = EncoderSpec(
     ),
     license="Apache-2.0; trained on ImageNet-21k",
     extra={"repo_id": "google/vit-base-patch16-224-in21k", "family": "hf", "pooling": "cls"},
+    classifier_head=False,  # the in21k checkpoint is a bare ViTModel
+    text_tower=False,
 )
 
 _CLIP_SPEC = EncoderSpec(
@@ -244,6 +259,8 @@ _CLIP_SPEC = EncoderSpec(
     ),
     license="MIT (OpenAI CLIP); trained on OpenAI's private image-text data",
     extra={"repo_id": "openai/clip-vit-base-patch16", "family": "hf", "pooling": "image_embeds"},
+    classifier_head=False,
+    text_tower=True,
 )
 
 
@@ -269,20 +286,25 @@ def _register_builtin() -> None:
     )
 
 
-def _prefix_entry(module: str, loader: str, spec_fn: str | None) -> Callable[[str], EncoderEntry]:
+def _prefix_entry(
+    module: str, loader: str, spec_fn: str | None, caps_fn: str | None = None
+) -> Callable[[str], EncoderEntry]:
     def make(arg: str) -> EncoderEntry:
         return EncoderEntry(
             factory=_lazy(module, loader, arg),
             spec=_lazy(module, spec_fn, arg) if spec_fn else None,
+            capabilities=_lazy(module, caps_fn, arg) if caps_fn else None,
         )
 
     return make
 
 
 _register_builtin()
-ENCODERS.register_prefix("hf", _prefix_entry("_hf", "load_hf", "hf_spec"))
+ENCODERS.register_prefix("hf", _prefix_entry("_hf", "load_hf", "hf_spec", "hf_capabilities"))
 ENCODERS.register_prefix("timm", _prefix_entry("_timm", "load_timm", "timm_spec"))
 ENCODERS.register_prefix(
     "torchvision", _prefix_entry("_torchvision", "load_torchvision_arg", "torchvision_spec")
 )
-ENCODERS.register_prefix("open_clip", _prefix_entry("_openclip", "load_open_clip", None))
+ENCODERS.register_prefix(
+    "open_clip", _prefix_entry("_openclip", "load_open_clip", None, "open_clip_capabilities")
+)

@@ -2,6 +2,7 @@
 
 >>> from fmri2image.retrieval import FeatureIndex, retrieve, semantic_metrics  # doctest: +SKIP
 >>> index = FeatureIndex.from_store("features/effnet-lite0")   # shard by shard
+>>> # or prototype_index("effnet-lite0"), text_prototype_index(clip_encoder, "21k")
 >>> result = retrieve(predicted, index, k=5, vote="nearest")
 >>> metrics = semantic_metrics(result, true_wnids)             # hit@k, WordNet, coverage
 >>> print(metrics.format())
@@ -12,9 +13,17 @@ Importing this package is cheap: FAISS is imported when an index is first built.
 from fmri2image.retrieval.index import INDEX_KINDS, METRICS, FeatureIndex, IndexKind, l2_normalize
 from fmri2image.retrieval.prototypes import prototype_index
 from fmri2image.retrieval.semantic import HIGHER_IS_BETTER, SemanticMetrics, semantic_metrics
+from fmri2image.retrieval.text_prototypes import (
+    DEFAULT_TEMPLATE,
+    class_prompts,
+    text_prototype_index,
+    text_prototypes,
+    vocabulary_wnids,
+)
 from fmri2image.retrieval.vote import VOTES, RetrievalResult, apply_vote, retrieve
 
 __all__ = [
+    "DEFAULT_TEMPLATE",
     "HIGHER_IS_BETTER",
     "INDEX_KINDS",
     "METRICS",
@@ -24,8 +33,12 @@ __all__ = [
     "RetrievalResult",
     "SemanticMetrics",
     "apply_vote",
+    "class_prompts",
     "l2_normalize",
     "prototype_index",
     "retrieve",
     "semantic_metrics",
+    "text_prototype_index",
+    "text_prototypes",
+    "vocabulary_wnids",
 ]

@@ -73,15 +73,25 @@ def prototype_index(
         name = "the given prototypes"
     else:
         if isinstance(source, str):
-            from fmri2image.features import get_encoder
+            from fmri2image.features import encoder_capabilities, get_encoder
 
+            # Say so before any weights load when the answer is known from the spec.
+            encoder_capabilities(source, cache_dir=encoder_kwargs.get("cache_dir")).check(
+                "prototypes"
+            )
             source = get_encoder(source, device=device, **encoder_kwargs)
         protos = source.class_prototypes()
         if protos is None:
+            text = (
+                "It has a text tower: use text prototypes instead (--database "
+                "text-prototypes, or fmri2image.retrieval.text_prototype_index). "
+                if getattr(source, "has_text_tower", False)
+                else ""
+            )
             raise ConfigError(
                 f"Encoder {source.name!r} has no classification head, so it has no class "
-                "prototypes. Use an ImageNet classifier (e.g. 'effnet-lite0') or build an "
-                "image database with `fmri2image extract`."
+                f"prototypes. {text}Otherwise use an ImageNet classifier (e.g. "
+                "'effnet-lite0') or build an image database with `fmri2image extract`."
             )
         weights, wnids = protos
         name = f"encoder {source.name!r}"

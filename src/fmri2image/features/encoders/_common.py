@@ -7,12 +7,13 @@ encoders (``list_encoders``, ``encoder_spec``) without loading torch.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image.errors import ConfigError, DependencyError
+from fmri2image.errors import ConfigError, DataFormatError, DependencyError
 from fmri2image.features.base import Encoder, EncoderSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -220,7 +221,11 @@ def import_package(module: str, pip_name: str, feature: str):
 
 
 def hub_offline(local_files_only: bool | None) -> bool:
-    """Whether hub downloads are disabled (argument, else ``HF_HUB_OFFLINE``)."""
+    """Whether hub downloads are disabled by a setting (argument, else ``HF_HUB_OFFLINE``).
+
+    Settings only; :func:`fmri2image.features.encoders._net.hub_access` also probes
+    whether the hub can be reached.
+    """
     if local_files_only is not None:
         return bool(local_files_only)
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
@@ -244,6 +249,10 @@ class TorchEncoder(Encoder):
         ``forward_fn(model, batch) -> Tensor (B, dim)``; default ``model(batch)``.
     head : tuple of (ndarray, list of str), optional
         Classifier weights (n_classes, dim) and class wnids, for :meth:`class_prototypes`.
+    text_loader : callable, optional
+        ``text_loader(device, torch_dtype) -> encode`` where ``encode(prompts: list[str])
+        -> Tensor (n, dim)`` embeds text into the image space. Called once, on the first
+        :meth:`embed_text`, so the text tower and tokenizer are loaded only when asked.
     """
 
     def __init__(
@@ -256,6 +265,7 @@ class TorchEncoder(Encoder):
         dtype: str = "float32",
         forward_fn: Any = None,
         head: tuple[np.ndarray, list[str]] | None = None,
+        text_loader: Callable[[str, Any], Callable[[list[str]], Any]] | None = None,
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
@@ -266,6 +276,8 @@ class TorchEncoder(Encoder):
         self._forward_fn = forward_fn
         self._head = head
         self._torch_dtype = torch_dtype
+        self._text_loader = text_loader
+        self._text_encode: Callable[[list[str]], Any] | None = None
 
     # A property, not a method: ``encoder.preprocess`` is the transform object itself,
     # so pickling it (DataLoader workers) never drags the model along.
@@ -301,3 +313,34 @@ class TorchEncoder(Encoder):
             return None
         weights, wnids = self._head
         return np.array(weights, dtype=np.float32, copy=True), list(wnids)
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self._text_loader is not None
+
+    def embed_text(self, prompts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+        """Prompts -> projected text embeddings (n, dim), float32; loads the text tower once."""
+        if self._text_loader is None:
+            return super().embed_text(prompts, batch_size=batch_size)
+        import torch
+
+        if isinstance(prompts, str):
+            raise ConfigError("embed_text expects a list of prompts, not one string.")
+        prompts = [str(p) for p in prompts]
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}.")
+        if self._text_encode is None:
+            self._text_encode = self._text_loader(self.device, self._torch_dtype)
+        out = np.empty((len(prompts), self.spec.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start : start + batch_size]
+                emb = self._text_encode(chunk).reshape(len(chunk), -1)
+                if emb.shape[1] != self.spec.dim:
+                    raise DataFormatError(
+                        f"{self.name}: the text tower gives {emb.shape[1]}-d embeddings but "
+                        f"the image embeddings are {self.spec.dim}-d; the checkpoint's text and "
+                        "image projections do not match."
+                    )
+                out[start : start + len(chunk)] = emb.float().cpu().numpy()
+        return out

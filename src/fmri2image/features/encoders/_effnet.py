@@ -79,6 +79,8 @@ def effnet_spec(
             "classifier": "ImageNet-1k, 1000 classes in sorted-wnid order",
             "transform": effnet_transform(v.image_size).to_dict(),
         },
+        classifier_head=True,  # _fc of the packaged checkpoint (1000 x 1280)
+        text_tower=False,
     )
 
 

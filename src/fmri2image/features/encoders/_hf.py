@@ -25,11 +25,26 @@ anything else               ``pooler_output`` (DINOv2: CLS after LayerNorm;
                             ConvNeXt/ResNet/Swin: global average pool), else the
                             token mean of ``last_hidden_state``.
 ==========================  =================================================
+
+Text tower
+----------
+A full CLIP checkpoint (``model_type == "clip"``) also serves ``embed_text``: on first
+use, ``CLIPTextModelWithProjection`` and the repo's tokenizer are loaded from the same
+files (for a hub id, the same snapshot commit), and ``text_embeds`` is returned, i.e.
+``CLIPModel.get_text_features``. Both towers take the composite config's
+``projection_dim`` (a sub-config saved by ``save_pretrained`` may hold a stale default).
+
+Offline
+-------
+Before the hub is asked for anything, :func:`~fmri2image.features.encoders._net.hub_access`
+checks the endpoint with one quick request; when it cannot be reached, only cached
+files are used (no ~25 s retry back-off), and a missing model says how to get it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -38,11 +53,14 @@ from typing import Any
 
 from fmri2image.errors import ConfigError, DataFormatError, ModelUnavailableError, require
 from fmri2image.features.base import EncoderSpec
-from fmri2image.features.encoders._common import TorchEncoder, hub_offline
+from fmri2image.features.encoders._common import TorchEncoder
+from fmri2image.features.encoders._net import HubAccess, hub_access, offline_help
 
-__all__ = ["HFImageProcessorTransform", "hf_spec", "load_hf"]
+__all__ = ["HFImageProcessorTransform", "hf_capabilities", "hf_spec", "load_hf"]
 
 _CLIP_TYPES = ("clip", "clip_vision_model")
+# Composite configs whose text tower fmri2image can embed prompts with.
+_TEXT_TYPES = ("clip",)
 _SIGLIP_TYPES = ("siglip", "siglip_vision_model")
 _CLS_TYPES = ("vit", "deit")
 # Composite (image + text) configs whose vision tower we know how to pick out.
@@ -68,7 +86,9 @@ def _is_pathlike(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or os.path.isdir(source)
 
 
-def _unavailable(source: str, exc: BaseException, offline: bool) -> ModelUnavailableError:
+def _unavailable(
+    source: str, exc: BaseException, access: HubAccess, cache_dir: str | None = None
+) -> ModelUnavailableError:
     if _is_pathlike(source):
         return ModelUnavailableError(
             f"Cannot load a Hugging Face model from the directory '{source}' ({exc}). "
@@ -76,17 +96,17 @@ def _unavailable(source: str, exc: BaseException, offline: bool) -> ModelUnavail
             "written by model.save_pretrained(dir, safe_serialization=True) and "
             "image_processor.save_pretrained(dir)."
         )
-    how = (
-        "Downloads are disabled (HF_HUB_OFFLINE=1 or local_files_only=True). "
-        if offline
-        else "It could not be downloaded. "
-    )
     return ModelUnavailableError(
-        f"Model '{source}' is not available locally. {how}On a machine with internet run "
-        f"`huggingface-cli download {source}` (or `hf download {source}`), then either copy "
-        "the Hugging Face cache here and set HF_HOME (or pass cache_dir), or pass the "
-        f"downloaded folder itself as 'hf:/path/to/folder'. Details: {exc}"
+        f"Model '{source}' is not in the local Hugging Face cache and {access.describe()}. "
+        f"{offline_help(source, cache_dir=cache_dir)} Or download the folder and pass it as "
+        f"the model 'hf:/path/to/folder'. (In Python: get_encoder(..., cache_dir=...) picks "
+        f"another cache.) Details: {_first_line(exc)}"
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _processor_kwargs(transformers: Any) -> dict[str, Any]:
@@ -95,16 +115,23 @@ def _processor_kwargs(transformers: Any) -> dict[str, Any]:
     return {"backend": "pil"} if major >= 5 else {"use_fast": False}
 
 
-def _load_config_and_processor(source, *, cache_dir, local_files_only, revision=None):
-    transformers = _transformers()
-    offline = hub_offline(local_files_only)
-    if _is_pathlike(source) and not os.path.isdir(os.path.expanduser(source)):
-        raise ModelUnavailableError(
-            f"Model directory '{source}' does not exist. Pass an existing folder written by "
-            "save_pretrained, or a hub id like 'hf:facebook/dinov2-small'."
-        )
+def _load_config(transformers, source, *, cache_dir, local_files_only, revision=None):
+    """-> (config, from_pretrained kwargs, HubAccess); reads config.json only."""
+    if _is_pathlike(source):
+        if not os.path.isdir(os.path.expanduser(source)):
+            raise ModelUnavailableError(
+                f"Model directory '{source}' does not exist. Pass an existing folder written by "
+                "save_pretrained, or a hub id like 'hf:facebook/dinov2-small'."
+            )
+        access = HubAccess(True, "local directory")
+    else:
+        access = hub_access(local_files_only)
     source = os.path.expanduser(source)
-    common = {"cache_dir": cache_dir, "local_files_only": offline, "trust_remote_code": False}
+    common = {
+        "cache_dir": cache_dir,
+        "local_files_only": access.offline,
+        "trust_remote_code": False,
+    }
     if revision:
         common["revision"] = revision
     try:
@@ -112,7 +139,17 @@ def _load_config_and_processor(source, *, cache_dir, local_files_only, revision=
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValueError) and "model_type" not in str(exc):
             raise
-        raise _unavailable(source, exc, offline) from exc
+        raise _unavailable(source, exc, access, cache_dir) from exc
+    return config, common, access
+
+
+def _load_config_and_processor(source, *, cache_dir, local_files_only, revision=None):
+    transformers = _transformers()
+    config, common, access = _load_config(
+        transformers, source, cache_dir=cache_dir, local_files_only=local_files_only,
+        revision=revision,
+    )  # fmt: skip
+    source = os.path.expanduser(source)
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(
             source, **common, **_processor_kwargs(transformers)
@@ -123,7 +160,7 @@ def _load_config_and_processor(source, *, cache_dir, local_files_only, revision=
             "model's own preprocessing; save one with image_processor.save_pretrained(dir) "
             "(preprocessor_config.json) next to the weights."
         ) from exc
-    return transformers, config, processor, common
+    return transformers, config, processor, common, access
 
 
 def _model_class_and_pooling(transformers: Any, config: Any) -> tuple[Any, str, dict]:
@@ -280,7 +317,7 @@ def hf_spec(
     name: str | None = None,
 ) -> EncoderSpec:
     """Spec of ``hf:<source>`` from its config and processor files (weights not read)."""
-    transformers, config, processor, _ = _load_config_and_processor(
+    transformers, config, processor, _, _ = _load_config_and_processor(
         source, cache_dir=cache_dir, local_files_only=local_files_only
     )
     model_cls, pooling, kw = _model_class_and_pooling(transformers, config)
@@ -303,7 +340,107 @@ def hf_spec(
             "revision": commit,
             "transform": settings,
         },
+        classifier_head=False,
+        text_tower=model_type_has_text(config),
     )
+
+
+def hf_capabilities(
+    source: str, *, cache_dir: str | None = None, local_files_only: bool | None = None
+) -> dict[str, bool]:
+    """What ``hf:<source>`` can serve, from its config.json alone.
+
+    ``hf:`` encoders are built with ``AutoModel`` (no classification head), so they
+    never have class prototypes; full CLIP checkpoints (``model_type == "clip"``) have
+    a text tower.
+    """
+    transformers = _transformers()
+    config, _, _ = _load_config(
+        transformers, source, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    return {"classifier_head": False, "text_tower": model_type_has_text(config)}
+
+
+def model_type_has_text(config: Any) -> bool:
+    """Whether fmri2image can embed text with this checkpoint (full CLIP models)."""
+    return getattr(config, "model_type", None) in _TEXT_TYPES and hasattr(config, "text_config")
+
+
+def _sub_config(config: Any, which: str) -> Any:
+    """``config.text_config`` / ``vision_config`` with the composite's projection size."""
+    sub = copy.deepcopy(getattr(config, which))
+    if hasattr(config, "projection_dim"):
+        sub.projection_dim = config.projection_dim
+    return sub
+
+
+def _text_loader(transformers: Any, source: str, config: Any, common: dict, access: HubAccess,
+                 commit: str | None, cache_dir: str | None):  # fmt: skip
+    """``load(device, torch_dtype) -> encode(prompts) -> Tensor`` for a CLIP checkpoint.
+
+    The text tower and tokenizer come from the same files as the vision tower (for a
+    hub id the same snapshot commit), with the same offline decision.
+    """
+    kw = dict(common)
+    if commit and not _is_pathlike(source):
+        kw["revision"] = commit
+
+    def load(device: str, torch_dtype: Any):
+        try:
+            with warnings.catch_warnings(), _quiet_transformers(transformers):
+                warnings.simplefilter("ignore", UserWarning)
+                model, info = transformers.CLIPTextModelWithProjection.from_pretrained(
+                    source,
+                    config=_sub_config(config, "text_config"),
+                    use_safetensors=True,
+                    output_loading_info=True,
+                    **kw,
+                )
+        except OSError as exc:
+            raise _unavailable(source, exc, access, cache_dir) from exc
+        missing = list(info.get("missing_keys", []))
+        if missing:
+            raise DataFormatError(
+                f"The checkpoint '{source}' lacks weights for {len(missing)} parameters of the "
+                f"CLIP text tower (e.g. {', '.join(sorted(missing)[:3])}); text embeddings "
+                "would be random. Point to a full CLIPModel checkpoint (text + vision)."
+            )
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelUnavailableError(
+                f"Model '{source}' has no usable tokenizer ({_first_line(exc)}), so its text "
+                "tower cannot be used. A CLIP folder needs the tokenizer files written by "
+                "tokenizer.save_pretrained(dir) (tokenizer.json or vocab.json + merges.txt, "
+                "tokenizer_config.json) next to the weights."
+            ) from exc
+        # Without tokenizer files transformers 5 silently builds an empty CLIP tokenizer
+        # (3 special tokens): every prompt would embed alike. Refuse that.
+        vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+        if len(tokenizer) <= 3 or len(tokenizer) < vocab // 2:
+            raise ModelUnavailableError(
+                f"Model '{source}' has no usable tokenizer files: the tokenizer found has "
+                f"{len(tokenizer)} tokens for a text tower of {vocab}. A CLIP folder needs "
+                "the files written by tokenizer.save_pretrained(dir) (tokenizer.json or "
+                "vocab.json + merges.txt, tokenizer_config.json) next to the weights."
+            )
+        model = model.eval().requires_grad_(False).to(device=device, dtype=torch_dtype)
+        max_length = int(getattr(model.config, "max_position_embeddings", 77))
+
+        def encode(prompts: list[str]):
+            tokens = tokenizer(
+                prompts, padding=True, truncation=True, max_length=max_length,
+                return_tensors="pt",
+            )  # fmt: skip
+            out = model(
+                input_ids=tokens["input_ids"].to(device),
+                attention_mask=tokens["attention_mask"].to(device),
+            )
+            return out.text_embeds
+
+        return encode
+
+    return load
 
 
 def load_hf(
@@ -332,12 +469,15 @@ def load_hf(
     device, dtype, cache_dir, local_files_only
         See :func:`fmri2image.features.get_encoder`.
     """
-    transformers, config, processor, common = _load_config_and_processor(
+    transformers, config, processor, common, access = _load_config_and_processor(
         source, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision
     )
     source = os.path.expanduser(source)
     model_cls, pooling, kw = _model_class_and_pooling(transformers, config)
-    offline = common["local_files_only"]
+    if model_type_has_text(config):
+        # A full CLIP checkpoint: load its vision half with the composite's projection size
+        # (the saved sub-config may carry a stale default projection_dim).
+        kw = {**kw, "config": _sub_config(config, "vision_config")}
     try:
         with warnings.catch_warnings(), _quiet_transformers(transformers):
             warnings.simplefilter("ignore", UserWarning)
@@ -358,7 +498,7 @@ def load_hf(
                 "model.save_pretrained(dir, safe_serialization=True), or pin a hub revision "
                 f"that has safetensors. Details: {exc}"
             ) from exc
-        raise _unavailable(source, exc, offline) from exc
+        raise _unavailable(source, exc, access, cache_dir) from exc
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k or pooling == "auto"]
     if missing:
         raise DataFormatError(
@@ -397,6 +537,13 @@ def load_hf(
             "revision": commit,
             "transform": settings,
         },
+        classifier_head=False,
+        text_tower=model_type_has_text(config),
+    )
+    text = (
+        _text_loader(transformers, source, config, common, access, commit, cache_dir)
+        if spec.text_tower
+        else None
     )
     return TorchEncoder(
         spec,
@@ -405,4 +552,5 @@ def load_hf(
         device=device,
         dtype=dtype,
         forward_fn=forward,
+        text_loader=text,
     )

@@ -18,7 +18,8 @@ from typing import Any
 
 from fmri2image.errors import ConfigError, ModelUnavailableError, require
 from fmri2image.features.base import EncoderSpec
-from fmri2image.features.encoders._common import RGBTransform, TorchEncoder, hub_offline
+from fmri2image.features.encoders._common import RGBTransform, TorchEncoder
+from fmri2image.features.encoders._net import HubAccess, hub_access, offline_help
 
 __all__ = ["load_timm", "timm_spec"]
 
@@ -63,7 +64,7 @@ def _describe(cfg: dict[str, Any]) -> str:
 
 
 def _spec(
-    name: str, weights: str, model_name: str, dim: int, cfg: dict[str, Any], pcfg
+    name: str, weights: str, model_name: str, dim: int, cfg: dict[str, Any], pcfg, head: bool
 ) -> EncoderSpec:
     return EncoderSpec(
         name=name,
@@ -79,7 +80,41 @@ def _spec(
             "hf_hub_id": getattr(pcfg, "hf_hub_id", None),
             "data_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         },
+        classifier_head=head,
+        text_tower=False,
     )
+
+
+def _head_key(pcfg: Any) -> str | None:
+    """The classifier weight's key when the pretrained head is an ImageNet-1k one."""
+    classifier = getattr(pcfg, "classifier", None)
+    if getattr(pcfg, "num_classes", 0) == 1000 and isinstance(classifier, str):
+        return f"{classifier}.weight"
+    return None
+
+
+def _file_has_head(path: str, key: str, dim: int) -> bool:
+    """Whether a safetensors file holds a (1000, dim) tensor under ``key`` (header only)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as fh:
+        if key not in fh.keys():
+            return False
+        shape = fh.get_slice(key).get_shape()
+    return list(shape) == [1000, dim]
+
+
+def _local_weights(pcfg: Any, file: str | None, cache_dir) -> str | None:
+    """The weights file if it is on disk now (local path or hub cache); no network."""
+    if file is not None:
+        return file if os.path.isfile(file) else None
+    repo = getattr(pcfg, "hf_hub_id", None)
+    if not repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo, "model.safetensors", cache_dir=cache_dir)
+    return hit if isinstance(hit, str) else None
 
 
 def timm_spec(
@@ -88,7 +123,7 @@ def timm_spec(
     """Spec of ``timm:<name>``: the model is built on the meta device, no weights read."""
     import torch
 
-    del cache_dir, local_files_only
+    del local_files_only
     timm = _timm()
     model_name, file = _parse(arg)
     pcfg = _pretrained_cfg(timm, model_name)
@@ -96,10 +131,17 @@ def timm_spec(
         model = timm.create_model(model_name, pretrained=False, num_classes=0)
     cfg = _data_config(timm, model)
     weights = file or f"{pcfg.hf_hub_id or model_name} (timm)"
-    return _spec(f"timm:{arg}", weights, model_name, model.num_features, cfg, pcfg)
+    # The head: the pretrained config says whether one exists; a file already on disk
+    # confirms it exactly as load_timm will (header read only).
+    key = _head_key(pcfg)
+    head = key is not None
+    local = _local_weights(pcfg, file, cache_dir) if head else None
+    if local is not None and local.endswith(".safetensors"):
+        head = _file_has_head(local, key, model.num_features)
+    return _spec(f"timm:{arg}", weights, model_name, model.num_features, cfg, pcfg, head)
 
 
-def _weights_file(pcfg: Any, model_name: str, file: str | None, cache_dir, offline: bool) -> str:
+def _weights_file(pcfg: Any, model_name: str, file: str | None, cache_dir, local_files_only) -> str:
     if file is not None:
         if not file.endswith(".safetensors"):
             raise ConfigError(
@@ -115,21 +157,21 @@ def _weights_file(pcfg: Any, model_name: str, file: str | None, cache_dir, offli
             f"timm model '{model_name}' has no Hugging Face hub weights. Download its "
             "checkpoint, convert it to safetensors and pass 'timm:<name>:<file.safetensors>'."
         )
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    cached = try_to_load_from_cache(repo, "model.safetensors", cache_dir=cache_dir)
+    access = HubAccess(True, "cached") if isinstance(cached, str) else hub_access(local_files_only)
     try:
         return hf_hub_download(
-            repo, "model.safetensors", cache_dir=cache_dir, local_files_only=offline
+            repo, "model.safetensors", cache_dir=cache_dir, local_files_only=access.offline
         )
     except Exception as exc:  # LocalEntryNotFoundError, HTTP errors, ...
-        how = (
-            "downloads are disabled (HF_HUB_OFFLINE=1 / local_files_only)" if offline else str(exc)
-        )
+        how = access.describe() if access.offline else f"it could not be downloaded ({exc})"
         raise ModelUnavailableError(
             f"Weights of timm model '{model_name}' (hub repo {repo}, model.safetensors) are not "
-            f"in the local cache and {how}. On a machine with internet run "
-            f"`huggingface-cli download {repo} model.safetensors`, then copy the cache and set "
-            "HF_HOME (or pass cache_dir), or pass 'timm:<name>:<path to model.safetensors>'."
+            f"in the local Hugging Face cache and {how}. "
+            f"{offline_help(repo, files='model.safetensors', cache_dir=cache_dir)} Or pass the "
+            "file itself as the model 'timm:<name>:<path to model.safetensors>'."
         ) from exc
 
 
@@ -149,21 +191,20 @@ def load_timm(
     timm = _timm()
     model_name, file = _parse(arg)
     pcfg = _pretrained_cfg(timm, model_name)
-    path = _weights_file(pcfg, model_name, file, cache_dir, hub_offline(local_files_only))
+    path = _weights_file(pcfg, model_name, file, cache_dir, local_files_only)
     model = timm.create_model(
         model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path}
     )
     cfg = _data_config(timm, model)
     transform = RGBTransform(timm.data.create_transform(**cfg, is_training=False))
     head = None
-    classifier = getattr(pcfg, "classifier", None)
-    if getattr(pcfg, "num_classes", 0) == 1000 and isinstance(classifier, str):
+    key = _head_key(pcfg)
+    if key is not None and _file_has_head(path, key, model.num_features):
         with safe_open(path, framework="pt") as fh:
-            key = f"{classifier}.weight"
-            if key in fh.keys():
-                w = fh.get_tensor(key).float()
-                if w.ndim == 2 and w.shape[1] == model.num_features:
-                    head = (w.numpy().copy(), list(imagenet1k_wnids()))
+            w = fh.get_tensor(key).float()
+        head = (w.numpy().copy(), list(imagenet1k_wnids()))
     weights = file or f"{pcfg.hf_hub_id} (Hugging Face hub, timm)"
-    spec = _spec(f"timm:{arg}", weights, model_name, model.num_features, cfg, pcfg)
+    spec = _spec(
+        f"timm:{arg}", weights, model_name, model.num_features, cfg, pcfg, head is not None
+    )
     return TorchEncoder(spec, model, transform, device=device, dtype=dtype, head=head)

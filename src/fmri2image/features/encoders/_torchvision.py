@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from fmri2image.errors import ConfigError, ModelUnavailableError
 from fmri2image.features.base import EncoderSpec
 from fmri2image.features.encoders._common import ImageTransform, TorchEncoder, hub_offline
+from fmri2image.features.encoders._net import url_access
 
 __all__ = [
     "checkpoint_path",
@@ -121,7 +122,12 @@ def checkpoint_path(weights: Any, cache_dir: str | os.PathLike | None = None) ->
     return folder / os.path.basename(urlparse(weights.url).path)
 
 
-def _spec(name: str, builder: str, weights: Any, layer: str, dim: int) -> EncoderSpec:
+def _has_imagenet_head(weights: Any, linear: Any) -> bool:
+    # torchvision's ImageNet-1k heads use the standard sorted-wnid class order.
+    return len(weights.meta.get("categories", [])) == 1000 and linear.out_features == 1000
+
+
+def _spec(name: str, builder: str, weights: Any, layer: str, dim: int, head: bool) -> EncoderSpec:
     transform = torchvision_transform(weights)
     return EncoderSpec(
         name=name,
@@ -139,6 +145,8 @@ def _spec(name: str, builder: str, weights: Any, layer: str, dim: int) -> Encode
             "recipe": weights.meta.get("recipe", ""),
             "transform": transform.to_dict(),
         },
+        classifier_head=head,
+        text_tower=False,
     )
 
 
@@ -154,7 +162,10 @@ def torchvision_spec(
     with torch.device("meta"):
         model = build(weights=None, **_builder_kwargs(builder, weights))
     layer, linear = _last_linear(model)
-    return _spec(f"torchvision:{arg}", builder, weights, layer, linear.in_features)
+    return _spec(
+        f"torchvision:{arg}", builder, weights, layer, linear.in_features,
+        _has_imagenet_head(weights, linear),
+    )  # fmt: skip
 
 
 def load_torchvision(
@@ -190,13 +201,22 @@ def load_torchvision(
     name = name or f"torchvision:{builder}:{weights.name}"
     path = checkpoint_path(weights, cache_dir)
     if not path.is_file():
+        where = (
+            f"On a machine with internet download {weights.url} and copy it to {path} "
+            f"(the folder <TORCH_HOME>/hub/checkpoints; set TORCH_HOME to use another "
+            "place; in Python, cache_dir= names the folder itself)."
+        )
         if hub_offline(local_files_only):
             raise ModelUnavailableError(
                 f"Weights for '{name}' ({type(weights).__name__}.{weights.name}) are not in the "
-                f"local cache: {path} does not exist and downloads are disabled "
-                "(local_files_only / HF_HUB_OFFLINE=1). On a machine with internet, download "
-                f"{weights.url} and copy it to {path}, or to <dir>/{path.name} and set "
-                "TORCH_HOME so that <TORCH_HOME>/hub/checkpoints holds it (or pass cache_dir)."
+                f"local cache ({path} does not exist) and downloads are disabled "
+                f"(HF_HUB_OFFLINE=1, or local_files_only=True in Python). {where}"
+            )
+        access = url_access(weights.url)
+        if access.offline:
+            raise ModelUnavailableError(
+                f"Weights for '{name}' ({type(weights).__name__}.{weights.name}) are not in the "
+                f"local cache ({path} does not exist) and {access.describe()}. {where}"
             )
         try:
             torch.hub.load_state_dict_from_url(
@@ -204,9 +224,7 @@ def load_torchvision(
             )
         except Exception as exc:  # URLError, HTTPError, hash mismatch, ...
             raise ModelUnavailableError(
-                f"Could not download the weights of '{name}' from {weights.url} ({exc}). "
-                f"Download the file on a machine with internet and place it at {path} "
-                "(or set TORCH_HOME / pass cache_dir)."
+                f"Could not download the weights of '{name}' from {weights.url} ({exc}). {where}"
             ) from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -220,12 +238,10 @@ def load_torchvision(
     _drop_aux(builder, model)
     layer, linear = _last_linear(model)
     head = None
-    categories = weights.meta.get("categories", [])
-    if len(categories) == 1000 and linear.out_features == 1000:
-        # torchvision's ImageNet-1k heads use the standard sorted-wnid class order.
+    if _has_imagenet_head(weights, linear):
         head = (linear.weight.detach().float().numpy().copy(), list(imagenet1k_wnids()))
     _set_module(model, layer, torch.nn.Identity())
-    spec = _spec(name, builder, weights, layer, linear.in_features)
+    spec = _spec(name, builder, weights, layer, linear.in_features, head is not None)
     return TorchEncoder(
         spec, model, torchvision_transform(weights), device=device, dtype=dtype, head=head
     )
