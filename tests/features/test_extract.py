@@ -406,7 +406,7 @@ def test_on_unreadable_raise_names_the_file(image_list, tmp_path):
     from fmri2image.errors import MissingImageError
     from fmri2image.features.extract import extract_features
 
-    with pytest.raises(MissingImageError, match=r"Image 5 of the list, .*img_005\.jpg"):
+    with pytest.raises(MissingImageError, match=r"Image 6 of the list \(1-based\), .*img_005\.jpg"):
         extract_features(
             image_list,
             [TinyConvEncoder()],
