@@ -24,14 +24,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
-# WordNet 3.0 (Debian wordnet-base) backs the semantic metrics; installed when
-# we can (root + apt-get), otherwise the WordNet-dependent parts say how to get it.
+# Debian packages the project uses when it can (root + apt-get), each only if missing:
+# wordnet-base (WordNet 3.0, for the semantic metrics) and the photo packages that
+# give the demo dataset 65 categories instead of 19 (darknet, opencv-doc,
+# mate-backgrounds).  Without apt the demo uses the photos of the pip wheels and the
+# WordNet-dependent parts say how to get WordNet.
+SYSTEM_DEPS := wordnet-base:/usr/share/wordnet/data.noun \
+	darknet:/usr/share/darknet/data/eagle.jpg \
+	opencv-doc:/usr/share/doc/opencv-doc/examples/data/baboon.jpg \
+	mate-backgrounds:/usr/share/backgrounds/mate/nature/LadyBird.jpg
 system-deps:
-	@if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null 2>&1 \
-	    && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing Debian wordnet-base (WordNet 3.0)"; \
-	  apt-get update -qq >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  [ -e "$${dep#*:}" ] || missing="$$missing $${dep%%:*}"; \
+	done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  { apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null; } || echo "could not install$$missing (continuing without)"; \
 	fi
 
 demo: $(STAMP) system-deps

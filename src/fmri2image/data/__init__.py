@@ -10,7 +10,7 @@ Public names are imported lazily (PEP 562), so ``import fmri2image.data`` is che
 ``load_god_subject``            -> :class:`GODSubject` (voxels + labels)
 ``load_stimulus_set``           -> :class:`StimulusSet` (ids, names, image paths)
 ``make_splits``                 -> :class:`GODSplits` (train/val/test/imagery)
-``write_demo_dataset``          synthetic GOD-layout dataset for the demo
+``write_god_subject`` ...       write GOD-layout folders (BData, images, id files)
 =============================  ===============================================
 """
 
@@ -58,9 +58,14 @@ _EXPORTS = {
     "NormalizationStats": "preprocess",
     "make_splits": "preprocess",
     "zscore_by_run": "preprocess",
-    # demo (owned by the demo-dataset module)
-    "write_demo_dataset": "demo",
-    "DemoDatasetInfo": "demo",
+    # layout (GOD-layout writers; the demo dataset lives in fmri2image.demo)
+    "GOD_ROI_UNIONS": "layout",
+    "StimulusFiles": "layout",
+    "god_sample_indices": "layout",
+    "roi_masks_with_unions": "layout",
+    "write_god_subject": "layout",
+    "write_id_file": "layout",
+    "write_stimulus_set": "layout",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -44,7 +44,7 @@ def run_demo(
     device : str
         Torch device for the encoders.
     """
-    from fmri2image.data import write_demo_dataset
+    from fmri2image.demo import write_demo_dataset
 
     out = Path(out_dir)
     data_dir = out / "data"
