@@ -141,8 +141,17 @@ def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
 
 
 def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a damaged one is a :class:`~fmri2image.errors.DataFormatError`."""
+    from fmri2image.errors import DataFormatError
+
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFormatError(
+                f"{path} is not valid JSON ({exc}); the file is damaged or truncated. "
+                "Delete it (and the result it describes) and run the command again."
+            ) from exc
 
 
 def load_versioned_json(

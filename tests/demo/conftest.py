@@ -4,7 +4,8 @@
   net instead of EfficientNet (seconds, no pretrained weights), two subjects;
 * ``full_demo``: the default dataset, fake Debian photos where the real ones are not
   installed, still the tiny encoder;
-* ``default_demo`` (slow tests only): exactly what ``fmri2image demo`` writes.
+* ``default_demo`` (slow tests only, in ``tests/conftest.py``): exactly what
+  ``fmri2image demo`` writes.
 """
 
 from __future__ import annotations
@@ -49,12 +50,3 @@ def full_demo(tmp_path_factory, tiny_encoder, debian_photo_roots) -> DemoDataset
     return write_demo_dataset(
         out, encoder=tiny_encoder, photo_roots=debian_photo_roots, progress=False
     )
-
-
-@pytest.fixture(scope="session")
-def default_demo(tmp_path_factory) -> DemoDatasetInfo:
-    """The dataset ``fmri2image demo`` writes (real photos, EfficientNet-Lite0)."""
-    from fmri2image.demo import write_demo_dataset
-
-    out = tmp_path_factory.mktemp("demo-default") / "god"
-    return write_demo_dataset(out, progress=False)

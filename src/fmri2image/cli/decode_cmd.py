@@ -4,6 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from fmri2image.cli import _options
+
+_EPILOG = """\
+examples:
+  # three encoders side by side, labels from each encoder's ImageNet-1k head
+  fmri2image decode --god GOD/ --subject 3 --model resnet50 --model vit --model clip \\
+      --database prototypes --out results/
+
+  # CLIP labels from 21k text prompts, plus an ImageNet feature database
+  fmri2image extract --model clip --images IMAGENET/train --out feats/
+  fmri2image decode --god GOD/ --subject 3 --model clip --database text-prototypes:21k \\
+      --database feats/ --out results/
+
+  # higher visual cortex only, exact leave-one-out over a custom alpha grid
+  fmri2image decode --god GOD/ --subject 3 --roi ROI_HVC --model effnet-lite0 \\
+      --cv loo --cv-groups none --alphas 1e0:1e8:17 --out results/
+
+Every option is checked before any image is embedded; errors exit with status 2.
+Results: OUT/summary.json, OUT/<model>/{mapping,prediction,retrieval/<database>}/.
+"""
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,40 +33,31 @@ def register(subparsers) -> None:
         description=(
             "For one GOD subject: fit a cross-validated ridge map from voxels to each "
             "encoder's embedding of the training stimuli, predict the averaged test "
-            "images, retrieve a WordNet label by cosine k-NN, and report prediction "
-            "metrics (with chance and training-mean baselines) and semantic metrics "
-            "(hit@k, Wu-Palmer, database coverage)."
+            "images, retrieve a WordNet label by cosine k-NN from each database, and "
+            "report prediction metrics and label metrics (hit@k, Wu-Palmer, database "
+            "coverage), each beside the score of always predicting the training-mean "
+            "embedding and beside chance."
         ),
+        epilog=_EPILOG,
+        formatter_class=_options.HelpFormatter,
     )
-    p.add_argument("--god", required=True, help="GOD folder (SubjectN.h5, id files, images)")
-    p.add_argument("--subject", type=int, required=True, help="subject number")
-    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument(
+        "--god", required=True, metavar="DIR", help="GOD folder (SubjectN.h5, id files, images)"
+    )
+    p.add_argument(
+        "--subject", type=_options.positive_int, required=True, metavar="N", help="subject number"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder")
     p.add_argument(
         "--model", action="append", dest="models", metavar="NAME", required=True,
-        help="encoder registry name (repeatable), e.g. resnet50, clip, effnet-lite0, hf:<id>",
+        help="encoder (repeatable): resnet50, vit, clip, effnet-lite0, effnet-lite2, "
+        "hf:<id or folder>, timm:<name>, torchvision:<builder>, open_clip:<arch>:<tag> "
+        "(see `fmri2image models`)",
     )  # fmt: skip
-    p.add_argument("--roi", default="ROI_VC", help="ROI expression (default: %(default)s)")
-    p.add_argument(
-        "--normalization", choices=("run", "train", "none"), default="run",
-        help="voxel normalization (default: %(default)s, per-run z-scoring as in GOD)",
-    )  # fmt: skip
-    p.add_argument("--cv", type=int, default=5, help="CV folds for alpha (default: 5)")
-    p.add_argument(
-        "--n-voxels", type=int, default=None,
-        help="keep the voxels most correlated with the targets (training data only)",
-    )  # fmt: skip
-    p.add_argument(
-        "--database", default="prototypes",
-        help="'prototypes' (ImageNet-1k classifier head) or a folder from 'fmri2image extract'",
-    )  # fmt: skip
-    p.add_argument("--k", type=int, default=5, help="neighbours per query (default: 5)")
-    p.add_argument(
-        "--vote", choices=("nearest", "majority", "weighted"), default="nearest",
-        help="how neighbour labels are combined (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    _options.add_data_options(p)
+    _options.add_mapping_options(p)
+    _options.add_retrieval_options(p)
+    _options.add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,21 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = DecodingConfig(
         subject=args.subject,
-        roi=args.roi,
         encoders=tuple(args.models),
-        normalization=args.normalization,
-        cv=args.cv,
-        n_voxels=args.n_voxels,
-        database=args.database,
-        k=args.k,
-        vote=args.vote,
-        device=args.device,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        databases=tuple(args.databases or ("prototypes",)),
+        **_options.mapping_config(args),
     )
-    result = run_decoding(args.god, args.out, config)
+    result = run_decoding(args.god, args.out, config, progress=not args.quiet)
+    print()
     print(result.table())
     print()
     print(result.labels_table())
-    print(f"\nResults: {result.out_dir.resolve()}")
+    print(f"\nResults: {result.out_dir.resolve()}  ({result.seconds:.1f} s)")
     return 0

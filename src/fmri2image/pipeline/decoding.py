@@ -1,20 +1,23 @@
 """fMRI -> embedding -> label, for one GOD subject and several encoders side by side.
 
-For each encoder the stages run in order, each writing a typed, pickle-free result
-under ``out_dir/<encoder>/``:
+A run has three phases:
 
-1. stimulus features of every encoder from one decode pass of the images
-   (``out_dir/stimulus_features/{training,test}/<encoder>/``, sharded stores that a
-   rerun reads instead of recomputing);
-2. a cross-validated :class:`~fmri2image.mapping.RidgeMapping` fitted on training
-   samples only (``mapping.safetensors`` + ``.json``), CV folds grouped by category;
-3. prediction metrics on the averaged test images, beside the training-mean
-   baseline and chance levels (``prediction/``);
-4. k-NN retrieval of a WordNet label for each predicted embedding, from the
-   encoder's ImageNet class prototypes or from an extracted feature database
-   (``retrieval/``), scored by hit@k, Wu–Palmer similarity and coverage.
+0. **preflight** (:mod:`fmri2image.pipeline.preflight`): every option, encoder name,
+   database, the fMRI file, the stimulus ids and every stimulus image are checked,
+   and the results folder is proven writable, before any network runs;
+1. **mapping**, per encoder: stimulus features of every encoder from one decode
+   pass of the images (``out_dir/stimulus_features/{training,test}/<encoder>/``,
+   sharded stores that a rerun reads instead of recomputing), then a
+   cross-validated :class:`~fmri2image.mapping.RidgeMapping` fitted on training
+   samples only (``<encoder>/mapping/``), its test predictions and the
+   prediction metrics beside chance and the training-mean baseline
+   (``<encoder>/prediction/``);
+2. **retrieval**, per encoder and database: k-NN labels of each predicted
+   embedding, scored by hit@k, Wu–Palmer similarity and coverage, each beside
+   the label that the training-mean embedding retrieves
+   (``<encoder>/retrieval/<database>/``).
 
-``summary.json`` at the top collects one row per encoder.
+``summary.json`` at the top collects one entry per encoder.
 """
 
 from __future__ import annotations
@@ -22,43 +25,89 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fmri2image import _io
 from fmri2image.errors import ConfigError
+from fmri2image.pipeline import preflight
+from fmri2image.pipeline.preflight import DatabaseSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.features.base import Encoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecodingConfig", "DecodingResult", "EncoderResult", "run_decoding"]
+__all__ = [
+    "CLI_FLAGS",
+    "DecodingConfig",
+    "DecodingResult",
+    "EncoderResult",
+    "RetrievalSummary",
+    "run_decoding",
+]
+
+#: How the mapping's fit diagnostics name the options, in the CLI's words.
+CLI_FLAGS = {
+    "alphas": "--alphas LO:HI:N",
+    "groups": "--cv-groups none",
+    "cv": "--cv N|loo",
+    "alpha_per_target": "--shared-alpha",
+}
+
+#: Neighbours per query when ``k`` is not given: one item per class in a
+#: prototype database, many images per class in an image database (enough for
+#: five distinct labels, so hit@5 means something).
+AUTO_K = {"prototypes": 5, "text-prototypes": 5, "features": 50, "images": 50}
 
 
 @dataclass(frozen=True)
 class DecodingConfig:
     """Settings of one decoding run (everything that changes its results).
 
+    Every field is a command-line flag of ``fmri2image decode`` of the same name.
+
     Attributes
     ----------
     subject : int
-        GOD subject number.
+        GOD subject number (``--subject``).
     roi : str
         ROI expression (bdpy syntax), e.g. ``"ROI_VC"`` or ``"ROI_V1 + ROI_V2"``.
     encoders : tuple of str
-        Encoder registry names compared side by side.
+        Encoder registry names compared side by side (``--model``, repeatable).
+    release : {"auto", "spm", "fmriprep"}
+        Which GOD release to read when a folder holds both.
+    drop_nan_voxels : bool
+        Drop voxel columns containing NaN instead of failing.
     normalization : {"run", "train", "none"}
         Voxel normalization (see :func:`fmri2image.data.make_splits`).
-    cv : int
-        Folds of the per-target alpha search, grouped by category.
+    cv : int or "loo"
+        Folds of the alpha search, or exact leave-one-out.
+    cv_groups : {"none", "category"}
+        ``"none"`` (default): contiguous folds (whole runs); ``"category"``: no
+        category on both sides of a fold.  Ungrouped folds identified held-out
+        images better on every data set measured, unseen test categories
+        included (docs/mapping.md): with GOD's few categories per fold, grouped
+        scores are dominated by offsets between categories.
+    alphas : tuple of float or None
+        Ridge alpha grid; None is :data:`fmri2image.mapping.DEFAULT_ALPHAS`.
+    alpha_per_target : bool
+        One alpha per embedding dimension (else one shared alpha).
     n_voxels : int or None
         Keep the voxels most correlated with the targets (training data only).
-    database : str
-        ``"prototypes"`` (the encoder's ImageNet-1k classifier head) or a folder
-        written by ``fmri2image extract`` holding one sub-folder per encoder.
-    k : int
-        Neighbours retrieved per prediction.
+    databases : tuple of str
+        Retrieval databases, each ``"prototypes"`` (the encoder's ImageNet-1k
+        classifier head), ``"text-prototypes"`` / ``"text-prototypes:21k"`` (CLIP
+        text embeddings of "a photo of a {name}"), a folder written by
+        ``fmri2image extract`` (one feature store per encoder), or an
+        ImageNet-style image folder (embedded by the run, cached in its output).
+    k : int or None
+        Neighbours retrieved per prediction; None: 5 for prototype databases,
+        50 for image databases (:data:`AUTO_K`).
     vote : {"nearest", "majority", "weighted"}
         How neighbour labels become a ranked label list.
     device : str
@@ -72,11 +121,16 @@ class DecodingConfig:
     subject: int = 1
     roi: str = "ROI_VC"
     encoders: tuple[str, ...] = ("effnet-lite0",)
+    release: str = "auto"
+    drop_nan_voxels: bool = False
     normalization: str = "run"
-    cv: int = 5
+    cv: int | str = 5
+    cv_groups: str = "none"
+    alphas: tuple[float, ...] | None = None
+    alpha_per_target: bool = True
     n_voxels: int | None = None
-    database: str = "prototypes"
-    k: int = 5
+    databases: tuple[str, ...] = ("prototypes",)
+    k: int | None = None
     vote: str = "nearest"
     device: str = "cpu"
     batch_size: int = 32
@@ -84,6 +138,34 @@ class DecodingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Raise :class:`~fmri2image.errors.ConfigError` for any bad value (no I/O)."""
+        preflight.check_config(self)
+
+    def ridge_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the :class:`~fmri2image.mapping.RidgeMapping`."""
+        from fmri2image.mapping import DEFAULT_ALPHAS
+
+        return {
+            "alphas": tuple(self.alphas) if self.alphas is not None else DEFAULT_ALPHAS,
+            "cv": self.cv,
+            "alpha_per_target": self.alpha_per_target,
+            "n_voxels": self.n_voxels,
+            # No shuffling: contiguous folds keep the correlated trials of a run together.
+        }
+
+
+@dataclass(frozen=True)
+class RetrievalSummary:
+    """Label retrieval of one encoder from one database."""
+
+    database: str
+    label: str
+    k: int
+    out_dir: Path
+    semantic: dict[str, Any]
+    top1_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,10 +176,19 @@ class EncoderResult:
     dim: int
     out_dir: Path
     prediction: dict[str, Any]
-    semantic: dict[str, Any]
     alpha_median: float
     seconds: float
-    top1_labels: tuple[str, ...] = ()
+    retrievals: tuple[RetrievalSummary, ...] = ()
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def semantic(self) -> dict[str, Any]:
+        """Semantic metrics of the first database."""
+        return self.retrievals[0].semantic if self.retrievals else {}
+
+    @property
+    def top1_labels(self) -> tuple[str, ...]:
+        return self.retrievals[0].top1_labels if self.retrievals else ()
 
 
 @dataclass(frozen=True)
@@ -108,16 +199,21 @@ class DecodingResult:
     out_dir: Path
     results: tuple[EncoderResult, ...]
     n_train: int
+    n_train_categories: int
     n_test_images: int
+    n_test_repeats: tuple[int, ...]
     n_voxels: int
     test_wnids: tuple[str, ...]
+    test_stems: tuple[str, ...]
     seconds: float
+    warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary_rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready entry per encoder: prediction scores and every retrieval."""
         rows = []
         for r in self.results:
-            p, s = r.prediction, r.semantic
+            p = r.prediction
             rows.append(
                 {
                     "encoder": r.encoder,
@@ -125,79 +221,195 @@ class DecodingResult:
                     "alpha_median": r.alpha_median,
                     "pairwise_id": p["pairwise_identification"]["value"],
                     "pairwise_id_baseline": p["pairwise_identification"]["baseline"],
+                    "pairwise_id_chance": p["pairwise_identification"]["chance"],
                     "nway_top1": p["nway_top1"]["value"],
                     "nway_chance": p["nway_top1"]["chance"],
                     "r2": p["r2_variance_weighted"]["value"],
                     "r2_baseline": p["r2_variance_weighted"]["baseline"],
                     "cosine": p["cosine"]["value"],
                     "cosine_baseline": p["cosine"]["baseline"],
-                    "hit_at_1": s["hit1"],
-                    "hit_at_1_chance": s["hit1_chance"],
-                    "hit_at_5": s["hit5"],
-                    "wup": s["wup"],
-                    "wup_chance": s["wup_chance"],
-                    "coverage": s["coverage"],
+                    "fit": r.fit,
+                    "retrieval": [
+                        {
+                            "database": s.database,
+                            "label": s.label,
+                            "k": s.k,
+                            **{
+                                key: s.semantic.get(key)
+                                for key in (
+                                    "n_database_classes",
+                                    "hit1",
+                                    "hit1_baseline",
+                                    "hit1_chance",
+                                    "hit5",
+                                    "hit5_baseline",
+                                    "hit5_chance",
+                                    "wup",
+                                    "wup_baseline",
+                                    "wup_chance",
+                                    "coverage",
+                                    "n_covered_categories",
+                                    "n_categories",
+                                    "baseline_top1",
+                                )
+                            },
+                        }
+                        for s in r.retrievals
+                    ],
                     "seconds": r.seconds,
                 }
             )
         return rows
 
-    def labels_table(self) -> str:
-        """True vs retrieved top-1 label of every test image, one column per encoder."""
-        from fmri2image.imagenet import wnid_name
-
-        def name(wnid: str) -> str:
-            return f"{wnid_name(wnid)[:18]} ({wnid})"
-
-        width = 32
-        lines = [
-            f"{'true category':<{width}}" + "".join(f"{r.encoder:<{width}}" for r in self.results)
-        ]
-        for i, true in enumerate(self.test_wnids):
-            cells = []
-            for r in self.results:
-                got = r.top1_labels[i] if i < len(r.top1_labels) else ""
-                mark = "* " if got == true else "  "
-                cells.append(f"{mark}{name(got) if got else '-':<{width - 2}}")
-            lines.append(f"{name(true):<{width}}" + "".join(cells))
-        lines.append("* = retrieved label equals the true category")
-        return "\n".join(lines)
+    def header(self) -> str:
+        reps = "/".join(str(n) for n in self.n_test_repeats)
+        c = self.config
+        return (
+            f"subject {c.subject}, {c.roi}: {self.n_train} training samples "
+            f"({self.n_train_categories} categories), {self.n_test_images} test images "
+            f"(mean of {reps} repeats), {self.n_voxels} voxels"
+        )
 
     def table(self) -> str:
-        """Plain-text comparison table (chance / baseline in brackets)."""
+        """Plain-text comparison tables (baselines and chance in brackets)."""
+        from fmri2image.pipeline.tables import comparison_tables
 
-        def f(v: Any, fmt: str = ".3f") -> str:
-            return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+        return comparison_tables(self)
 
-        header = (
-            f"{'encoder':<16}{'dim':>6}{'pairwise id':>20}{'n-way top-1':>20}"
-            f"{'R2':>18}{'hit@1':>16}{'hit@5':>8}{'Wu-Palmer':>18}{'cover':>7}"
+    def labels_table(self) -> str:
+        """True vs retrieved top-1 label of every test image, one column per retrieval."""
+        from fmri2image.pipeline.tables import labels_table
+
+        return labels_table(self)
+
+
+# ------------------------------------------------------------------ the phases
+@dataclass
+class _Inputs:
+    """Everything preflight loaded: the data the run works on."""
+
+    splits: Any
+    train_set: Any
+    test_set: Any
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    categories: np.ndarray
+    test_stems: list[str]
+    true_wnids: list[str]
+    databases: list[DatabaseSpec]
+
+
+def _check_inputs(
+    god_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: DecodingConfig,
+    encoders: Mapping[str, Encoder] | None,
+    *,
+    progress: bool,
+) -> _Inputs:
+    """Phase 0: validate everything that can be validated without a network."""
+    from fmri2image.data import load_god_subject, load_stimulus_set, make_splits
+    from fmri2image.data.ids import stimulus_ids_to_categories
+    from fmri2image.data.images import check_images_readable
+
+    config.validate()
+    databases = [preflight.parse_database(d) for d in config.databases]
+    names = [d.name for d in databases]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--database names the same database twice: {list(config.databases)}.")
+    if encoders is None:
+        preflight.check_encoders_and_databases(config.encoders, databases)
+    else:
+        _check_injected(encoders, config, databases)
+    preflight.check_device(config.device)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # cheap, before reading any data
+        preflight.check_output_dir(out)
+
+    subject = load_god_subject(
+        god_dir,
+        config.subject,
+        roi=config.roi,
+        release=config.release,
+        drop_nan_voxels=config.drop_nan_voxels,
+    )
+    if config.n_voxels is not None and config.n_voxels > subject.n_voxels:
+        raise ConfigError(
+            f"--n-voxels {config.n_voxels} is more than the {subject.n_voxels} voxels of "
+            f"{config.roi} in subject {config.subject}; pass at most --n-voxels "
+            f"{subject.n_voxels}, or leave it out to use every voxel."
         )
-        lines = [header, "-" * len(header)]
-        for row in self.summary_rows():
-            lines.append(
-                f"{row['encoder']:<16}{row['dim']:>6}"
-                f"{f(row['pairwise_id']):>9} [{f(row['pairwise_id_baseline'])}, 0.5]"
-                f"{f(row['nway_top1']):>9} [{f(row['nway_chance'])}]    "
-                f"{f(row['r2'], '+.3f'):>8} [{f(row['r2_baseline'], '+.3f')}]"
-                f"{f(row['hit_at_1']):>8} [{f(row['hit_at_1_chance'])}]"
-                f"{f(row['hit_at_5']):>8}"
-                f"{f(row['wup']):>9} [{f(row['wup_chance'])}]"
-                f"{f(row['coverage'], '.2f'):>7}"
-            )
-        lines.append(
-            "[brackets]: pairwise id [training-mean baseline, chance]; n-way [chance 1/n]; "
-            "R2 (variance-weighted) [training-mean baseline]; hit@1 [chance]; Wu-Palmer [random-label chance]."
+    splits = make_splits(subject, normalization=config.normalization, seed=config.seed)
+    train_set = load_stimulus_set(god_dir, "training")
+    test_set = load_stimulus_set(god_dir, "test")
+    train_rows = train_set.index_of(splits.train_ids)
+    test_rows = test_set.index_of(splits.test_ids)
+    categories = stimulus_ids_to_categories(splits.train_ids)
+    _check_cv(config, len(splits.train_ids), len(np.unique(categories)))
+    for stim in (train_set, test_set):
+        check_images_readable(
+            stim.paths,
+            what=f"{stim.split} stimulus images",
+            position_name=f"row of {stim.id_file.name}",
+            progress=progress,
         )
-        return "\n".join(lines)
+    preflight.check_output_dir(out)
+    return _Inputs(
+        splits=splits,
+        train_set=train_set,
+        test_set=test_set,
+        train_rows=train_rows,
+        test_rows=test_rows,
+        categories=categories,
+        test_stems=[test_set.image_names[i] for i in test_rows],
+        true_wnids=[str(w) for w in splits.test_wnids],
+        databases=databases,
+    )
+
+
+def _check_injected(
+    encoders: Mapping[str, Encoder], config: DecodingConfig, databases: Sequence[DatabaseSpec]
+) -> None:
+    missing = [n for n in config.encoders if n not in encoders]
+    if missing:
+        raise ConfigError(f"No encoder was passed for {missing}; pass one per config.encoders.")
+    for db in databases:
+        for name in config.encoders:
+            enc = encoders[name]
+            if db.kind == "prototypes" and enc.class_prototypes() is None:
+                raise ConfigError(
+                    f"--database prototypes needs an ImageNet-1k classifier head, which "
+                    f"encoder {name!r} does not have; pass an image database instead."
+                )
+            if db.kind == "text-prototypes" and not enc.has_text_tower:
+                raise ConfigError(
+                    f"--database {db.source} needs a CLIP text tower, which encoder "
+                    f"{name!r} does not have; pass an image database instead."
+                )
+
+
+def _check_cv(config: DecodingConfig, n_train: int, n_groups: int) -> None:
+    if config.cv == "loo":
+        return
+    folds = int(config.cv)
+    if folds > n_train:
+        raise ConfigError(
+            f"--cv {folds} asks for more folds than the {n_train} training samples; pass "
+            f"a smaller --cv (e.g. --cv 5) or --cv loo --cv-groups none."
+        )
+    if config.cv_groups == "category" and folds > n_groups:
+        raise ConfigError(
+            f"--cv {folds} with --cv-groups category needs at least {folds} training "
+            f"categories, and there are {n_groups} training categories; pass --cv "
+            f"{max(2, min(5, n_groups))}, or --cv-groups none."
+        )
 
 
 def _stimulus_features(
-    stimuli, encoders: dict, config: DecodingConfig, out: Path
+    stimuli, encoders: Mapping[str, Encoder], config: DecodingConfig, out: Path
 ) -> dict[str, np.ndarray]:
     """Embed one stimulus set with every encoder in one decode pass (resumable store).
 
-    ``encoders`` maps the configured names to built encoders (loaded once per run).
     Returns name -> features of shape (n_images, dim), rows in the order of
     ``stimuli.paths``.  A rerun with the same encoders and images reads the stores.
     """
@@ -215,27 +427,76 @@ def _stimulus_features(
     return {name: result[enc.name].load() for name, enc in encoders.items()}
 
 
-def _database_index(encoder, config: DecodingConfig):
+def _image_database_indexes(
+    db: DatabaseSpec, encoders: Mapping[str, Encoder], config: DecodingConfig, out: Path
+) -> dict[str, Any]:
+    """Embed an ImageNet-style folder with every encoder (one pass), index each store."""
+    from fmri2image.features import extract_features, scan_image_folder
+    from fmri2image.retrieval import FeatureIndex
+
+    assert db.path is not None
+    images = scan_image_folder(db.path)
+    log.info(
+        "embedding the %d images of %s (%d classes) with %s",
+        len(images), db.path, len(images.classes), ", ".join(encoders),
+    )  # fmt: skip
+    result = extract_features(
+        images,
+        list(encoders.values()),
+        out / "database_features" / db.name,
+        batch_size=config.batch_size,
+        device=config.device,
+    )
+    return {name: FeatureIndex.from_store(result[enc.name].path) for name, enc in encoders.items()}
+
+
+def _database_index(db: DatabaseSpec, encoder: Encoder, out: Path, *, progress: bool):
     from fmri2image.features.shards import store_dirname
     from fmri2image.retrieval import FeatureIndex, prototype_index
 
-    if config.database == "prototypes":
+    if db.kind == "prototypes":
         return prototype_index(encoder)
-    root = Path(config.database)
-    for candidate in (root / store_dirname(encoder.name), root / encoder.name, root):
+    if db.kind == "text-prototypes":
+        from fmri2image.retrieval import text_prototype_index
+
+        return text_prototype_index(
+            encoder, db.vocabulary, cache_dir=out / "text_prototypes", progress=progress
+        )
+    assert db.path is not None
+    for candidate in (db.path / store_dirname(encoder.name), db.path / encoder.name, db.path):
         if (candidate / "manifest.json").exists():
             return FeatureIndex.from_store(candidate)
-    raise ConfigError(
-        f"No feature database for encoder '{encoder.name}' under {root}: expected "
-        f"{root / store_dirname(encoder.name)}/manifest.json. Build it with: fmri2image extract "
-        f"--model {encoder.name} --images IMAGENET_DIR --out {root}  (or use --database prototypes)."
+    raise ConfigError(  # pragma: no cover - preflight checked it
+        f"--database {db.source} has no features of encoder {encoder.name!r}."
     )
+
+
+def _log_fit_warnings(models: Mapping[str, Any]) -> tuple[str, ...]:
+    """Say each distinct fit problem once, naming the encoders it concerns."""
+    try:
+        from fmri2image.mapping import fit_warnings
+    except ImportError:  # pragma: no cover - older mapping layer
+        return ()
+    seen: dict[str, list[str]] = {}
+    for name, model in models.items():
+        for msg in fit_warnings(model, flags=CLI_FLAGS):
+            seen.setdefault(msg, []).append(name)
+    out = []
+    for msg, names in seen.items():
+        who = "all encoders" if len(names) == len(models) and len(models) > 1 else ", ".join(names)
+        text = f"{msg} ({who})" if len(models) > 1 else msg
+        log.warning("%s", text)
+        out.append(text)
+    return tuple(out)
 
 
 def run_decoding(
     god_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: DecodingConfig | None = None,
+    *,
+    encoders: Mapping[str, Encoder] | None = None,
+    progress: bool = True,
 ) -> DecodingResult:
     """Run data -> features -> mapping -> retrieval for every encoder in ``config``.
 
@@ -247,99 +508,146 @@ def run_decoding(
         Results folder (created); one sub-folder per encoder plus ``summary.json``.
     config : DecodingConfig, optional
         Defaults to ``DecodingConfig()``.
+    encoders : mapping of str to Encoder, optional
+        Built encoders to use instead of building ``config.encoders`` from the
+        registry (one per configured name), e.g. tiny models in tests.
+    progress : bool
+        Progress bars for the image checks.
 
     Returns
     -------
     DecodingResult
+
+    Raises
+    ------
+    Fmri2ImageError
+        Any bad option or input, raised before any feature is computed.
     """
-    from fmri2image.data import load_god_subject, load_stimulus_set, make_splits
-    from fmri2image.data.ids import stimulus_ids_to_categories
     from fmri2image.features import get_encoder
     from fmri2image.features.shards import store_dirname
     from fmri2image.mapping import RidgeMapping, prediction_metrics, save_mapping
     from fmri2image.retrieval import retrieve, semantic_metrics
 
     config = config or DecodingConfig()
-    if not config.encoders:
-        raise ConfigError("Give at least one encoder (e.g. --model effnet-lite0).")
-    from fmri2image.features import ENCODERS
-
-    for name in config.encoders:  # fail on a typo before any data is loaded
-        ENCODERS.get(name)
     t_start = time.perf_counter()
+    inputs = _check_inputs(god_dir, out_dir, config, encoders, progress=progress)
+    splits = inputs.splits
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    subject = load_god_subject(god_dir, config.subject, roi=config.roi)
-    splits = make_splits(subject, normalization=config.normalization, seed=config.seed)
-    train_set = load_stimulus_set(god_dir, "training")
-    test_set = load_stimulus_set(god_dir, "test")
-    train_rows = train_set.index_of(splits.train_ids)
-    test_rows = test_set.index_of(splits.test_ids)
-    groups = stimulus_ids_to_categories(splits.train_ids)
-    test_names = [test_set.image_names[i] for i in test_rows]
-    true_wnids = [str(w) for w in splits.test_wnids]
+    reps = tuple(sorted({int(n) for n in splits.test_n_repeats.tolist()}))
     log.info(
         "subject %d, %s: %d training samples, %d test images (mean of %s repeats), %d voxels",
         config.subject, config.roi, len(splits.train_ids), len(splits.test_ids),
-        "/".join(map(str, sorted(set(splits.test_n_repeats.tolist())))), splits.n_voxels,
+        "/".join(map(str, reps)), splits.n_voxels,
     )  # fmt: skip
 
+    if encoders is None:
+        encoders = {name: get_encoder(name, device=config.device) for name in config.encoders}
+        # Prefix forms whose abilities only the built model shows: check before work.
+        _check_injected(encoders, config, inputs.databases)
+    else:
+        encoders = {name: encoders[name] for name in config.encoders}
     log.info(
         "embedding %d + %d stimuli with %s (one decode pass)",
-        len(train_set), len(test_set), ", ".join(config.encoders),
+        len(inputs.train_set), len(inputs.test_set), ", ".join(config.encoders),
     )  # fmt: skip
-    encoders = {name: get_encoder(name, device=config.device) for name in config.encoders}
     stim_dir = out / "stimulus_features"
-    feats_train = _stimulus_features(train_set, encoders, config, stim_dir / "training")
-    feats_test = _stimulus_features(test_set, encoders, config, stim_dir / "test")
+    feats_train = _stimulus_features(inputs.train_set, encoders, config, stim_dir / "training")
+    feats_test = _stimulus_features(inputs.test_set, encoders, config, stim_dir / "test")
+    groups = inputs.categories if config.cv_groups == "category" else None
+    scheme = f"{config.cv}-fold" if config.cv != "loo" else "leave-one-out"
+    if groups is not None:
+        scheme += f", grouped by category ({len(np.unique(groups))} categories)"
 
-    results = []
-    for name, encoder in encoders.items():
+    # Phase 1: one map per encoder.
+    models: dict[str, Any] = {}
+    state: dict[str, dict[str, Any]] = {}
+    for name in encoders:
         t0 = time.perf_counter()
         enc_dir = out / store_dirname(name)
-        Y_train = feats_train[name][train_rows]
-        Y_test = feats_test[name][test_rows]
-
-        log.info(
-            "[%s] fitting ridge (%d-fold CV over alphas, grouped by category)", name, config.cv
-        )
-        model = RidgeMapping(cv=config.cv, n_voxels=config.n_voxels, random_state=config.seed)
+        Y_train = feats_train[name][inputs.train_rows]
+        Y_test = feats_test[name][inputs.test_rows]
+        log.info("[%s] fitting ridge: alphas by %s CV", name, scheme)
+        model = RidgeMapping(**config.ridge_kwargs())
         model.fit(splits.X_train, Y_train, groups=groups)
         save_mapping(model, enc_dir / "mapping")
         Y_pred = model.predict(splits.X_test)
         _io.save_npy(enc_dir / "predicted_test_embeddings.npy", Y_pred)
-        pred = prediction_metrics(Y_test, Y_pred, Y_train.mean(axis=0), image_ids=test_names)
+        y_mean = Y_train.mean(axis=0)
+        pred = prediction_metrics(Y_test, Y_pred, y_mean, image_ids=inputs.test_stems)
         pred.save(enc_dir / "prediction")
+        models[name] = model
+        state[name] = {
+            "dir": enc_dir,
+            "pred": Y_pred,
+            "mean": y_mean,
+            "metrics": pred.to_dict()["metrics"],
+            "seconds": time.perf_counter() - t0,
+        }
+    warnings = _log_fit_warnings(models)
 
-        log.info("[%s] retrieving labels from %s", name, config.database)
-        index = _database_index(encoder, config)
-        retrieved = retrieve(Y_pred, index, k=config.k, vote=config.vote)
-        sem = semantic_metrics(retrieved, true_wnids, seed=config.seed)
-        sem.save(enc_dir / "retrieval")
-        seconds = time.perf_counter() - t0
+    # Phase 2: labels from every database.
+    retrievals: dict[str, list[RetrievalSummary]] = {name: [] for name in encoders}
+    for db in inputs.databases:
+        k = config.k or AUTO_K[db.kind]
+        prebuilt = _image_database_indexes(db, encoders, config, out) if db.kind == "images" else {}
+        for name, encoder in encoders.items():
+            t0 = time.perf_counter()
+            log.info("[%s] retrieving labels from %s", name, db.label)
+            index = prebuilt.get(name) or _database_index(db, encoder, out, progress=progress)
+            st = state[name]
+            found = retrieve(st["pred"], index, k=k, vote=config.vote, query_ids=inputs.test_stems)
+            baseline = retrieve(st["mean"][None, :], index, k=k, vote=config.vote)
+            sem = semantic_metrics(
+                found,
+                inputs.true_wnids,
+                seed=config.seed,
+                query_ids=inputs.test_stems,
+                baseline=baseline,
+            )
+            ret_dir = st["dir"] / "retrieval" / db.name
+            sem.save(ret_dir)
+            found.save(ret_dir / "neighbours.parquet")
+            st["seconds"] += time.perf_counter() - t0
+            retrievals[name].append(
+                RetrievalSummary(
+                    database=db.name,
+                    label=db.label,
+                    k=k,
+                    out_dir=ret_dir,
+                    semantic=sem.summary,
+                    top1_labels=tuple(str(x) for x in found.top1),
+                )
+            )
+
+    results = []
+    for name, encoder in encoders.items():
+        model, st = models[name], state[name]
         results.append(
             EncoderResult(
                 encoder=name,
                 dim=encoder.dim,
-                out_dir=enc_dir,
-                prediction=pred.to_dict()["metrics"],
-                semantic=sem.summary,
+                out_dir=st["dir"],
+                prediction=st["metrics"],
                 alpha_median=float(np.median(model.alpha_)),
-                seconds=round(seconds, 2),
-                top1_labels=tuple(str(x) for x in retrieved.top1),
+                seconds=round(st["seconds"], 2),
+                retrievals=tuple(retrievals[name]),
+                fit=_fit_summary(model),
             )
         )
-
     result = DecodingResult(
         config=config,
         out_dir=out,
         results=tuple(results),
         n_train=len(splits.train_ids),
+        n_train_categories=len(np.unique(inputs.categories)),
         n_test_images=len(splits.test_ids),
+        n_test_repeats=reps,
         n_voxels=splits.n_voxels,
-        test_wnids=tuple(true_wnids),
+        test_wnids=tuple(inputs.true_wnids),
+        test_stems=tuple(inputs.test_stems),
         seconds=round(time.perf_counter() - t_start, 2),
+        warnings=warnings,
     )
     _io.save_json(
         out / "summary.json",
@@ -347,10 +655,28 @@ def run_decoding(
             "config": config.to_dict(),
             "god_dir": str(god_dir),
             "n_train": result.n_train,
+            "n_train_categories": result.n_train_categories,
             "n_test_images": result.n_test_images,
             "n_voxels": result.n_voxels,
+            "test_images": list(result.test_stems),
             "encoders": result.summary_rows(),
+            "warnings": list(warnings),
             "seconds": result.seconds,
         },
     )
     return result
+
+
+def _fit_summary(model: Any) -> dict[str, Any]:
+    """Headline facts of a fitted map (alpha range, edges, CV scheme)."""
+    alphas = np.asarray(model.alpha_, dtype=np.float64)
+    out: dict[str, Any] = {
+        "alpha_min": float(alphas.min()),
+        "alpha_median": float(np.median(alphas)),
+        "alpha_max": float(alphas.max()),
+        "n_splits": int(getattr(model, "n_splits_", 0)),
+    }
+    diag = getattr(model, "diagnostics_", None)
+    if diag is not None:
+        out["diagnostics"] = asdict(diag) if hasattr(diag, "__dataclass_fields__") else dict(diag)
+    return out

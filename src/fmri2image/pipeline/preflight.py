@@ -1,0 +1,316 @@
+"""Checks that run before any expensive work: every mistake is caught in seconds.
+
+A decoding run reads fMRI, decodes hundreds of images, runs several networks and
+fits ridge models; an option that only fails after that costs the user minutes.
+:func:`check_config` validates every value of a
+:class:`~fmri2image.pipeline.decoding.DecodingConfig` (pure, no I/O);
+:func:`check_encoders_and_databases` checks that every encoder exists and can use
+every requested database without loading a weight; :func:`check_output_dir`
+proves that the results folder can be created and written, and leaves nothing
+behind.  Messages name the command-line flags (``--cv loo``, ``--database``), as
+the CLI is how most users meet them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fmri2image.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.pipeline.decoding import DecodingConfig
+
+__all__ = [
+    "DatabaseSpec",
+    "check_config",
+    "check_encoders_and_databases",
+    "check_output_dir",
+    "parse_database",
+]
+
+NORMALIZATIONS = ("run", "train", "none")
+CV_GROUPS = ("none", "category")
+VOTES = ("nearest", "majority", "weighted")
+TEXT_VOCABULARIES = ("1k", "21k")
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """One retrieval database as the user named it.
+
+    Attributes
+    ----------
+    kind : {"prototypes", "text-prototypes", "features", "images"}
+        ``prototypes``: the encoder's ImageNet-1k classifier head;
+        ``text-prototypes``: CLIP text embeddings of one prompt per class;
+        ``features``: a folder written by ``fmri2image extract`` (one feature store
+        per encoder); ``images``: an ImageNet-style folder of labelled images,
+        embedded by the run itself (and cached in its output folder).
+    source : str
+        The value given to ``--database``.
+    path : pathlib.Path or None
+        The folder, for ``features`` and ``images``.
+    vocabulary : str
+        ``"1k"`` or ``"21k"`` for ``text-prototypes``.
+    name : str
+        Short name used for result folders and tables.
+    """
+
+    kind: str
+    source: str
+    path: Path | None = None
+    vocabulary: str = "1k"
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """How tables show the database."""
+        if self.kind == "prototypes":
+            return "prototypes (1k heads)"
+        if self.kind == "text-prototypes":
+            return f"text-prototypes ({self.vocabulary})"
+        return f"{self.name} ({'images' if self.kind == 'images' else 'features'})"
+
+
+def _is_feature_store_root(path: Path) -> bool:
+    if (path / "manifest.json").is_file():
+        return True
+    try:
+        return any((child / "manifest.json").is_file() for child in path.iterdir())
+    except OSError:
+        return False
+
+
+def parse_database(value: str) -> DatabaseSpec:
+    """Interpret one ``--database`` value (no weights, no image decoding).
+
+    Keywords are parsed by :func:`fmri2image.features.parse_database`; a folder
+    is a feature database when it (or a sub-folder) holds a feature store's
+    ``manifest.json``, else an image folder.
+
+    Raises
+    ------
+    ConfigError
+        Unknown vocabulary, missing folder, or a file instead of a folder.
+    """
+    from fmri2image.features import parse_database as parse_choice
+
+    text = str(value).strip()
+    choice = parse_choice(text)
+    if choice.kind == "prototypes":
+        return DatabaseSpec("prototypes", text, name="prototypes")
+    if choice.kind == "text-prototypes":
+        vocab = choice.vocabulary or "1k"
+        return DatabaseSpec(
+            "text-prototypes", text, vocabulary=vocab, name=f"text-prototypes-{vocab}"
+        )
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"--database {text}: no such folder, and not one of the keywords 'prototypes', "
+            "'text-prototypes', 'text-prototypes:21k'. Pass a folder written by "
+            "`fmri2image extract`, an ImageNet-style image folder (one sub-folder of "
+            "images per WordNet id), or a keyword."
+        )
+    if not path.is_dir():
+        raise ConfigError(
+            f"--database {text} is a file; pass a folder (written by `fmri2image extract`, "
+            "or holding one sub-folder of images per WordNet id)."
+        )
+    name = path.resolve().name or "database"
+    kind = "features" if _is_feature_store_root(path) else "images"
+    return DatabaseSpec(kind, text, path=path, name=name)
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def check_config(config: DecodingConfig) -> None:
+    """Validate every value of a decoding configuration (no I/O).
+
+    Raises
+    ------
+    ConfigError
+        Naming the flag and an accepted value.
+    """
+    if not config.encoders:
+        raise ConfigError("Give at least one encoder, e.g. --model effnet-lite0.")
+    if len(set(config.encoders)) != len(config.encoders):
+        raise ConfigError(f"--model lists an encoder twice: {list(config.encoders)}.")
+    _positive_int("--subject", config.subject)
+    if not str(config.roi).strip():
+        raise ConfigError("--roi is empty; pass an ROI expression such as ROI_VC or ROI_HVC.")
+    if config.release not in ("auto", "spm", "fmriprep"):
+        raise ConfigError(f"--release must be auto, spm or fmriprep, got {config.release!r}.")
+    if config.normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got "
+            f"{config.normalization!r}."
+        )
+    cv = config.cv
+    if isinstance(cv, str):
+        if cv != "loo":
+            raise ConfigError(f"--cv must be a number of folds (>= 2) or loo, got {cv!r}.")
+        if config.cv_groups == "category":
+            raise ConfigError(
+                "--cv loo leaves out one sample at a time, so it cannot keep a category's "
+                "samples on one side; pass --cv-groups none with --cv loo, or a number of "
+                "folds such as --cv 5."
+            )
+        if config.n_voxels is not None:
+            raise ConfigError(
+                "--n-voxels with --cv loo would select voxels with each left-out sample; "
+                "use a number of folds (--cv 5) with --n-voxels, or drop --n-voxels."
+            )
+    elif isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        raise ConfigError(f"--cv must be a number of folds (>= 2) or loo, got {cv!r}.")
+    if config.cv_groups not in CV_GROUPS:
+        raise ConfigError(f"--cv-groups must be none or category, got {config.cv_groups!r}.")
+    if config.alphas is not None:
+        alphas = list(config.alphas)
+        if not alphas or not all(
+            isinstance(a, (int, float)) and math.isfinite(a) and a > 0 for a in alphas
+        ):
+            raise ConfigError(
+                f"--alphas must give positive finite values (LO:HI:N, e.g. 1e-2:1e10:13), "
+                f"got {config.alphas!r}."
+            )
+    _positive_int("--n-voxels", config.n_voxels, allow_none=True)
+    _positive_int("--k", config.k, allow_none=True)
+    if config.vote not in VOTES:
+        raise ConfigError(f"--vote must be one of {', '.join(VOTES)}, got {config.vote!r}.")
+    if not _DEVICE_RE.match(str(config.device)):
+        raise ConfigError(
+            f"--device {config.device!r} is not a torch device; use cpu, cuda, cuda:N or mps."
+        )
+    _positive_int("--batch-size", config.batch_size)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {config.seed!r}.")
+    if not config.databases:
+        raise ConfigError("Give at least one --database (e.g. --database prototypes).")
+
+
+def check_device(device: str) -> None:
+    """Fail early when the requested accelerator is not there (imports torch)."""
+    if device == "cpu":
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                "use --device cpu, or install a CUDA build of torch on a GPU machine."
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are "
+                "visible; use --device cuda:0 or set CUDA_VISIBLE_DEVICES."
+            )
+    elif device == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("--device mps: MPS is not available here; use --device cpu.")
+
+
+def check_encoders_and_databases(
+    encoders: Sequence[str], databases: Sequence[DatabaseSpec]
+) -> None:
+    """Every encoder exists and can use every database; checked without weights.
+
+    Raises
+    ------
+    ConfigError
+        Unknown encoder (with suggestions), an encoder that has no classifier head
+        for ``--database prototypes`` or no text tower for ``text-prototypes``, or a
+        feature database that lacks an encoder's store.
+    """
+    from fmri2image.features import ENCODERS, encoder_capabilities
+
+    for name in encoders:
+        ENCODERS.get(name)  # ConfigError with close matches for a typo
+    for db in databases:
+        for name in encoders:
+            if db.kind in ("prototypes", "text-prototypes"):
+                # Known not to work -> ConfigError naming what does; unknown (some
+                # prefix forms) -> checked on the built encoder, still before any work.
+                encoder_capabilities(name).check(db.source)
+            if db.kind == "features":
+                from fmri2image.features.shards import store_dirname
+
+                assert db.path is not None
+                candidates = [db.path / store_dirname(name), db.path / name, db.path]
+                if not any((c / "manifest.json").is_file() for c in candidates):
+                    raise ConfigError(
+                        f"--database {db.source} has no features of encoder {name!r} "
+                        f"(expected {db.path / store_dirname(name)}/manifest.json). Build "
+                        f"them with: fmri2image extract --model {name} --images "
+                        f"IMAGENET_DIR --out {db.source}"
+                    )
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def check_output_dir(out: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Prove that ``out`` can be created and written; leave nothing behind.
+
+    Creates the missing folders, writes and deletes a probe file, then removes the
+    folders it created, so a run that fails a later check leaves no empty
+    results folder.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` is a file, lies under a file, or cannot be created or written
+        (permissions, read-only file system, full disk).
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out} is a file, not a folder; choose a folder for the results.")
+    anchor = _nearest_existing(out)
+    if not anchor.is_dir():
+        raise ConfigError(
+            f"{flag} {out} lies under {anchor}, which is a file, not a folder; choose "
+            "another results folder."
+        )
+    created: list[Path] = []
+    p = out
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".fmri2image-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {out} cannot be written ({exc.strerror or exc}). Choose a folder you "
+            "can write to (check its permissions, free disk space and that the file "
+            "system is not read-only)."
+        ) from exc
+    finally:
+        for d in created:  # deepest first
+            shutil.rmtree(d, ignore_errors=True) if d.is_dir() else None
+    return out
