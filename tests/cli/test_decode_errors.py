@@ -187,3 +187,12 @@ def test_database_the_encoder_cannot_serve(small_god, tmp_path, capsys, model, d
     rc = run_cli(args, capsys)
     assert_clean_error(capsys, rc, *needles)
     assert not out.exists()
+
+
+def test_demo_with_a_model_not_on_this_machine_fails_before_writing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    out = tmp_path / "demo"
+    rc = run_cli(["demo", "--out", str(out), "--model", "vit"], capsys)
+    assert_clean_error(capsys, rc, "google/vit-base-patch16-224-in21k", "HF_HUB_OFFLINE")
+    assert not out.exists()

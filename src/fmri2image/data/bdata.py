@@ -323,7 +323,8 @@ class BDataFile:
             if tok in _PRECEDENCE:
                 if len(stack) < 2:
                     raise ConfigError(
-                        f"Operator {tok!r} in BData query {expr!r} lacks an operand. Write "
+                        f"Operator {'+' if tok == '|' else tok!r} in BData query {expr!r} "
+                        "lacks an operand. Write "
                         "e.g. 'ROI_V1 + ROI_V2'."
                     )
                 right, left = stack.pop(), stack.pop()

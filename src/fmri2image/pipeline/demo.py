@@ -88,7 +88,7 @@ def run_demo(
         A bad option, unknown encoder or unwritable ``out_dir``, raised before the
         dataset is written.
     """
-    from fmri2image.features import encoder_capabilities
+    from fmri2image.features import encoder_capabilities, get_encoder
 
     out = Path(out_dir)
     data_dir, results = out / "data", out / "results"
@@ -99,6 +99,9 @@ def run_demo(
     preflight.check_device(base.device)
     preflight.check_output_dir(out)
     with_heads = all(encoder_capabilities(n).class_prototypes is not False for n in base.encoders)
+    # Load the weights now: a model that is not on this machine fails in seconds,
+    # not after the dataset has been written.
+    built = {name: get_encoder(name, device=base.device) for name in base.encoders}
 
     info, why = (None, "--regenerate") if regenerate else _reusable(data_dir, seed)
     if info is None:
@@ -119,5 +122,9 @@ def run_demo(
     if not databases:  # pragma: no cover - the demo always writes a database
         databases = ("prototypes",)
     return run_decoding(
-        data_dir, results, dataclasses.replace(base, databases=databases), progress=progress
+        data_dir,
+        results,
+        dataclasses.replace(base, databases=databases),
+        encoders=built,
+        progress=progress,
     )
