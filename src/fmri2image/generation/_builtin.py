@@ -1,27 +1,34 @@
 """Registry entries of the built-in generators (lazy: nothing heavy is imported here).
 
-Each module adds its entries in a ``register()`` function called below; a
-generator's module is imported only when the generator is built.
+A generator's module is imported only when the generator is built, or when its
+``Options`` are asked for (:func:`fmri2image.generation.generator_options`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 
-def lazy(module: str, attr: str, *args: Any) -> Callable[..., Any]:
-    """A factory that imports ``fmri2image.generation.<module>`` only when called."""
+class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerator"))
+    """A factory that imports ``fmri2image.generation.<module>.<attr>`` only when used.
 
-    def call(**kwargs: Any) -> Any:
-        mod = importlib.import_module(f"fmri2image.generation.{module}")
-        return getattr(mod, attr)(*args, **kwargs)
+    Calling it builds the generator (``attr(*args, **kwargs)``); :meth:`resolve`
+    returns the class itself, so its ``Options`` can be read without building it.
+    """
 
-    call.__name__ = call.__qualname__ = f"{module}.{attr}"
-    return call
+    def __init__(self, module: str, attr: str, *args: Any) -> None:
+        self.module, self.attr, self.args = module, attr, args
+        self.__name__ = self.__qualname__ = f"{module}.{attr}"
+
+    def resolve(self) -> Any:
+        mod = importlib.import_module(f"fmri2image.generation.{self.module}")
+        return getattr(mod, self.attr)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.resolve()(*self.args, **kwargs)
 
 
-# Entries are added by the generator modules' authors here, e.g.:
+# Entries (one register_generator call each) follow, e.g.:
 #   register_generator("invert", lazy("invert", "InvertGenerator"),
 #                      conditioning="embedding", description="...", offline=True)

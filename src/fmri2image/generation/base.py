@@ -35,6 +35,7 @@ __all__ = [
     "GenerationResult",
     "Generator",
     "GeneratorEntry",
+    "generator_options",
     "get_generator",
     "image_seed",
     "list_generators",
@@ -295,6 +296,18 @@ def get_generator(
     """
     entry = GENERATORS.get(name)
     return entry.factory(device=device, dtype=dtype, **options)
+
+
+def generator_options(name: str) -> type | None:
+    """The ``Options`` dataclass of a registered generator, without building it.
+
+    ``None`` when the factory does not expose its class (a custom factory function).
+    """
+    factory = GENERATORS.get(name).factory
+    resolve = getattr(factory, "resolve", None)
+    cls = resolve() if callable(resolve) else factory
+    options = getattr(cls, "Options", None)
+    return options if dataclasses.is_dataclass(options) else None
 
 
 def list_generators() -> list[str]:
