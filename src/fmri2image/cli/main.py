@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "fmri2image.cli.data_cmds",
     "fmri2image.cli.extract_cmd",
     "fmri2image.cli.decode_cmd",
+    "fmri2image.cli.generate_cmd",
     "fmri2image.cli.models_cmd",
 )
 
