@@ -30,6 +30,7 @@ def _truth(enc) -> tuple[bool, bool]:
         ("resnet50", True, False),
         ("vit", False, False),
         ("clip", False, True),
+        ("clip-l14", False, True),
         ("open_clip:ViT-B-32:laion2b_s34b_b79k", False, True),
     ],
 )

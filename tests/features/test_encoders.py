@@ -46,7 +46,7 @@ def gray(value: int, size=(300, 200)) -> Image.Image:
 
 def test_registry_lists_named_encoders_and_prefix_forms():
     names = list_encoders()
-    assert {"effnet-lite0", "effnet-lite2", "resnet50", "vit", "clip"} <= set(names)
+    assert {"effnet-lite0", "effnet-lite2", "resnet50", "vit", "clip", "clip-l14"} <= set(names)
     assert names == sorted(names)
     assert set(ENCODERS.prefixes()) == {"hf", "timm", "torchvision", "open_clip"}
     assert "hf:<...>" in list_encoders(prefixes=True)
@@ -60,6 +60,7 @@ def test_registry_lists_named_encoders_and_prefix_forms():
         ("resnet50", 2048, 224),
         ("vit", 768, 224),
         ("clip", 512, 224),
+        ("clip-l14", 768, 224),
     ],
 )
 def test_named_specs_record_dim_size_and_provenance(name, dim, size):

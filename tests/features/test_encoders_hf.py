@@ -87,6 +87,23 @@ def test_clip_projected_embedding_with_clip_statistics(hub_cache, tiny_clip_dir,
     assert encoder_spec(f"hf:{tiny_clip_dir}").dim == 512
 
 
+def test_clip_l14_loads_its_repo_and_checks_the_768_d_space(tmp_path, write_hf_cache, tiny_clip_dir):
+    """``clip-l14`` (the space Stable unCLIP-small takes) goes through the hub-id path."""
+    from _tiny_models import save_tiny_clip
+
+    repo = "openai/clip-vit-large-patch14"
+    cache = tmp_path / "hub"
+    write_hf_cache(cache, repo, save_tiny_clip(tmp_path / "l14", projection_dim=768))
+    enc = get_encoder("clip-l14", cache_dir=str(cache))
+    assert enc.name == "clip-l14" and enc.dim == encoder_spec("clip-l14").dim == 768
+    assert enc.has_text_tower and enc.class_prototypes() is None
+    assert enc.spec.extra["revision"] is not None and repo in enc.spec.weights
+    wrong = tmp_path / "hub-512"
+    write_hf_cache(wrong, repo, tiny_clip_dir)  # a 512-d CLIP under the L/14 id
+    with pytest.raises(DataFormatError, match="768-d"):
+        get_encoder("clip-l14", cache_dir=str(wrong))
+
+
 def test_hf_preprocess_pickles_without_the_model(hub_cache, chelsea):
     enc = get_encoder("clip", cache_dir=str(hub_cache))
     blob = pickle.dumps(enc.preprocess)

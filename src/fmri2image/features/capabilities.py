@@ -11,7 +11,7 @@ Three kinds of labelled database exist (``--database`` on the command line):
     One row per class: the text embedding of "a photo of a {name}" over the
     ImageNet-1k classes or the ~21.8k ImageNet-21k synsets
     (:func:`fmri2image.retrieval.text_prototype_index`).  Needs a text tower in the
-    image space: ``clip``, ``hf:`` CLIP checkpoints, ``open_clip:`` models.
+    image space: ``clip``, ``clip-l14``, ``hf:`` CLIP checkpoints, ``open_clip:`` models.
 an image database (a folder)
     Features of labelled images from ``fmri2image extract``.  Every encoder.
 
@@ -172,8 +172,8 @@ def encoder_capabilities(
 
     How each family answers:
 
-    * named encoders (``effnet-lite0/2``, ``resnet50``, ``vit``, ``clip``): the static
-      spec table, no imports;
+    * named encoders (``effnet-lite0/2``, ``resnet50``, ``vit``, ``clip``,
+      ``clip-l14``): the static spec table, no imports;
     * ``hf:<id or folder>``: its ``config.json`` (never a head: ``hf:`` models load
       without one; a text tower for full CLIP checkpoints, ``model_type == "clip"``);
     * ``timm:<name>``: the pretrained config (a 1000-class head), confirmed from the

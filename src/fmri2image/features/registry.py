@@ -10,6 +10,7 @@ name                weights                                        dim    pixels
 ``resnet50``        torchvision ``IMAGENET1K_V2``                  2048   224
 ``vit``             ``google/vit-base-patch16-224-in21k``          768    224
 ``clip``            ``openai/clip-vit-base-patch16``               512    224
+``clip-l14``        ``openai/clip-vit-large-patch14``              768    224
 ==================  ============================================  =====  =======
 
 Generic families, resolved by prefix:
@@ -152,9 +153,9 @@ def get_encoder(
     ----------
     name : str
         A registered name (``"effnet-lite0"``, ``"resnet50"``, ``"vit"``, ``"clip"``,
-        ...) or a prefix form (``"hf:facebook/dinov2-small"``, ``"hf:/models/my-vit"``,
-        ``"timm:resnet50.a1_in1k"``, ``"torchvision:resnet18:IMAGENET1K_V1"``,
-        ``"open_clip:ViT-B-32:laion2b_s34b_b79k"``).
+        ``"clip-l14"``, ...) or a prefix form (``"hf:facebook/dinov2-small"``,
+        ``"hf:/models/my-vit"``, ``"timm:resnet50.a1_in1k"``,
+        ``"torchvision:resnet18:IMAGENET1K_V1"``, ``"open_clip:ViT-B-32:laion2b_s34b_b79k"``).
     device : str
         Torch device for inference (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
     dtype : {"float32", "float16", "bfloat16"}
@@ -263,6 +264,21 @@ _CLIP_SPEC = EncoderSpec(
     text_tower=True,
 )
 
+# CLIP ViT-L/14: the image embedding Stable unCLIP (stable-diffusion-2-1-unclip-small)
+# is conditioned on, so its decoded embeddings can be rendered directly.
+_CLIP_L14_SPEC = EncoderSpec(
+    name="clip-l14",
+    weights="openai/clip-vit-large-patch14 (Hugging Face hub)",
+    layer="image_embeds (CLIPVisionModelWithProjection: projected pooled CLS)",
+    dim=768,
+    image_size=224,
+    preprocessing=_CLIP_SPEC.preprocessing,
+    license=_CLIP_SPEC.license,
+    extra={"repo_id": "openai/clip-vit-large-patch14", "family": "hf", "pooling": "image_embeds"},
+    classifier_head=False,
+    text_tower=True,
+)
+
 
 def _register_builtin() -> None:
     for name in ("effnet-lite0", "effnet-lite2"):
@@ -279,11 +295,12 @@ def _register_builtin() -> None:
         _lazy("_hf", "load_hf", _VIT_SPEC.extra["repo_id"], name="vit", expected=_VIT_SPEC),
         spec=_VIT_SPEC,
     )
-    register_encoder(
-        "clip",
-        _lazy("_hf", "load_hf", _CLIP_SPEC.extra["repo_id"], name="clip", expected=_CLIP_SPEC),
-        spec=_CLIP_SPEC,
-    )
+    for spec in (_CLIP_SPEC, _CLIP_L14_SPEC):
+        register_encoder(
+            spec.name,
+            _lazy("_hf", "load_hf", spec.extra["repo_id"], name=spec.name, expected=spec),
+            spec=spec,
+        )
 
 
 def _prefix_entry(
