@@ -87,7 +87,7 @@ def test_clip_projected_embedding_with_clip_statistics(hub_cache, tiny_clip_dir,
     assert encoder_spec(f"hf:{tiny_clip_dir}").dim == 512
 
 
-def test_clip_l14_loads_its_repo_and_checks_the_768_d_space(tmp_path, write_hf_cache, tiny_clip_dir):
+def test_clip_l14_loads_its_repo_and_checks_768_d(tmp_path, write_hf_cache, tiny_clip_dir):
     """``clip-l14`` (the space Stable unCLIP-small takes) goes through the hub-id path."""
     from _tiny_models import save_tiny_clip
 
