@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from fmri2image.generation.base import GENERATORS, GeneratorEntry, register_generator
+
 
 class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerator"))
     """A factory that imports ``fmri2image.generation.<module>.<attr>`` only when used.
@@ -32,3 +34,34 @@ class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerato
 # Entries (one register_generator call each) follow, e.g.:
 #   register_generator("invert", lazy("invert", "InvertGenerator"),
 #                      conditioning="embedding", description="...", offline=True)
+
+
+# Diffusion: Stable Diffusion from the retrieved label (diffusion.py), unCLIP from the
+# predicted embedding (unclip.py); weights from the Hugging Face hub or a folder.
+register_generator(
+    "sd15", lazy("diffusion", "SD15Generator"), conditioning="label",
+    description="Stable Diffusion 1.5 from the retrieved label (DPM-Solver++, 25 steps, "
+    "guidance 7.5, 512 px; stable-diffusion-v1-5/stable-diffusion-v1-5)",
+)  # fmt: skip
+register_generator(
+    "sd-turbo", lazy("diffusion", "SDTurboGenerator"), conditioning="label",
+    description="SD-Turbo from the retrieved label (1 step, no guidance, 512 px; "
+    "stabilityai/sd-turbo)",
+)  # fmt: skip
+register_generator(
+    "unclip", lazy("unclip", "UnclipGenerator"), conditioning="embedding",
+    description="Stable unCLIP from the predicted CLIP ViT-L/14 image embedding (decode with "
+    "clip-l14; stabilityai/stable-diffusion-2-1-unclip-small)",
+)  # fmt: skip
+
+
+def _diffusers_entry(source: str) -> GeneratorEntry:
+    """``diffusers:<hub id or folder>``: any diffusers text-to-image pipeline."""
+    return GeneratorEntry(
+        lazy("diffusion", "DiffusersGenerator", source),
+        "label",
+        f"diffusers text-to-image pipeline {source} from the retrieved label",
+    )
+
+
+GENERATORS.register_prefix("diffusers", _diffusers_entry)
