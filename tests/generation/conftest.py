@@ -9,8 +9,10 @@ through the same ``from_pretrained`` path a user's hub id or folder takes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,27 @@ if str(HERE.parent / "features") not in sys.path:  # _tiny_models
 #: Embedding size of the tiny unCLIP: the real unclip-small's (CLIP ViT-L/14), so the
 #: tiny model can stand in for it under its hub id; its projection layers stay small.
 TINY_UNCLIP_DIM = 768
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: the tiny models gain nothing from two, and on a shared
+    2-core machine OpenMP's spinning threads made a 0.5 s test take 10 s or more."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """:func:`one_torch_thread` for a whole test module (``pytestmark``)."""
+    with one_torch_thread():
+        yield
 
 
 def write_hf_cache_tree(cache_dir: Path, repo_id: str, source_dir: Path) -> Path:
@@ -158,20 +181,75 @@ def save_tiny_unclip(folder: Path, dim: int = TINY_UNCLIP_DIM) -> Path:
 def tiny_sd_dir(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion pipeline folder (``save_pretrained``, safetensors)."""
     pytest.importorskip("diffusers")
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
+    with one_torch_thread():
+        return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
 
 
 @pytest.fixture(scope="session")
 def tiny_unclip_dir(tmp_path_factory) -> Path:
     """A tiny Stable unCLIP pipeline folder taking 768-d (ViT-L/14-sized) embeddings."""
     pytest.importorskip("diffusers")
-    return save_tiny_unclip(tmp_path_factory.mktemp("tiny-unclip") / "pipeline")
+    with one_torch_thread():
+        return save_tiny_unclip(tmp_path_factory.mktemp("tiny-unclip") / "pipeline")
+
+
+#: Embedding size of the tiny IP-Adapter: h94's SD 1.5 adapter's (OpenCLIP ViT-H/14).
+TINY_ADAPTER_DIM = 1024
+
+
+def save_tiny_ip_adapter(folder: Path, dim: int = TINY_ADAPTER_DIM) -> Path:
+    """An IP-Adapter file for the tiny SD's UNet, in h94's flat safetensors layout.
+
+    ``image_proj.*`` projects one ``dim``-d embedding to 4 context tokens (LayerNorm
+    after); ``ip_adapter.<k>.to_{k,v}_ip.weight`` are the extra key/value maps of the
+    k-th cross-attention, numbered 1, 3, 5, ... in the UNet's processor order.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    unet, _ = _tiny_unet_vae()
+    cross, tokens = unet.config.cross_attention_dim, 4
+    tensors = {
+        "image_proj.proj.weight": torch.randn(tokens * cross, dim) * 0.05,
+        "image_proj.proj.bias": torch.zeros(tokens * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    widths = list(unet.config.block_out_channels)
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[0]
+        if block == "mid_block":
+            hidden = widths[-1]
+        elif block == "up_blocks":
+            hidden = list(reversed(widths))[int(name.split(".")[1])]
+        else:
+            hidden = widths[int(name.split(".")[1])]
+        for kv in ("k", "v"):
+            tensors[f"ip_adapter.{key}.to_{kv}_ip.weight"] = torch.randn(hidden, cross) * 0.3
+        key += 2
+    path = Path(folder) / "models" / "ip-adapter_sd15.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return Path(folder)
 
 
 @pytest.fixture(scope="session")
-def diffusion_hub_cache(tmp_path_factory, tiny_sd_dir, tiny_unclip_dir) -> Path:
-    """A hub cache holding the tiny pipelines under the real default model ids."""
+def tiny_ip_adapter_dir(tmp_path_factory) -> Path:
+    """A folder holding models/ip-adapter_sd15.safetensors for the tiny SD (1024-d)."""
+    pytest.importorskip("diffusers")
+    with one_torch_thread():
+        return save_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip-adapter"))
+
+
+@pytest.fixture(scope="session")
+def diffusion_hub_cache(tmp_path_factory, tiny_sd_dir, tiny_unclip_dir, tiny_ip_adapter_dir):
+    """A hub cache holding the tiny pipelines (and adapter) under the real default ids."""
     cache = tmp_path_factory.mktemp("hf-cache-diffusion")
     write_hf_cache_tree(cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", tiny_sd_dir)
     write_hf_cache_tree(cache, "stabilityai/stable-diffusion-2-1-unclip-small", tiny_unclip_dir)
+    write_hf_cache_tree(cache, "h94/IP-Adapter", tiny_ip_adapter_dir)
     return cache

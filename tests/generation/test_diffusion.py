@@ -24,6 +24,7 @@ from fmri2image.generation import (
 )
 
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 FAST = {"size": 64, "steps": 2}
 
@@ -292,7 +293,7 @@ def test_registry_entries_and_options_for_the_cli():
     from fmri2image.cli.generate_cmd import _field_docs
 
     names = list_generators()
-    assert {"sd15", "sd-turbo", "unclip", "diffusers:<...>"} <= set(names)
+    assert {"sd15", "sd-turbo", "unclip", "ip-adapter", "diffusers:<...>"} <= set(names)
     sd15, turbo = generator_options("sd15")(), generator_options("sd-turbo")()
     assert sd15.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert (sd15.steps, sd15.guidance, sd15.scheduler, sd15.size) == (25, 7.5, "dpm++", 512)
@@ -300,7 +301,7 @@ def test_registry_entries_and_options_for_the_cli():
     assert turbo.model == "stabilityai/sd-turbo"
     assert (turbo.steps, turbo.guidance, turbo.scheduler, turbo.size) == (1, 0.0, "model", 512)
     assert generator_options("diffusers:some/model")().model is None
-    for name in ("sd15", "sd-turbo", "diffusers:x", "unclip"):
+    for name in ("sd15", "sd-turbo", "diffusers:x", "unclip", "ip-adapter"):
         cls = generator_options(name)
         docs = _field_docs(cls)
         undocumented = [f for f in cls.__dataclass_fields__ if not docs.get(f)]
@@ -311,7 +312,8 @@ def test_reading_options_imports_neither_torch_nor_diffusers():
     code = (
         "import sys\n"
         "from fmri2image.generation import generator_options\n"
-        "for n in ('sd15', 'sd-turbo', 'unclip', 'diffusers:x'): generator_options(n)()\n"
+        "for n in ('sd15', 'sd-turbo', 'unclip', 'ip-adapter', 'diffusers:x'):\n"
+        "    generator_options(n)()\n"
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -20,6 +20,7 @@ from fmri2image.generation import (
 from fmri2image.generation.unclip import rescale_embedding
 
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 DIM = 768
 FAST = {"size": 64, "steps": 2}

@@ -53,6 +53,11 @@ register_generator(
     description="Stable unCLIP from the predicted CLIP ViT-L/14 image embedding (decode with "
     "clip-l14; stabilityai/stable-diffusion-2-1-unclip-small)",
 )  # fmt: skip
+register_generator(
+    "ip-adapter", lazy("ip_adapter", "IPAdapterGenerator"), conditioning="embedding",
+    description="SD 1.5 with the predicted OpenCLIP ViT-H/14 embedding as IP-Adapter image "
+    "prompt (decode with open_clip:ViT-H-14:laion2b_s32b_b79k; h94/IP-Adapter)",
+)  # fmt: skip
 
 
 def _diffusers_entry(source: str) -> GeneratorEntry:

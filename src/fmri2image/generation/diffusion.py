@@ -7,8 +7,11 @@ pipeline, built from the same components (no second load).
 Randomness is per image (:func:`sample_seed`): every image gets its own
 ``torch.Generator`` (on the CPU, so a seed means the same noise on every device),
 seeded from the run seed, the stimulus stem and the attempt, and the pipeline is
-given the list.  An image is therefore the same whether it is made alone or in a
-batch, and a regeneration is reproducible.
+given the list.  An image therefore gets the same noise and conditioning whether it
+is made alone or in a batch, and a regeneration is reproducible.  The pixels agree
+up to the float rounding of batched kernels (a batch sums in another order: at most
+one grey level apart in the tests, on the CPU in float32); calls of one request each
+(``fmri2image generate --batch-size 1``) give bit-identical images across runs.
 
 Safety checker: the model's checker is kept on (as the original pipeline shipped
 it).  An image it flags (diffusers blanks it to black) is made again with the seed
@@ -49,6 +52,7 @@ __all__ = [
     "SD_TURBO_MODEL",
     "DiffusersGenerator",
     "PipelineGenerator",
+    "PipelineSource",
     "SD15Generator",
     "SD15Options",
     "SDTurboGenerator",
@@ -56,6 +60,8 @@ __all__ = [
     "Text2ImageGenerator",
     "Text2ImageOptions",
     "img2img_steps",
+    "locate_pipeline",
+    "prompt_for",
     "sample_seed",
 ]
 
@@ -658,6 +664,7 @@ class Text2ImageGenerator(PipelineGenerator):
         o = self.options
         prompts = [prompt_for(o.prompt, r, self.name) for r in requests]
         negatives = [prompt_for(o.negative_prompt, r, self.name) for r in requests]
+        prepared = self._prepare(requests)  # everything checked before the first image
         slots = [(i, k) for i in range(len(requests)) for k in range(o.images_per_request)]
         attempt = dict.fromkeys(slots, 0)
         done: dict[tuple[int, int], tuple[Any, bool]] = {}
@@ -665,10 +672,8 @@ class Text2ImageGenerator(PipelineGenerator):
         pending = slots
         while pending:
             retry = []
-            for img2img in (False, True):
-                group = [s for s in pending if (requests[s[0]].init_image is not None) is img2img]
-                if not group:
-                    continue
+            for group in self._calls(pending, requests):
+                img2img = requests[group[0][0]].init_image is not None
                 seeds = [sample_seed(requests[i].seed, requests[i].stem, k, attempt[(i, k)])
                          for i, k in group]  # fmt: skip
                 t0 = time.perf_counter()
@@ -677,6 +682,7 @@ class Text2ImageGenerator(PipelineGenerator):
                     [negatives[i] for i, _ in group],
                     seeds,
                     [requests[i].init_image for i, _ in group] if img2img else None,
+                    [prepared[i] for i, _ in group],
                 )
                 share = (time.perf_counter() - t0) / len(group)
                 for slot, image, flag in zip(group, images, flags):
@@ -688,11 +694,38 @@ class Text2ImageGenerator(PipelineGenerator):
                         done[slot] = (image, flag)
             pending = retry
         return [
-            self._result(r, i, prompts[i], negatives[i], done, attempt, seconds[i])
+            self._result(r, i, prompts[i], negatives[i], done, attempt, seconds[i], prepared[i])
             for i, r in enumerate(requests)
         ]
 
-    def _run(self, prompts, negatives, seeds, inits):
+    #: Make each request's pictures in calls of their own (a conditioning the pipeline
+    #: cannot vary within a batch, e.g. ip_adapter_image_embeds).
+    per_request_calls: ClassVar[bool] = False
+
+    def _calls(self, pending, requests) -> list[list[tuple[int, int]]]:
+        """Split the pending pictures into pipeline calls: one per mode (and request)."""
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for slot in pending:
+            key = (requests[slot[0]].init_image is not None,)
+            if self.per_request_calls:
+                key += (slot[0],)
+            groups.setdefault(key, []).append(slot)
+        return [groups[k] for k in sorted(groups)]
+
+    # hooks for conditioning beyond the prompt (ip_adapter.py) ------------------------
+    def _prepare(self, requests: Sequence[GenerationRequest]) -> list[Any]:
+        """Per-request conditioning besides the prompt, validated before any image."""
+        return [None] * len(requests)
+
+    def _call_kwargs(self, pipe: Any, prepared: Sequence[Any]) -> dict[str, Any]:
+        """Extra pipeline arguments for one call (one entry of ``prepared`` per image)."""
+        return {}
+
+    def _describe(self, prompt: str, request: GenerationRequest, prepared: Any):
+        """-> (conditioning text, extra record fields) of one request."""
+        return prompt, {}
+
+    def _run(self, prompts, negatives, seeds, inits, prepared):
         """One pipeline call -> (PIL images, safety flags); one generator per image."""
         from PIL import Image
 
@@ -718,12 +751,13 @@ class Text2ImageGenerator(PipelineGenerator):
         else:
             kw["num_inference_steps"] = int(o.steps)
             kw["height"] = kw["width"] = side
+        kw.update(self._call_kwargs(pipe, prepared))
         out = pipe(**kw)
         flags = getattr(out, "nsfw_content_detected", None)
         flags = [False] * len(prompts) if flags is None else [bool(f) for f in flags]
         return [im.convert("RGB") for im in out.images], flags
 
-    def _result(self, request, i, prompt, negative, done, attempt, seconds) -> GenerationResult:
+    def _result(self, request, i, prompt, negative, done, attempt, seconds, prepared):
         o = self.options
         n = o.images_per_request
         images = tuple(done[(i, k)][0] for k in range(n))
@@ -746,10 +780,12 @@ class Text2ImageGenerator(PipelineGenerator):
             extra["strength"] = float(o.strength)
         if n > 1:
             extra.update(seeds=seeds, attempts=[t + 1 for t in tries], flagged=flags)
+        conditioning, more = self._describe(prompt, request, prepared)
+        extra.update(more)
         return GenerationResult(
             stem=request.stem,
             images=images,
-            conditioning=prompt,
+            conditioning=conditioning,
             seed=seeds[0],
             flagged=any(flags),
             attempts=max(tries) + 1,

@@ -59,11 +59,15 @@ from fmri2image.generation.diffusion import (
 )
 
 __all__ = [
+    "CLIP_L14_SPACE",
     "KNOWN_UNCLIP_MODELS",
     "RESCALES",
     "UNCLIP_MODEL",
+    "VIT_H14_SPACE",
+    "EmbeddingSpace",
     "UnclipGenerator",
     "UnclipOptions",
+    "check_embedding_space",
     "rescale_embedding",
 ]
 
@@ -73,27 +77,49 @@ _UNCLIP_CLASS = "StableUnCLIPImg2ImgPipeline"
 
 
 @dataclass(frozen=True)
-class _Space:
-    encoder: str  # the fmri2image encoder that gives these embeddings
+class EmbeddingSpace:
+    """An image-embedding space a generator's network was trained on.
+
+    Attributes
+    ----------
+    encoder : str
+        The fmri2image encoder that gives these embeddings (``--model`` of decode).
+    dim : int
+        Embedding size (0: unknown).
+    what : str
+        Description for messages.
+    also : tuple of str
+        Other encoder names for the same weights.
+    """
+
+    encoder: str
     dim: int
     what: str
-    accept: tuple[str, ...] = ()  # other encoder names (prefixes) for the same weights
+    also: tuple[str, ...] = ()
 
     def accepts(self, encoder: str) -> bool:
-        return encoder == self.encoder or any(encoder.startswith(a) for a in self.accept)
+        return encoder == self.encoder or encoder in self.also
 
+
+#: CLIP ViT-L/14 (``clip-l14``) and OpenCLIP ViT-H/14 (LAION-2B), the spaces of the
+#: published unCLIP and IP-Adapter checkpoints.
+CLIP_L14_SPACE = EmbeddingSpace(
+    "clip-l14", 768, "CLIP ViT-L/14 image embeddings", ("hf:openai/clip-vit-large-patch14",)
+)
+VIT_H14_SPACE = EmbeddingSpace(
+    "open_clip:ViT-H-14:laion2b_s32b_b79k",
+    1024,
+    "OpenCLIP ViT-H/14 (LAION-2B) image embeddings",
+    (
+        "open_clip:hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        "hf:laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    ),
+)
 
 #: The image-embedding space of the published unCLIP checkpoints.
-KNOWN_UNCLIP_MODELS: dict[str, _Space] = {
-    UNCLIP_MODEL: _Space(
-        "clip-l14", 768, "CLIP ViT-L/14 image embeddings", ("hf:openai/clip-vit-large-patch14",)
-    ),
-    "stabilityai/stable-diffusion-2-1-unclip": _Space(
-        "open_clip:ViT-H-14:laion2b_s32b_b79k",
-        1024,
-        "OpenCLIP ViT-H/14 image embeddings",
-        ("open_clip:ViT-H-14:",),
-    ),
+KNOWN_UNCLIP_MODELS: dict[str, EmbeddingSpace] = {
+    UNCLIP_MODEL: CLIP_L14_SPACE,
+    "stabilityai/stable-diffusion-2-1-unclip": VIT_H14_SPACE,
 }
 
 
@@ -226,6 +252,55 @@ def rescale_embedding(
     return mean + deviation * factor, factor
 
 
+def check_embedding_space(
+    generator: str,
+    model: str,
+    encoder: str | None,
+    space: EmbeddingSpace | None,
+    dim: int | None,
+    *,
+    alternatives: str = "a label-conditioned generator (sd15, sd-turbo) or invert",
+) -> None:
+    """Refuse (:class:`ConfigError`) an encoder whose embeddings ``model`` cannot take.
+
+    Parameters
+    ----------
+    generator, model : str
+        For messages.
+    encoder : str or None
+        The encoder the predictions come from.
+    space : EmbeddingSpace or None
+        The space the model takes, when known by name.
+    dim : int or None
+        The embedding size the model's files declare, when known.
+    alternatives : str
+        What to use instead, for messages.
+    """
+    if encoder is None:
+        need = space.encoder if space else "an encoder of the model's image space"
+        raise ConfigError(
+            f"{generator} renders a predicted image embedding, but no encoder was named. "
+            f"Decode with {need} (fmri2image decode --model {need}) and generate for it."
+        )
+    got = _encoder_dim(encoder)
+    want = dim or (space.dim if space else None)
+    if space is not None and not space.accepts(encoder):
+        what = f"{got}-d embeddings of another network" if got else "embeddings of another network"
+        raise ConfigError(
+            f"{generator} ({model}) takes {space.what} ({want or space.dim}-d), but the encoder "
+            f"'{encoder}' gives {what}. Decode with the encoder '{space.encoder}' "
+            f"(fmri2image decode --model {space.encoder}) and generate for it "
+            f"(--encoder {space.encoder}); for '{encoder}' use {alternatives}."
+        )
+    if want and got and got != want:
+        raise ConfigError(
+            f"{generator} ({model}) takes {want}-d image embeddings, but the encoder '{encoder}' "
+            f"gives {got}-d ones. Decode with an encoder of the model's image space"
+            + (f" ('{space.encoder}')" if space else "")
+            + f", or use {alternatives}."
+        )
+
+
 def _encoder_dim(encoder: str) -> int | None:
     """The encoder's embedding size if it is known cheaply (static spec or a config read)."""
     from fmri2image.features.base import EncoderSpec
@@ -287,11 +362,11 @@ class UnclipGenerator(PipelineGenerator):
         return diffusers.StableUnCLIPImg2ImgPipeline.from_pretrained(source.path, **kwargs)
 
     @property
-    def space(self) -> _Space | None:
+    def space(self) -> EmbeddingSpace | None:
         """The embedding space the model takes, when known by name."""
         if self.options.encoder is not None:
             dim = self.embedding_dim or 0
-            return _Space(self.options.encoder, dim, f"{self.options.encoder} embeddings")
+            return EmbeddingSpace(self.options.encoder, dim, f"{self.options.encoder} embeddings")
         return KNOWN_UNCLIP_MODELS.get(self.options.model)
 
     # the contract ------------------------------------------------------------------
@@ -302,36 +377,10 @@ class UnclipGenerator(PipelineGenerator):
         the embedding size from the model's config is compared with the encoder's
         whenever both are cheap to know.
         """
-        model = self.options.model
-        if encoder is None:
-            need = self.space.encoder if self.space else "the encoder of the model's space"
-            raise ConfigError(
-                f"unclip renders a predicted image embedding, but no encoder was named. Decode "
-                f"with {need} (fmri2image decode --model {need}) and generate for it."
-            )
-        if encoder in self._checked:
+        if encoder is not None and encoder in self._checked:
             return
-        space = self.space
-        dim = _encoder_dim(encoder)
-        want = self.embedding_dim or (space.dim if space else None)
-        if space is not None and not space.accepts(encoder):
-            got = (
-                f"{dim}-d embeddings of another network" if dim else "embeddings of another network"
-            )
-            raise ConfigError(
-                f"unclip ({model}) takes {space.what} ({space.dim or want}-d), but the encoder "
-                f"'{encoder}' gives {got}. Decode with the encoder '{space.encoder}' "
-                f"(fmri2image decode --model {space.encoder}) and generate for it "
-                f"(--encoder {space.encoder}); for '{encoder}' use a label-conditioned "
-                "generator (sd15, sd-turbo) or invert."
-            )
-        if want and dim and dim != want:
-            raise ConfigError(
-                f"unclip ({model}) takes {want}-d image embeddings, but the encoder '{encoder}' "
-                f"gives {dim}-d ones. Decode with an encoder of the model's image space"
-                + (f" ('{space.encoder}')" if space else "")
-                + ", or use a label-conditioned generator (sd15, sd-turbo) or invert."
-            )
+        check_embedding_space("unclip", self.options.model, encoder, self.space,
+                              self.embedding_dim)  # fmt: skip
         self._checked.add(encoder)
 
     def load(self) -> Any:
