@@ -455,9 +455,6 @@ class PipelineGenerator(Generator):
         Fields of :attr:`Options`.
     """
 
-    #: Display name of the model family, for messages.
-    family: ClassVar[str] = "diffusers"
-
     def __init__(self, *, device: str = "cpu", dtype: str = "float32", **options: Any) -> None:
         super().__init__(device=device, dtype=_resolve_dtype(dtype, device), **options)
         o = self.options
