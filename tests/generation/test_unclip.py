@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fmri2image.errors import ConfigError
 from fmri2image.generation import (
@@ -137,6 +138,10 @@ def test_requests_must_carry_a_fitting_embedding(unclip):
         unclip.generate([req("n01443537_1", np.zeros(16), None, encoder=None)])
     with pytest.raises(ConfigError, match="training statistics"):
         unclip.generate([req("n01443537_1", np.zeros(DIM), None)])
+    with pytest.raises(ConfigError, match="no initial image"):
+        unclip.generate(
+            [req("n01443537_1", np.zeros(DIM), None, init_image=Image.new("RGB", (8, 8)))]
+        )
 
 
 @pytest.mark.parametrize(

@@ -404,6 +404,11 @@ class UnclipGenerator(PipelineGenerator):
                 f"unclip renders the predicted embedding, and the request for {request.stem} "
                 "carries none (GenerationRequest.embedding)."
             )
+        if request.init_image is not None:
+            raise ConfigError(
+                "unclip generates from the embedding alone and takes no initial image; drop "
+                "--init, or use sd15 / sd-turbo / ip-adapter for img2img."
+            )
         if request.encoder is not None:
             self.check(request.encoder)
         size = int(np.asarray(request.embedding).size)
