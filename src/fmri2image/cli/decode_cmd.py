@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
     p.add_argument(
         "--model", action="append", dest="models", metavar="NAME", required=True,
-        help="encoder (repeatable): resnet50, vit, clip, effnet-lite0, effnet-lite2, "
+        help="encoder (repeatable): resnet50, vit, clip, clip-l14, effnet-lite0, effnet-lite2, "
         "hf:<id or folder>, timm:<name>, torchvision:<builder>, open_clip:<arch>:<tag> "
         "(see `fmri2image models`)",
     )  # fmt: skip

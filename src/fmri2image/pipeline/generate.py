@@ -135,8 +135,18 @@ def _image_hash(img: Any) -> str:
     return hashlib.sha256(img.convert("RGB").tobytes()).hexdigest()[:16]
 
 
+#: Options that change where or how fast a generator runs, not the picture it makes:
+#: left out of the reuse key, so moving a run to another cache or enabling CPU
+#: offload does not remake finished images.
+EXECUTION_OPTIONS = frozenset({"local_files_only", "cache_dir", "offload", "attention_slicing"})
+
+
 def request_key(generator: Mapping[str, Any], request: GenerationRequest) -> str:
     """Identity of one picture: generator + options + everything in the request."""
+    generator = dict(generator)
+    generator["options"] = {
+        k: v for k, v in dict(generator.get("options", {})).items() if k not in EXECUTION_OPTIONS
+    }
     payload = {
         "generator": generator,
         "stem": request.stem,
