@@ -113,6 +113,50 @@ class Encoder(abc.ABC):
         """True when :meth:`embed_text` maps text into this encoder's image space."""
         return False
 
+    @property
+    def supports_pixels(self) -> bool:
+        """True when :meth:`embed_pixels` works (a differentiable path from pixels).
+
+        Cheap: answered from the encoder's preprocessing description, no forward pass.
+        """
+        return False
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Differentiable embedding of raw pixels (for feature inversion).
+
+        Does the encoder's own resize, center crop and normalization in torch (no
+        PIL, no rounding to 8 bits) and the forward pass with autograd enabled, so
+        gradients flow back to ``pixels``.  On an image already at the size the
+        preprocessing resizes to, ``embed_pixels(x)`` equals
+        ``embed(preprocess(image))`` to float tolerance; elsewhere torch's
+        antialiased resampling stands in for PIL's.
+
+        Parameters
+        ----------
+        pixels : Tensor of shape (B, 3, H, W)
+            RGB in [0, 1], any float dtype, may require grad.
+
+        Returns
+        -------
+        Tensor of shape (B, dim), float32
+            On the encoder's device, attached to the autograd graph.
+
+        Raises
+        ------
+        ConfigError
+            The encoder's preprocessing has no torch equivalent
+            (:attr:`supports_pixels` is False).
+        """
+        from fmri2image.errors import ConfigError
+
+        raise ConfigError(
+            f"Encoder {self.name!r} has no differentiable pixel path: its preprocessing is "
+            "a library transform fmri2image cannot reproduce in torch, so images cannot be "
+            "optimized through it (feature inversion, generator 'invert'). Use an encoder "
+            "whose preprocessing is resize / center crop / mean-std (the EfficientNet-Lites, "
+            "resnet50, torchvision:, vit, clip, most hf:, timm: and open_clip: models)."
+        )
+
     def embed_text(self, prompts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
         """Text prompts -> embeddings in the image embedding space.
 

@@ -35,6 +35,22 @@ class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerato
 #   register_generator("invert", lazy("invert", "InvertGenerator"),
 #                      conditioning="embedding", description="...", offline=True)
 
+# Offline: feature inversion through the encoder (invert.py), nearest image of an image
+# database (retrieve.py); no generator weights needed.
+register_generator(
+    "invert", lazy("invert", "InvertGenerator"), conditioning="embedding",
+    description="feature inversion: optimise an image until the encoder's embedding of it "
+    "matches the prediction (Fourier prior, blur schedule, jitter; any encoder with a "
+    "differentiable pixel path)",
+    offline=True,
+)  # fmt: skip
+register_generator(
+    "retrieve", lazy("retrieve", "RetrieveGenerator"), conditioning="embedding",
+    description="the image database's picture nearest to the prediction (cosine; needs "
+    "--option database=DIR, an image database's feature folder)",
+    offline=True,
+)  # fmt: skip
+
 
 # Diffusion: Stable Diffusion from the retrieved label (diffusion.py), unCLIP from the
 # predicted embedding (unclip.py); weights from the Hugging Face hub or a folder.

@@ -125,6 +125,59 @@ class ImageTransform:
         std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
         return ((x - mean) / std).contiguous()
 
+    def transform_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The same chain on a float batch in torch, differentiable (no PIL, no 8 bits).
+
+        Parameters
+        ----------
+        pixels : Tensor of shape (B, 3, H, W)
+            RGB in [0, 1].
+
+        Returns
+        -------
+        Tensor of shape (B, 3, H', W')
+            Equal to :meth:`__call__` on the 8-bit image when no resize happens (the
+            image is already at the resize size); otherwise torch's antialiased
+            resampling stands in for PIL's (``lanczos``/``box``/``hamming`` by
+            bicubic), which differs by a few grey levels.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ConfigError(
+                f"Pixel batches must have shape (B, 3, H, W), got {tuple(pixels.shape)}."
+            )
+        x = pixels
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if self.resize is not None:
+            if isinstance(self.resize, tuple):
+                new_h, new_w = self.resize
+            else:  # the shorter side, same rounding as __call__
+                short, long = (w, h) if w <= h else (h, w)
+                new_short, new_long = self.resize, int(self.resize * long / short)
+                new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+            if (new_h, new_w) != (h, w):
+                if self.interpolation == "nearest":
+                    x = F.interpolate(x, size=(new_h, new_w), mode="nearest")
+                else:
+                    mode = "bilinear" if self.interpolation == "bilinear" else "bicubic"
+                    x = F.interpolate(
+                        x, size=(new_h, new_w), mode=mode, align_corners=False, antialias=True
+                    )
+                h, w = new_h, new_w
+        if self.crop is not None:
+            size = self.crop
+            if h < size or w < size:  # zero padding, centred, as _center_crop
+                ph, pw = max(size - h, 0), max(size - w, 0)
+                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+                h, w = int(x.shape[-2]), int(x.shape[-1])
+            top, left = round((h - size) / 2.0), round((w - size) / 2.0)
+            x = x[..., top : top + size, left : left + size]
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * (255.0 * self.scale) - mean) / std
+
     def describe(self) -> str:
         """Human-readable description, recorded in :class:`EncoderSpec`."""
         parts = []
@@ -253,6 +306,11 @@ class TorchEncoder(Encoder):
         ``text_loader(device, torch_dtype) -> encode`` where ``encode(prompts: list[str])
         -> Tensor (n, dim)`` embeds text into the image space. Called once, on the first
         :meth:`embed_text`, so the text tower and tokenizer are loaded only when asked.
+    pixel_transform : ImageTransform, optional
+        The preprocessing as resize / crop / normalization numbers, for the
+        differentiable :meth:`embed_pixels`; default ``transform`` itself when it is an
+        :class:`ImageTransform`.  Families whose transform is a library object pass
+        its equivalent here; without one :attr:`supports_pixels` is False.
     """
 
     def __init__(
@@ -266,6 +324,7 @@ class TorchEncoder(Encoder):
         forward_fn: Any = None,
         head: tuple[np.ndarray, list[str]] | None = None,
         text_loader: Callable[[str, Any], Callable[[list[str]], Any]] | None = None,
+        pixel_transform: ImageTransform | None = None,
     ) -> None:
         torch_dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
@@ -278,6 +337,9 @@ class TorchEncoder(Encoder):
         self._torch_dtype = torch_dtype
         self._text_loader = text_loader
         self._text_encode: Callable[[list[str]], Any] | None = None
+        if pixel_transform is None and isinstance(transform, ImageTransform):
+            pixel_transform = transform
+        self._pixel_transform = pixel_transform
 
     # A property, not a method: ``encoder.preprocess`` is the transform object itself,
     # so pickling it (DataLoader workers) never drags the model along.
@@ -307,6 +369,31 @@ class TorchEncoder(Encoder):
             )
         # clone() outside inference mode: callers get an ordinary tensor they may modify.
         return out.float().cpu().clone()
+
+    @property
+    def pixel_transform(self) -> ImageTransform | None:
+        """The preprocessing :meth:`embed_pixels` reproduces in torch, or None."""
+        return self._pixel_transform
+
+    @property
+    def supports_pixels(self) -> bool:
+        return self._pixel_transform is not None
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """RGB batch (B, 3, H, W) in [0, 1] -> embeddings (B, dim), float32, with autograd.
+
+        The preprocessing runs in torch (:meth:`ImageTransform.transform_pixels`) and
+        the result stays on :attr:`device`, attached to the graph; see
+        :meth:`Encoder.embed_pixels`.
+        """
+        if self._pixel_transform is None:
+            return super().embed_pixels(pixels)
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(0)
+        x = self._pixel_transform.transform_pixels(pixels.to(self.device))
+        x = x.to(self._torch_dtype)
+        out = self._forward_fn(self.model, x) if self._forward_fn else self.model(x)
+        return out.reshape(out.shape[0], -1).float()
 
     def class_prototypes(self) -> tuple[np.ndarray, list[str]] | None:
         if self._head is None:

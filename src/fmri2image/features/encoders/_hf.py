@@ -53,7 +53,7 @@ from typing import Any
 
 from fmri2image.errors import ConfigError, DataFormatError, ModelUnavailableError, require
 from fmri2image.features.base import EncoderSpec
-from fmri2image.features.encoders._common import TorchEncoder
+from fmri2image.features.encoders._common import ImageTransform, TorchEncoder
 from fmri2image.features.encoders._net import HubAccess, hub_access, offline_help
 
 __all__ = ["HFImageProcessorTransform", "hf_capabilities", "hf_spec", "load_hf"]
@@ -239,6 +239,53 @@ def _processor_summary(processor: Any) -> tuple[int, str, dict[str, Any]]:
         "image_std": std,
     }
     return side, "; ".join(parts), settings
+
+
+#: Processors whose whole chain is resize / center crop / rescale / normalize, so
+#: :meth:`TorchEncoder.embed_pixels` can redo it in torch.
+_PIXEL_PROCESSORS = (
+    "ViTImageProcessor",
+    "DeiTImageProcessor",
+    "CLIPImageProcessor",
+    "SiglipImageProcessor",
+    "BitImageProcessor",
+)
+
+
+def _pixel_transform(processor: Any) -> ImageTransform | None:
+    """The processor as an :class:`ImageTransform` (for ``embed_pixels``), or None."""
+    kind = type(processor).__name__.removesuffix("Pil").removesuffix("Fast")
+    if kind not in _PIXEL_PROCESSORS:
+        return None
+    size = dict(getattr(processor, "size", None) or {})
+    crop = dict(getattr(processor, "crop_size", None) or {})
+    resize: int | tuple[int, int] | None = None
+    if getattr(processor, "do_resize", True) and size:
+        if size.get("shortest_edge"):
+            resize = int(size["shortest_edge"])
+        elif size.get("height") and size.get("width"):
+            resize = (int(size["height"]), int(size["width"]))
+        else:
+            return None
+    side = None
+    if getattr(processor, "do_center_crop", False) and crop:
+        if crop.get("height") != crop.get("width"):
+            return None
+        side = int(crop["height"])
+    interpolation = _resample_name(getattr(processor, "resample", None))
+    rescale = float(getattr(processor, "rescale_factor", 1 / 255))
+    normalize = getattr(processor, "do_normalize", True)
+    try:
+        return ImageTransform(
+            resize=resize,
+            crop=side,
+            interpolation=interpolation if interpolation != "default" else "bilinear",
+            scale=rescale if getattr(processor, "do_rescale", True) else 1.0,
+            mean=tuple(float(m) for m in processor.image_mean) if normalize else (0.0,) * 3,
+            std=tuple(float(v) for v in processor.image_std) if normalize else (1.0,) * 3,
+        )
+    except (ConfigError, TypeError, ValueError):
+        return None
 
 
 def _make_forward(pooling: str):
@@ -553,4 +600,5 @@ def load_hf(
         dtype=dtype,
         forward_fn=forward,
         text_loader=text,
+        pixel_transform=_pixel_transform(processor),
     )

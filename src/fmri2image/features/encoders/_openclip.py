@@ -29,7 +29,7 @@ from typing import Any
 
 from fmri2image.errors import ConfigError, ModelUnavailableError, require
 from fmri2image.features.base import EncoderSpec
-from fmri2image.features.encoders._common import RGBTransform, TorchEncoder
+from fmri2image.features.encoders._common import ImageTransform, RGBTransform, TorchEncoder
 from fmri2image.features.encoders._net import HubAccess, hub_access, offline_help
 
 __all__ = ["load_open_clip", "open_clip_capabilities"]
@@ -196,6 +196,7 @@ def load_open_clip(
         dtype=dtype,
         forward_fn=_encode_image,
         text_loader=_text_loader(open_clip, arg, model_name, checkpoint, cache_dir, access),
+        pixel_transform=_pixel_transform(pcfg),
     )
 
 
@@ -284,6 +285,30 @@ def _preprocess_kwargs(overrides: dict[str, Any] | None) -> dict[str, Any]:
         "resize_mode": "image_resize_mode",
     }
     return {names[k]: v for k, v in (overrides or {}).items() if k in names}
+
+
+def _pixel_transform(pcfg: dict[str, Any]) -> ImageTransform | None:
+    """open_clip's validation transform as an :class:`ImageTransform` (``embed_pixels``).
+
+    ``shortest`` (resize the shorter side, centre crop) and ``squash`` (resize to the
+    square) have one; ``longest`` pads, which has none.
+    """
+    size = pcfg.get("size", 224)
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    mode = pcfg.get("resize_mode", "shortest")
+    if h != w or mode not in ("shortest", "squash") or not pcfg.get("mean"):
+        return None
+    try:
+        return ImageTransform(
+            resize=int(h) if mode == "shortest" else (int(h), int(w)),
+            crop=int(h) if mode == "shortest" else None,
+            interpolation=str(pcfg.get("interpolation", "bicubic")),
+            scale=1.0 / 255.0,
+            mean=tuple(float(m) for m in pcfg["mean"]),
+            std=tuple(float(s) for s in pcfg["std"]),
+        )
+    except ConfigError:
+        return None
 
 
 def _encode_image(model: Any, x: Any) -> Any:

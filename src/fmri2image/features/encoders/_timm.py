@@ -18,7 +18,7 @@ from typing import Any
 
 from fmri2image.errors import ConfigError, ModelUnavailableError, require
 from fmri2image.features.base import EncoderSpec
-from fmri2image.features.encoders._common import RGBTransform, TorchEncoder
+from fmri2image.features.encoders._common import ImageTransform, RGBTransform, TorchEncoder
 from fmri2image.features.encoders._net import HubAccess, hub_access, offline_help
 
 __all__ = ["load_timm", "timm_spec"]
@@ -83,6 +83,31 @@ def _spec(
         classifier_head=head,
         text_tower=False,
     )
+
+
+def _pixel_transform(cfg: dict[str, Any]) -> ImageTransform | None:
+    """timm's centre-crop eval transform as an :class:`ImageTransform` (``embed_pixels``).
+
+    Only the plain case (square input, ``crop_mode`` center, no border trim) has one.
+    """
+    import math
+
+    _, h, w = cfg["input_size"]
+    mode = cfg.get("crop_mode") or "center"
+    if h != w or mode != "center" or cfg.get("crop_border_pixels"):
+        return None
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    try:
+        return ImageTransform(
+            resize=math.floor(h / crop_pct),
+            crop=int(h),
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+            scale=1.0 / 255.0,
+            mean=tuple(float(m) for m in cfg["mean"]),
+            std=tuple(float(s) for s in cfg["std"]),
+        )
+    except ConfigError:  # e.g. an interpolation PIL does not name
+        return None
 
 
 def _head_key(pcfg: Any) -> str | None:
@@ -207,4 +232,7 @@ def load_timm(
     spec = _spec(
         f"timm:{arg}", weights, model_name, model.num_features, cfg, pcfg, head is not None
     )
-    return TorchEncoder(spec, model, transform, device=device, dtype=dtype, head=head)
+    return TorchEncoder(
+        spec, model, transform, device=device, dtype=dtype, head=head,
+        pixel_transform=_pixel_transform(cfg),
+    )  # fmt: skip

@@ -1,0 +1,239 @@
+"""The ``invert`` generator and the encoders' differentiable pixel path."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _offline_helpers import photos, tiny_encoder
+
+from fmri2image.errors import ConfigError
+from fmri2image.generation import (
+    GENERATORS,
+    EmbeddingStats,
+    GenerationRequest,
+    generator_options,
+    get_generator,
+    image_seed,
+)
+from fmri2image.generation.invert import InvertOptions, default_size, invert_embeddings
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+#: Cheap settings for the tiny encoder: the behaviour under test, not the defaults' quality.
+QUICK = {"iterations": 8, "size": 64, "jitter": 4}
+
+
+def _pixels(image):
+    import torch
+
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def _cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from fmri2image.features import get_encoder
+
+    return get_encoder("effnet-lite0")
+
+
+@pytest.fixture
+def tiny_gen():
+    """An ``invert`` generator whose encoder cache holds the tiny conv encoder."""
+    gen = get_generator("invert", **QUICK)
+    gen._encoders["tiny-conv"] = tiny_encoder()
+    return gen
+
+
+def _request(stem, enc, embedding, **kw):
+    return GenerationRequest(stem=stem, embedding=embedding, encoder=enc, **kw)
+
+
+# ------------------------------------------------------------ embed_pixels
+def test_embed_pixels_equals_embed_of_preprocess_effnet(lite0):
+    """On an image already at the resize size (256 shorter side) nothing is resampled."""
+    from PIL import Image
+
+    img = photos()[0].resize((341, 256), Image.Resampling.BICUBIC)
+    ref = lite0.embed(lite0.preprocess(img)[None])
+    x = _pixels(img).requires_grad_(True)
+    out = lite0.embed_pixels(x)
+    np.testing.assert_allclose(out.detach().numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert lite0.supports_pixels and default_size(lite0) == 256
+
+
+def test_embed_pixels_resampling_stays_close(lite0):
+    """Where a resize happens, torch's antialiased bicubic stands in for PIL's."""
+    img = photos()[1]  # 400 x 600: resized and cropped
+    ref = lite0.embed(lite0.preprocess(img)[None]).numpy()[0]
+    out = lite0.embed_pixels(_pixels(img)).detach().numpy()[0]
+    assert _cos(out, ref) > 0.99
+
+
+def test_embed_pixels_equals_embed_of_preprocess_hf_vit(tmp_path):
+    """A tiny ViT saved like a hub model: the processor's resize/rescale/normalize in torch."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from fmri2image.features import get_encoder
+
+    torch.manual_seed(0)
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, image_size=64, patch_size=16)
+    ).save_pretrained(tmp_path, safe_serialization=True)  # fmt: skip
+    ViTImageProcessor(
+        size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(tmp_path)
+    enc = get_encoder(f"hf:{tmp_path}")
+    assert enc.supports_pixels
+    img = photos(64)[2]
+    ref = enc.embed(enc.preprocess(img)[None]).numpy()
+    out = enc.embed_pixels(_pixels(img)).detach().numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_embed_pixels_equals_embed_of_preprocess_torchvision(tmp_path):
+    """torchvision weights' transforms (resize 256, crop 224, ImageNet mean/std), real loader."""
+    import torch
+    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+
+    from fmri2image.features import get_encoder
+    from fmri2image.features.encoders._torchvision import checkpoint_path
+
+    torch.manual_seed(0)
+    weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    torch.save(mobilenet_v3_small(weights=None).state_dict(), checkpoint_path(weights, tmp_path))
+    enc = get_encoder("torchvision:mobilenet_v3_small", cache_dir=str(tmp_path))
+    assert enc.supports_pixels and enc.pixel_transform.resize == 256
+    img = photos(256)[3]
+    ref = enc.embed(enc.preprocess(img)[None]).numpy()
+    out = enc.embed_pixels(_pixels(img)).detach().numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_library_transform_has_no_pixel_path():
+    """An encoder whose preprocessing is a library object refuses, and so does check()."""
+    from fmri2image.features.encoders._common import RGBTransform, TorchEncoder
+
+    base = tiny_encoder()
+    enc = TorchEncoder(base.spec, base.model, RGBTransform(base.preprocess))
+    assert not enc.supports_pixels
+    with pytest.raises(ConfigError, match="no differentiable pixel path"):
+        enc.embed_pixels(_pixels(photos(64)[0]))
+    gen = get_generator("invert")
+    gen._encoders["opaque"] = enc
+    with pytest.raises(ConfigError, match="cannot optimise images through encoder 'opaque'"):
+        gen.check("opaque")
+
+
+# ------------------------------------------------------------------ invert
+def test_registry_entry_and_options():
+    entry = GENERATORS.get("invert")
+    assert entry.offline and entry.conditioning == "embedding"
+    cls = generator_options("invert")
+    assert cls is InvertOptions
+    doc = cls.__doc__
+    for f in dataclasses.fields(cls):  # one numpydoc line per option, for --list-options
+        assert f"    {f.name} : " in doc, f.name
+    with pytest.raises(ConfigError, match="--steps does not apply"):
+        get_generator("invert", steps=3)
+    with pytest.raises(ConfigError, match=r"iterations must be at least 1.*match must be one"):
+        get_generator("invert", iterations=0, match="mse")
+
+
+def test_import_is_light():
+    code = (
+        "import sys, fmri2image.generation, fmri2image.generation.invert, "
+        "fmri2image.generation.retrieve; from fmri2image.generation import generator_options; "
+        "generator_options('invert'); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_requests_are_checked(tiny_gen):
+    with pytest.raises(ConfigError, match="lacks the embedding"):
+        tiny_gen.generate([GenerationRequest(stem="a", encoder="tiny-conv")])
+    with pytest.raises(ConfigError, match="lacks the encoder name"):
+        tiny_gen.generate([GenerationRequest(stem="a", embedding=np.ones(32))])
+    with pytest.raises(ConfigError, match="has 5 values"):
+        tiny_gen.generate([_request("a", "tiny-conv", np.ones(5))])
+    with pytest.raises(ConfigError, match="no encoder was named"):
+        tiny_gen.check(None)
+
+
+def test_seeded_by_stem_and_batch_independent(tiny_gen):
+    """Each image is its own seeded optimisation: alone == inside any batch."""
+    enc = tiny_gen.encoder("tiny-conv")
+    targets = enc.embed(
+        __import__("torch").stack([enc.preprocess(p) for p in photos()[:3]])
+    ).numpy()
+    reqs = [_request(s, "tiny-conv", t, seed=7) for s, t in zip(["s0", "s1", "s2"], targets)]
+    batched = tiny_gen.generate([reqs[2], reqs[0], reqs[1]])
+    alone = tiny_gen.generate([reqs[0]])[0]
+    again = tiny_gen.generate([reqs[0]])[0]
+    a, b = np.asarray(alone.image, np.int16), np.asarray(batched[1].image, np.int16)
+    assert batched[1].stem == "s0" and alone.seed == image_seed(7, "s0")
+    assert np.abs(a - b).max() <= 1  # float rounding of batched convolutions at most
+    assert np.array_equal(np.asarray(alone.image), np.asarray(again.image))
+    other = tiny_gen.generate([dataclasses.replace(reqs[0], stem="elsewhere")])[0]
+    assert np.abs(a - np.asarray(other.image, np.int16)).mean() > 2
+    assert alone.image.size == (64, 64) and alone.image.mode == "RGB"
+    assert "feature inversion through tiny-conv" in alone.conditioning
+    assert alone.extra["match"] == "raw"  # no training statistics in these requests
+
+
+def test_deviation_match_uses_training_mean(tiny_gen):
+    """With training statistics the deviation from their mean is matched (and reported)."""
+    enc = tiny_gen.encoder("tiny-conv")
+    import torch
+
+    feats = enc.embed(torch.stack([enc.preprocess(p) for p in photos()])).numpy()
+    stats = EmbeddingStats.from_embeddings(feats[1:])
+    res = tiny_gen.generate([_request("d", "tiny-conv", feats[0], stats=stats)])[0]
+    assert res.extra["match"] == "deviation" and "deviation_cosine" in res.extra
+    assert "deviation from the training-mean embedding" in res.conditioning
+
+
+def test_inversions_are_told_apart_tiny():
+    """Inverted images of different targets are identified by their embeddings."""
+    import torch
+
+    from fmri2image.mapping.metrics import pairwise_identification
+
+    enc = tiny_encoder()
+    targets = enc.embed(torch.stack([enc.preprocess(p) for p in photos()])).numpy()
+    opts = InvertOptions(iterations=24, size=64, jitter=4)
+    pixels, _ = invert_embeddings(enc, targets, list(range(len(targets))), opts)
+    from PIL import Image
+
+    E = enc.embed(torch.stack([enc.preprocess(Image.fromarray(p)) for p in pixels])).numpy()
+    assert pairwise_identification(targets, E).mean() >= 0.8
+
+
+@pytest.mark.slow
+def test_invert_reaches_a_real_photos_embedding(lite0):
+    """Default budget, real Lite0: closer to the cat's embedding than grey or another photo."""
+    import torch
+    from PIL import Image
+
+    cat, coffee = photos()[:2]
+    grey = Image.new("RGB", (256, 256), (128, 128, 128))
+    E = lite0.embed(torch.stack([lite0.preprocess(im) for im in (cat, coffee, grey)])).numpy()
+    gen = get_generator("invert")
+    gen._encoders["effnet-lite0"] = lite0
+    res = gen.generate([_request("n02123045_chelsea", "effnet-lite0", E[0])])[0]
+    assert res.image.size == (256, 256)
+    inv = lite0.embed(lite0.preprocess(res.image)[None]).numpy()[0]
+    assert _cos(inv, E[0]) == pytest.approx(res.extra["cosine"], abs=1e-5)
+    assert _cos(inv, E[0]) > max(_cos(E[2], E[0]), _cos(E[1], E[0])) + 0.3
