@@ -197,26 +197,32 @@ class _FourierImage:
 
         self.size = size
         self.spectra = spectra.requires_grad_(True)  # (B, 3, size, size // 2 + 1, 2)
-        fy = torch.fft.fftfreq(size).view(-1, 1)
-        fx = torch.fft.rfftfreq(size).view(1, -1)
+        device = spectra.device
+        fy = torch.fft.fftfreq(size, device=device).view(-1, 1)
+        fx = torch.fft.rfftfreq(size, device=device).view(1, -1)
         self.freq2 = fy**2 + fx**2  # squared frequency, cycles per pixel
         scale = torch.clamp(self.freq2.sqrt(), min=1.0 / size) ** (-decay)
         # Unit-variance coefficients then give pixels of unit-order variance.
         self.scale = scale / scale.pow(2).mean().sqrt()
-        self.axes = torch.tensor(_COLOUR_AXES, dtype=torch.float32)
+        self.axes = torch.tensor(_COLOUR_AXES, dtype=torch.float32, device=device)
 
     @classmethod
     def seeded(
-        cls, seeds: Sequence[int], size: int, decay: float, std: float = _INIT_STD
+        cls,
+        seeds: Sequence[int],
+        size: int,
+        decay: float,
+        std: float = _INIT_STD,
+        device: str = "cpu",
     ) -> _FourierImage:
-        """Random spectra, one generator per image (batch-independent)."""
+        """Random spectra, one CPU generator per image (batch- and device-independent)."""
         import torch
 
         shape = (3, size, size // 2 + 1, 2)
         rows = [
             torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) * std for s in seeds
         ]
-        return cls(torch.stack(rows), size, decay)
+        return cls(torch.stack(rows).to(device), size, decay)
 
     def render(self, blur: float) -> torch.Tensor:
         """RGB images (B, 3, size, size) in [0, 1], low-passed with Gaussian ``blur``."""
@@ -319,7 +325,7 @@ def invert_embeddings(
     if M is not None:
         T = T - M
     size = int(opts.size or default_size(encoder))
-    image = _FourierImage.seeded(seeds, size, opts.decay)
+    image = _FourierImage.seeded(seeds, size, opts.decay, device=str(encoder.device))
     # The random views have their own stream per image, apart from the initial spectrum.
     gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in seeds]
     optimizer = torch.optim.Adam([image.spectra], lr=opts.lr)
@@ -345,7 +351,7 @@ def invert_embeddings(
         losses = per_image.detach().cpu()
     with torch.no_grad():
         final = image.render(opts.blur_end)
-    pixels = (final.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = (final.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return pixels, {"loss": losses.numpy()}
 
 
