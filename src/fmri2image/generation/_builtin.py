@@ -40,7 +40,7 @@ class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerato
 register_generator(
     "invert", lazy("invert", "InvertGenerator"), conditioning="embedding",
     description="feature inversion: optimise an image until the encoder's embedding of it "
-    "matches the prediction (Fourier prior, blur schedule, jitter; any encoder with a "
+    "matches the prediction (Fourier prior, blur schedule, random views; any encoder with a "
     "differentiable pixel path)",
     offline=True,
 )  # fmt: skip
