@@ -57,3 +57,27 @@ def test_label_prompts_then_img2img_from_the_first_run(
         assert (second / "pool48" / f"{stem}.json").read_text() != (
             first / "pool48" / f"{stem}.json"
         ).read_text()
+
+
+def test_init_invert_feeds_each_inversion_to_img2img(
+    decode_run, tiny_sd_dir, tmp_path, torch_one_thread
+):
+    """--init invert: the prediction's feature inversion through its own encoder becomes
+    the initial image of text-to-image (the low-level pathway)."""
+    from fmri2image.features import ENCODERS, register_encoder
+
+    register_encoder("pool48", lambda **kw: PoolEncoder(), overwrite=True)
+    try:
+        out = tmp_path / "gen"
+        rc = main(["-q", "generate", "--from", str(decode_run), "--generator", f"diffusers:{tiny_sd_dir}",
+                   "--option", "steps=2", "--option", "safety_checker=false", "--option", "size=32",
+                   "--init", "invert", "--out", str(out)])  # fmt: skip
+        assert rc == 0
+    finally:
+        ENCODERS._items.pop("pool48", None)
+    stems = json.loads((decode_run / "summary.json").read_text())["test_images"]
+    for stem in stems:
+        init = json.loads((out / "pool48" / "init" / f"{stem}.json").read_text())
+        assert init["conditioning"].startswith("feature inversion through pool48")
+        rec = json.loads((out / "pool48" / f"{stem}.json").read_text())
+        assert rec["extra"]["mode"] == "img2img"

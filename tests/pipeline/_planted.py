@@ -61,6 +61,17 @@ class PoolEncoder(Encoder):
 
         return torch.nn.functional.avg_pool2d(batch, 4).flatten(1).float()
 
+    @property
+    def supports_pixels(self) -> bool:  # differentiable, so `invert` works through it
+        return True
+
+    def embed_pixels(self, pixels):
+        import torch
+
+        x = torch.nn.functional.interpolate(pixels.float(), size=(16, 16), mode="bilinear",
+                                            antialias=True, align_corners=False)  # fmt: skip
+        return self.embed(x)
+
     def class_prototypes(self):
         if not self._prototypes:
             return None
