@@ -220,6 +220,17 @@ class Generator(abc.ABC):
         return f"{type(self).__name__}({self.name!r}, device={self.device!r})"
 
 
+def require_embeddings(generator: str, requests: Sequence[GenerationRequest]) -> None:
+    """Raise :class:`ConfigError` unless every request carries an embedding and its encoder."""
+    for r in requests:
+        if r.embedding is None or r.encoder is None:
+            raise ConfigError(
+                f"Generator {generator!r} needs a predicted embedding and its encoder in every "
+                f"request; request {r.stem!r} lacks "
+                f"{'the embedding' if r.embedding is None else 'the encoder name'}."
+            )
+
+
 def make_options(cls: type, given: Mapping[str, Any], *, generator: str) -> Any:
     """Build an options dataclass, rejecting unknown names with the valid ones."""
     if not dataclasses.is_dataclass(cls):

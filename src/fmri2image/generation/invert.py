@@ -58,6 +58,7 @@ from fmri2image.generation.base import (
     GenerationResult,
     Generator,
     image_seed,
+    require_embeddings,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -417,13 +418,7 @@ class InvertGenerator(Generator):
         """One inverted image per request, batched by encoder, in request order."""
         from PIL import Image
 
-        for r in requests:
-            if r.embedding is None or r.encoder is None:
-                raise ConfigError(
-                    f"Generator 'invert' needs a predicted embedding and its encoder in every "
-                    f"request; request {r.stem!r} lacks "
-                    f"{'the embedding' if r.embedding is None else 'the encoder name'}."
-                )
+        require_embeddings("invert", requests)
         opts: InvertOptions = self.options
         results: list[GenerationResult | None] = [None] * len(requests)
         by_encoder: dict[str, list[int]] = {}

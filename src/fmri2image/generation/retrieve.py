@@ -31,6 +31,7 @@ from fmri2image.generation.base import (
     GenerationResult,
     Generator,
     image_seed,
+    require_embeddings,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,13 +195,8 @@ class RetrieveGenerator(Generator):
         """The nearest database image of each request's embedding, in request order."""
         from fmri2image.features.embed import load_rgb
 
+        require_embeddings("retrieve", requests)
         for r in requests:
-            if r.embedding is None or r.encoder is None:
-                raise ConfigError(
-                    f"Generator 'retrieve' needs a predicted embedding and its encoder in "
-                    f"every request; request {r.stem!r} lacks "
-                    f"{'the embedding' if r.embedding is None else 'the encoder name'}."
-                )
             if self.options.match == "deviation" and r.stats is None:
                 raise ConfigError(
                     f"Option match=deviation of generator 'retrieve' needs the training "
