@@ -60,7 +60,7 @@ def data_info(
     from fmri2image.data.bdata import MissingDataFileError
     from fmri2image.data.god import load_god_subject
     from fmri2image.data.ids import stimulus_id_keys
-    from fmri2image.data.images import check_images_readable, find_unreadable_images
+    from fmri2image.data.images import find_unreadable_images, unreadable_error
     from fmri2image.data.stimuli import check_stimulus_ids, load_stimulus_set
 
     subj = load_god_subject(god, subject, roi, release=release, drop_nan_voxels=drop_nan_voxels)
@@ -97,15 +97,14 @@ def data_info(
             info["stimuli"][split] = None
             continue
         check_stimulus_ids(subj.stimulus_ids[dt == code], stim, what=f"fMRI {split}")
-        what = f"{split} stimulus images"
-        where = f"row of {stim.id_file.name}"
-        if require_images:  # one error listing every damaged file
-            check_images_readable(stim.paths, what=what, position_name=where)
-        present = [(i, p) for i, p in enumerate(stim.paths, start=1) if p is not None]
-        bad = find_unreadable_images([p for _, p in present])
-        unreadable = [
-            {"row": present[b.position - 1][0], "path": b.path, "reason": b.reason} for b in bad
-        ]
+        # Every present image is decoded once; missing ones are listed apart (stim.missing).
+        bad = [b for b in find_unreadable_images(stim.paths) if stim.paths[b.position - 1]]
+        if require_images and bad:  # one error listing every damaged file
+            raise unreadable_error(
+                bad, len(stim), what=f"{split} stimulus images",
+                position_name=f"row of {stim.id_file.name}",
+            )  # fmt: skip
+        unreadable = [{"row": b.position, "path": b.path, "reason": b.reason} for b in bad]
         info["stimuli"][split] = {
             "id_file": str(stim.id_file),
             "image_dir": str(stim.image_dir),

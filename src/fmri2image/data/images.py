@@ -29,6 +29,7 @@ __all__ = [
     "decode_errors",
     "decode_image",
     "find_unreadable_images",
+    "unreadable_error",
 ]
 
 DEFAULT_DECODE_MIN_SIDE = 512
@@ -161,14 +162,20 @@ def check_images_readable(
         If any file is missing or cannot be decoded.
     """
     bad = find_unreadable_images(paths, progress=progress, desc=f"checking {what}")
-    if not bad:
-        return
+    if bad:
+        raise unreadable_error(bad, len(paths), what=what, position_name=position_name)
+
+
+def unreadable_error(
+    bad: Sequence[UnreadableImage], n_total: int, *, what: str, position_name: str
+) -> DataFormatError:
+    """The one-paragraph error naming every file of ``bad`` (see :func:`check_images_readable`)."""
     shown = bad[:50]
     listing = "; ".join(f"{b.position}: {b.path} ({b.reason})" for b in shown)
     more = f"; and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
     folder = Path(str(bad[0].path)).parent
-    raise DataFormatError(
-        f"{len(bad)} of {len(paths)} {what} cannot be read ({position_name}, 1-based: "
+    return DataFormatError(
+        f"{len(bad)} of {n_total} {what} cannot be read ({position_name}, 1-based: "
         f"file (reason)): {listing}{more}. Replace the damaged files in {folder} with "
         "intact copies (a truncated copy or download causes this)."
     )

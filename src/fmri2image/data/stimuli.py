@@ -365,8 +365,9 @@ def load_images(
     DataFormatError
         A file cannot be decoded as an image.
     """
-    from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
+
+    from fmri2image.data.images import decode_errors, decode_image
 
     out = []
     for p in tqdm(paths, desc="loading images", unit="img", disable=not progress or None):
@@ -376,9 +377,8 @@ def load_images(
                 "set with allow_missing=True and skip missing images explicitly."
             )
         try:
-            with Image.open(p) as im:
-                out.append(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+            out.append(decode_image(p, None))
+        except decode_errors() as exc:
             raise DataFormatError(
                 f"{p} cannot be decoded as an image ({exc}). Replace the damaged file."
             ) from exc

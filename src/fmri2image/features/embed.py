@@ -33,7 +33,8 @@ def load_rgb(image: Image.Image | str | os.PathLike[str]) -> Image.Image:
         The file is not an image PIL can decode.
     """
     from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
+
+    from fmri2image.data.images import decode_errors, decode_image
 
     if isinstance(image, PILImage.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
@@ -46,9 +47,8 @@ def load_rgb(image: Image.Image | str | os.PathLike[str]) -> Image.Image:
     if not os.path.exists(path):
         raise MissingImageError(f"Image file not found: {path}. Check the path or the id list.")
     try:
-        with PILImage.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+        return decode_image(path, None)
+    except decode_errors() as exc:
         raise DataFormatError(
             f"Cannot decode image {path} ({exc}). Replace or remove the corrupt file."
         ) from exc

@@ -62,9 +62,6 @@ Executor = Literal["local", "ray"]
 # Decoding and preprocessing: shared by the local and the Ray executors.  The image
 # decoder itself lives in the data layer (one decoder for stimuli and databases).
 # ---------------------------------------------------------------------------------
-_decode_errors = decode_errors
-
-
 def load_batch(
     paths: Sequence[str] | np.ndarray,
     start: int,
@@ -92,7 +89,7 @@ def load_batch(
     """
     import torch
 
-    errors = _decode_errors()
+    errors = decode_errors()
     # Encoders with equal preprocessing (e.g. several models on the same 224-px ImageNet
     # transform) share one tensor: slot[j] is encoder j's unique preprocessor.
     unique: list[Callable] = []
