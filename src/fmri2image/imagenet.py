@@ -13,9 +13,11 @@ from importlib import resources
 
 __all__ = [
     "imagenet1k_wnids",
+    "imagenet21k_wnids",
     "is_wnid",
     "lemmas",
     "normalize_class_name",
+    "prompt_name",
     "resolve_class_name",
     "wnid_name",
 ]
@@ -48,6 +50,11 @@ def _lemma_table() -> dict[str, tuple[str, ...]]:
     return table
 
 
+def imagenet21k_wnids() -> tuple[str, ...]:
+    """The ImageNet-21k synsets of the packaged lemma table, in table order."""
+    return tuple(_lemma_table())
+
+
 def lemmas(wnid: str) -> tuple[str, ...]:
     """All lemma names of an ImageNet-21k synset (empty tuple if unknown)."""
     return _lemma_table().get(wnid, ())
@@ -57,6 +64,11 @@ def wnid_name(wnid: str) -> str:
     """Readable name of a synset (its first lemma), or the wnid itself if unknown."""
     names = lemmas(wnid)
     return names[0] if names else wnid
+
+
+def prompt_name(wnid: str) -> str:
+    """The synset's name as a prompt says it: the first lemma, underscores as spaces."""
+    return wnid_name(wnid).replace("_", " ")
 
 
 def normalize_class_name(name: str) -> str:

@@ -140,20 +140,21 @@ class DecodeRun:
         return open_feature_store(path).load()
 
     def image_database_store(self, encoder: str, database: str | None = None) -> Path | None:
-        """The feature store of an image database of the run for ``encoder`` (or None)."""
-        from fmri2image.features.shards import store_dirname
+        """The feature store of an image database of the run for ``encoder`` (or None):
+        one the run embedded (``database_features/<name>/``), else a feature folder it
+        was given with ``--database``."""
+        from fmri2image.pipeline.preflight import encoder_store
 
         base = self.root / "database_features"
         names = [database] if database else sorted(p.name for p in base.glob("*") if p.is_dir())
-        for name in names:
-            store = base / name / store_dirname(encoder)
-            if (store / "manifest.json").is_file():
-                return store
-        for db in self.summary.get("config", {}).get("databases", []):
-            root = Path(db)
-            if database and root.name != database:
-                continue
-            store = root / store_dirname(encoder)
-            if (store / "manifest.json").is_file():
+        roots = [base / name for name in names]
+        roots += [
+            Path(db)
+            for db in self.summary.get("config", {}).get("databases", [])
+            if not database or Path(db).name == database
+        ]
+        for root in roots:
+            store = encoder_store(root, encoder)
+            if store is not None:
                 return store
         return None

@@ -451,7 +451,6 @@ def _image_database_indexes(
 
 
 def _database_index(db: DatabaseSpec, encoder: Encoder, out: Path, *, progress: bool):
-    from fmri2image.features.shards import store_dirname
     from fmri2image.retrieval import FeatureIndex, prototype_index
 
     if db.kind == "prototypes":
@@ -463,12 +462,10 @@ def _database_index(db: DatabaseSpec, encoder: Encoder, out: Path, *, progress: 
             encoder, db.vocabulary, cache_dir=out / "text_prototypes", progress=progress
         )
     assert db.path is not None
-    for candidate in (db.path / store_dirname(encoder.name), db.path / encoder.name, db.path):
-        if (candidate / "manifest.json").exists():
-            return FeatureIndex.from_store(candidate)
-    raise ConfigError(  # pragma: no cover - preflight checked it
-        f"--database {db.source} has no features of encoder {encoder.name!r}."
-    )
+    store = preflight.encoder_store(db.path, encoder.name)
+    if store is None:  # pragma: no cover - preflight checked it
+        raise ConfigError(f"--database {db.source} has no features of encoder {encoder.name!r}.")
+    return FeatureIndex.from_store(store)
 
 
 def _log_fit_warnings(models: Mapping[str, Any]) -> tuple[str, ...]:
@@ -678,5 +675,5 @@ def _fit_summary(model: Any) -> dict[str, Any]:
     }
     diag = getattr(model, "diagnostics_", None)
     if diag is not None:
-        out["diagnostics"] = asdict(diag) if hasattr(diag, "__dataclass_fields__") else dict(diag)
+        out["diagnostics"] = diag.to_dict()
     return out

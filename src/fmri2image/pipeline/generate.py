@@ -35,6 +35,7 @@ import numpy as np
 
 from fmri2image import _io
 from fmri2image.errors import ConfigError
+from fmri2image.imagenet import prompt_name
 from fmri2image.pipeline.decode_run import DecodeRun
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,13 +162,6 @@ def request_key(generator: Mapping[str, Any], request: GenerationRequest) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _label_name(wnid: str) -> str:
-    from fmri2image.imagenet import lemmas
-
-    names = lemmas(wnid)
-    return names[0].replace("_", " ") if names else wnid
-
-
 def _save_png(path: Path, img: Any) -> None:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="PNG")
@@ -190,6 +184,20 @@ def _record(result: GenerationResult, request: GenerationRequest, key: str) -> d
         "key": key,
         "extra": result.extra,
     }
+
+
+def _save_result(
+    folder: Path, request: GenerationRequest, result: GenerationResult, key: str
+) -> None:
+    """The picture, then its record: a record on disk means its picture is complete."""
+    _save_png(folder / f"{result.stem}.png", result.image)
+    _io.save_json(folder / f"{result.stem}.json", _record(result, request, key))
+
+
+def _load_images(paths: Sequence[Path]) -> list[Any]:
+    from fmri2image.data.images import decode_image
+
+    return [decode_image(p, None) for p in paths]
 
 
 def _is_done(folder: Path, stem: str, key: str) -> bool:
@@ -238,14 +246,9 @@ class _LocalRunner:
 
 
 def _inverted_inits(
-    run: DecodeRun,
-    requests: dict[str, list[GenerationRequest]],
-    config: GenerateConfig,
-    out: Path,
+    requests: dict[str, list[GenerationRequest]], config: GenerateConfig, out: Path
 ) -> dict[str, list[Any]]:
     """Feature inversions of each prediction, saved under OUT/<encoder>/init/."""
-    from PIL import Image
-
     from fmri2image.features.shards import store_dirname
     from fmri2image.generation import get_generator
 
@@ -256,43 +259,32 @@ def _inverted_inits(
     desc = inverter.describe()
     for enc, reqs in requests.items():
         folder = out / store_dirname(enc) / "init"
-        todo = [r for r in reqs if not _is_done(folder, r.stem, request_key(desc, r))]
+        keys = {r.stem: request_key(desc, r) for r in reqs}
+        todo = [r for r in reqs if not _is_done(folder, r.stem, keys[r.stem])]
         log.info("[%s] inverting %d predictions for --init invert", enc, len(todo))
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
             for req, res in zip(chunk, inverter.generate(chunk)):
-                _save_png(folder / f"{req.stem}.png", res.image)
-                _io.save_json(
-                    folder / f"{req.stem}.json", _record(res, req, request_key(desc, req))
-                )
-        images = []
-        for r in reqs:
-            with Image.open(folder / f"{r.stem}.png") as im:
-                images.append(im.convert("RGB"))
-        inits[enc] = images
+                _save_result(folder, req, res, keys[req.stem])
+        inits[enc] = _load_images([folder / f"{r.stem}.png" for r in reqs])
     return inits
 
 
 def _folder_inits(
     folder: Path, requests: dict[str, list[GenerationRequest]]
 ) -> dict[str, list[Any]]:
-    from PIL import Image
-
     from fmri2image.features.shards import store_dirname
 
     inits: dict[str, list[Any]] = {}
     for enc, reqs in requests.items():
-        images = []
-        for r in reqs:
-            path = folder / store_dirname(enc) / f"{r.stem}.png"
+        paths = [folder / store_dirname(enc) / f"{r.stem}.png" for r in reqs]
+        for path in paths:
             if not path.is_file():
                 raise ConfigError(
                     f"--init {folder}: {path} is missing; pass the --out of an earlier "
                     "`fmri2image generate` run over the same decode run, or --init invert."
                 )
-            with Image.open(path) as im:
-                images.append(im.convert("RGB"))
-        inits[enc] = images
+        inits[enc] = _load_images(paths)
     return inits
 
 
@@ -388,7 +380,7 @@ def run_generate(
                 stem=stem,
                 seed=config.seed,
                 wnid=wnid,
-                name=_label_name(wnid) if wnid else None,
+                name=prompt_name(wnid) if wnid else None,
                 embedding=o.predictions[i],
                 encoder=enc,
                 stats=stats,
@@ -396,7 +388,7 @@ def run_generate(
             for i, (stem, wnid) in enumerate(zip(run.test_stems, labels))
         ]
     if config.init == "invert":
-        inits = _inverted_inits(run, requests, config, out)
+        inits = _inverted_inits(requests, config, out)
     elif config.init:
         inits = _folder_inits(Path(config.init), requests)
     else:
@@ -445,10 +437,9 @@ def run_generate(
                     f"{len(chunk)} requests"
                 )
             for req, res in zip(chunk, results):
-                folder = out / store_dirname(req.encoder)
-                _save_png(folder / f"{req.stem}.png", res.image)
-                rec = _record(res, req, keys[(req.encoder, req.stem)])
-                _io.save_json(folder / f"{req.stem}.json", rec)
+                _save_result(
+                    out / store_dirname(req.encoder), req, res, keys[(req.encoder, req.stem)]
+                )
                 n_made[req.encoder] += 1
                 if res.flagged:
                     log.warning(

@@ -131,6 +131,21 @@ def parse_database(value: str) -> DatabaseSpec:
     return DatabaseSpec(kind, text, path=path, name=name)
 
 
+def encoder_store(root: Path, encoder: str) -> Path | None:
+    """The feature store of ``encoder`` in a feature database folder, or None.
+
+    ``root`` may hold one store per encoder (``fmri2image extract``'s layout, by
+    :func:`~fmri2image.features.shards.store_dirname` or by the plain name) or be a
+    single store itself.
+    """
+    from fmri2image.features.shards import store_dirname
+
+    for candidate in (root / store_dirname(encoder), root / encoder, root):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return None
+
+
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -253,8 +268,7 @@ def check_encoders_and_databases(
                 from fmri2image.features.shards import store_dirname
 
                 assert db.path is not None
-                candidates = [db.path / store_dirname(name), db.path / name, db.path]
-                if not any((c / "manifest.json").is_file() for c in candidates):
+                if encoder_store(db.path, name) is None:
                     raise ConfigError(
                         f"--database {db.source} has no features of encoder {name!r} "
                         f"(expected {db.path / store_dirname(name)}/manifest.json). Build "

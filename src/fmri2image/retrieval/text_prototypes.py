@@ -37,10 +37,7 @@ import numpy as np
 from fmri2image._io import file_sha256, load_safetensors, save_json, save_safetensors
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.features.capabilities import TEXT_VOCABULARIES
-
-# _lemma_table is the packaged ImageNet-21k synset list; imagenet.py has no public
-# accessor for the whole table yet.
-from fmri2image.imagenet import _lemma_table, imagenet1k_wnids, wnid_name
+from fmri2image.imagenet import imagenet1k_wnids, imagenet21k_wnids, prompt_name
 from fmri2image.retrieval.index import FeatureIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +64,7 @@ def vocabulary_wnids(vocabulary: str = "1k") -> tuple[str, ...]:
     if vocabulary == "1k":
         return imagenet1k_wnids()
     if vocabulary == "21k":
-        return tuple(_lemma_table())
+        return imagenet21k_wnids()
     raise ConfigError(
         f"Unknown vocabulary {vocabulary!r}; use one of {', '.join(TEXT_VOCABULARIES)} "
         "(ImageNet-1k classes or all ImageNet-21k synsets)."
@@ -91,7 +88,7 @@ def _check_template(template: str) -> None:
 def class_prompts(wnids: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
     """One prompt per class: ``template.format(name=first lemma, underscores as spaces)``."""
     _check_template(template)
-    return [template.format(name=wnid_name(w).replace("_", " ")) for w in wnids]
+    return [template.format(name=prompt_name(w)) for w in wnids]
 
 
 def _prompts_hash(prompts: Sequence[str]) -> str:
