@@ -167,7 +167,7 @@ def default_scheme_name() -> str:
 
 # ---------------------------------------------------------------------- metrics
 def test_scores(ds: Dataset, Y_pred: np.ndarray) -> dict[str, float]:
-    from fmri2image.mapping import prediction_metrics
+    from fmri2image.evaluation import prediction_metrics
 
     m = prediction_metrics(ds.Y_test, Y_pred, ds.Y_train.mean(axis=0)).summary
     return {

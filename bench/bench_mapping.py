@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
+    from fmri2image.evaluation import two_way_identification
     from fmri2image.mapping import RidgeMapping
-    from fmri2image.mapping.metrics import pairwise_identification
 
     set_backend("numpy")
     if args.quick:
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     determined = (top2[1] - top2[0]) > 1e-4
     agree = float(np.mean(loo.alpha_[determined] == sk[-1].alpha_[determined]))
     diff = float(np.abs(loo.predict(X_te) - sk_pred).max() / np.abs(sk_pred).max())
-    pair = float(pairwise_identification(Y_te, cv5.predict(X_te)).mean())
+    pair = float(two_way_identification(Y_te, cv5.predict(X_te)).mean())
     print(
         f"agreement with sklearn (LOO): alphas {agree:.4f} of the {determined.sum()} targets "
         f"with a well-determined best alpha ({np.mean(loo.alpha_ == sk[-1].alpha_):.4f} of "

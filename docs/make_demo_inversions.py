@@ -43,9 +43,9 @@ def invert_run(results: Path, encoders: list[str] | None, options: dict, out: Pa
     """Invert every prediction of a decode run; yields per-encoder results and scores."""
     import torch
 
+    from fmri2image.evaluation import two_way_identification
     from fmri2image.features.shards import open_feature_store, store_dirname
     from fmri2image.generation import EmbeddingStats, GenerationRequest, get_generator
-    from fmri2image.mapping.metrics import pairwise_identification
 
     summary = json.loads((results / "summary.json").read_text())
     stems = list(summary["test_images"])
@@ -72,9 +72,9 @@ def invert_run(results: Path, encoders: list[str] | None, options: dict, out: Pa
         E = enc.embed(torch.stack([enc.preprocess(r.image) for r in made])).numpy()
         scores = {
             "seconds_per_image": round(seconds, 2),
-            "id_vs_predicted": float(pairwise_identification(pred, E).mean()),
-            "id_vs_true": float(pairwise_identification(true, E).mean()),
-            "predicted_vs_true": float(pairwise_identification(true, pred).mean()),
+            "id_vs_predicted": float(two_way_identification(pred, E).mean()),
+            "id_vs_true": float(two_way_identification(true, E).mean()),
+            "predicted_vs_true": float(two_way_identification(true, pred).mean()),
             "deviation_cosine": float(np.mean([r.extra["deviation_cosine"] for r in made])),
         }
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)

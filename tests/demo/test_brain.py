@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fmri2image.demo import available_categories
-from fmri2image.mapping.metrics import pairwise_identification
+from fmri2image.evaluation import two_way_identification
 
 ALPHAS = np.logspace(-2, 10, 13)
 
@@ -57,10 +57,10 @@ def test_hvc_decodes_the_driving_features_of_unseen_categories(full_demo, tiny_e
     with shuffled training labels they are not."""
     features = _features(full_demo.root, tiny_encoder)
     pred, true, _ = _decode(full_demo.root, features)
-    assert pairwise_identification(true, pred).mean() >= 0.85
+    assert two_way_identification(true, pred).mean() >= 0.85
     rng = np.random.default_rng(0)
     shuffled = [
-        pairwise_identification(true, _decode(full_demo.root, features, shuffle=rng)[0])
+        two_way_identification(true, _decode(full_demo.root, features, shuffle=rng)[0])
         for _ in range(2)
     ]
     assert np.mean(shuffled) < 0.7, shuffled
@@ -107,7 +107,7 @@ def test_low_and_high_level_rois_carry_different_information(full_demo, tiny_enc
 
     def score(features, roi):
         pred, true, _ = _decode(full_demo.root, features, roi=roi)
-        return pairwise_identification(true, pred).mean()
+        return two_way_identification(true, pred).mean()
 
     assert score(gabor, "ROI_V1") > score(gabor, "ROI_HVC")
     assert score(encoder, "ROI_HVC") > score(encoder, "ROI_V1")
@@ -127,7 +127,7 @@ def test_default_demo_decodes_for_both_demo_encoders(default_demo):
     for name in ("effnet-lite0", "effnet-lite2"):
         features = _features(default_demo.root, get_encoder(name))
         pred, true, y = _decode(default_demo.root, features)
-        pair = pairwise_identification(true, pred).mean()
+        pair = two_way_identification(true, pred).mean()
         r2 = r2_score(true, pred, multioutput="variance_weighted")
         base = r2_score(
             true, np.repeat(y.mean(0, keepdims=True), len(true), 0), multioutput="variance_weighted"

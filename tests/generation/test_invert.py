@@ -209,7 +209,7 @@ def test_inversions_are_told_apart_tiny():
     """Inverted images of different targets are identified by their embeddings."""
     import torch
 
-    from fmri2image.mapping.metrics import pairwise_identification
+    from fmri2image.evaluation import two_way_identification
 
     enc = tiny_encoder()
     targets = enc.embed(torch.stack([enc.preprocess(p) for p in photos()])).numpy()
@@ -218,7 +218,7 @@ def test_inversions_are_told_apart_tiny():
     from PIL import Image
 
     E = enc.embed(torch.stack([enc.preprocess(Image.fromarray(p)) for p in pixels])).numpy()
-    assert pairwise_identification(targets, E).mean() >= 0.8
+    assert two_way_identification(targets, E).mean() >= 0.8
 
 
 def test_invert_reaches_a_real_photos_embedding(lite0):
@@ -248,7 +248,7 @@ def test_inversions_of_shrunk_noisy_predictions_are_told_apart(lite0):
     """
     import torch
 
-    from fmri2image.mapping.metrics import pairwise_identification
+    from fmri2image.evaluation import two_way_identification
 
     pics = photos()
     rng = np.random.default_rng(0)
@@ -269,5 +269,5 @@ def test_inversions_of_shrunk_noisy_predictions_are_told_apart(lite0):
     reqs = [_request(f"p{i}", "effnet-lite0", p, stats=stats) for i, p in enumerate(pred)]
     res = gen.generate(reqs)
     E = lite0.embed(torch.stack([lite0.preprocess(r.image) for r in res])).numpy()
-    assert pairwise_identification(pred, E).mean() >= 0.9
-    assert pairwise_identification(true, E).mean() >= 0.75
+    assert two_way_identification(pred, E).mean() >= 0.9
+    assert two_way_identification(true, E).mean() >= 0.75

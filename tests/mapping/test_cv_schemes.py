@@ -17,10 +17,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fmri2image.errors import ConfigError
+from fmri2image.evaluation import two_way_identification
 from fmri2image.mapping import DEFAULT_ALPHAS, RidgeMapping, fit_warnings
 from fmri2image.mapping._cv import make_folds
 from fmri2image.mapping._simulate import simulate_god_like
-from fmri2image.mapping.metrics import pairwise_identification
 
 ALPHAS = np.logspace(-2, 6, 9)
 SMALL_GOD = dict(n_train_categories=40, images_per_category=8, n_test_categories=20)
@@ -105,7 +105,7 @@ def _identification(model, X_train, Y_train, X_test, Y_test, groups=None) -> flo
         model.fit(X_train, Y_train, groups=groups)
     else:
         model.fit(X_train, Y_train)
-    return float(pairwise_identification(Y_test, model.predict(X_test)).mean())
+    return float(two_way_identification(Y_test, model.predict(X_test)).mean())
 
 
 def _ridgecv_reference():

@@ -15,9 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image.evaluation import two_way_identification
 from fmri2image.mapping import SOLVERS, RidgeMapping, rescale_predictions_transductive
 from fmri2image.mapping import _ridge as ridge_module
-from fmri2image.mapping.metrics import pairwise_identification
 
 ALPHAS = np.logspace(-2, 6, 9)
 EIGH = ["eigh_kernel", "eigh_primal"]
@@ -213,11 +213,11 @@ def test_planted_signal_identified_and_shuffled_labels_at_chance():
     X, Y, _ = planted(160, 100, 8, noise=0.5, seed=7)
     X_tr, Y_tr, X_te, Y_te = X[:100], Y[:100], X[100:], Y[100:]
     model = RidgeMapping(cv=5).fit(X_tr, Y_tr)
-    assert pairwise_identification(Y_te, model.predict(X_te)).mean() > 0.9
+    assert two_way_identification(Y_te, model.predict(X_te)).mean() > 0.9
 
     perm = np.random.default_rng(0).permutation(len(Y_tr))
     null = RidgeMapping(cv=5).fit(X_tr, Y_tr[perm])
-    acc = pairwise_identification(Y_te, null.predict(X_te)).mean()
+    acc = two_way_identification(Y_te, null.predict(X_te)).mean()
     assert abs(acc - 0.5) < 0.1
 
 

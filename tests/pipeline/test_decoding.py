@@ -28,8 +28,9 @@ def _ridgecv_reference(root, encoder):
     from sklearn.preprocessing import StandardScaler
 
     from fmri2image.data import load_god_subject, load_stimulus_set, make_splits
+    from fmri2image.evaluation import prediction_metrics
     from fmri2image.features import embed_images
-    from fmri2image.mapping import DEFAULT_ALPHAS, prediction_metrics
+    from fmri2image.mapping import DEFAULT_ALPHAS
 
     splits = make_splits(load_god_subject(root, 1))
     train, test = load_stimulus_set(root, "training"), load_stimulus_set(root, "test")

@@ -74,8 +74,8 @@ def test_real_effnet_prototypes_label_a_cat_photo():
     from PIL import Image
     from skimage import data
 
+    from fmri2image.evaluation import semantic_metrics
     from fmri2image.features import embed_images, get_encoder
-    from fmri2image.retrieval import semantic_metrics
 
     encoder = get_encoder("effnet-lite0")
     emb = embed_images(encoder, [Image.fromarray(data.chelsea())], progress=False)

@@ -16,8 +16,7 @@ Public names are imported lazily (PEP 562), so ``import fmri2image.data`` is che
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fmri2image._lazy import lazy_exports
 
 _EXPORTS = {
     # bdata
@@ -71,14 +70,6 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fmri2image.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"fmri2image.data.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"fmri2image.data.{module}" for name, module in _EXPORTS.items()}
+)

@@ -520,10 +520,11 @@ def run_decoding(
     Fmri2ImageError
         Any bad option or input, raised before any feature is computed.
     """
+    from fmri2image.evaluation import prediction_metrics, semantic_metrics
     from fmri2image.features import get_encoder
     from fmri2image.features.shards import store_dirname
-    from fmri2image.mapping import RidgeMapping, prediction_metrics, save_mapping
-    from fmri2image.retrieval import retrieve, semantic_metrics
+    from fmri2image.mapping import RidgeMapping, save_mapping
+    from fmri2image.retrieval import retrieve
 
     config = config or DecodingConfig()
     t_start = time.perf_counter()

@@ -31,26 +31,21 @@ import numpy as np
 
 from fmri2image._io import atomic_path, load_json, save_json
 from fmri2image.errors import ConfigError, DependencyError
+from fmri2image.evaluation.base import list_metrics
 from fmri2image.imagenet import wnid_name
 from fmri2image.retrieval.vote import RetrievalResult
 from fmri2image.wordnet import WordNet
 
-__all__ = ["HIGHER_IS_BETTER", "SemanticMetrics", "semantic_metrics"]
+__all__ = ["SemanticMetrics", "semantic_metrics"]
 
 logger = logging.getLogger(__name__)
 
 PER_QUERY_FILE = "semantic_per_query.parquet"
 SUMMARY_FILE = "semantic_summary.json"
 
-HIGHER_IS_BETTER = {
-    "hit1": True,
-    "hit5": True,
-    "hit1_covered": True,
-    "hit5_covered": True,
-    "wup": True,
-    "path": True,
-    "coverage": True,
-}
+
+def _higher_is_better() -> dict[str, bool]:
+    return {m.name: m.higher_is_better for m in list_metrics("labels")}
 
 
 @dataclass(frozen=True, eq=False)  # array fields: compare explicitly
@@ -319,7 +314,7 @@ def semantic_metrics(
         "path_chance": _nanmean(path_chance),
         "n_wordnet_scored": int(np.sum(~np.isnan(wup))),
         "wordnet": str(wn.directory) if wn is not None else None,
-        "higher_is_better": dict(HIGHER_IS_BETTER),
+        "higher_is_better": _higher_is_better(),
     }
     if baseline is not None:
         summary.update(_baseline_summary(baseline, true, wn))

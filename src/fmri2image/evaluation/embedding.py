@@ -11,8 +11,8 @@ Every score is reported with what it must be compared with:
   (FIELD.md §4).
 
 Correlations between images are Pearson correlations across embedding dimensions,
-``r[i, j] = corr(Y_pred[i], Y_true[j])``, as in MindEye / Brain-Diffuser's
-identification tests.
+``r[i, j] = corr(Y_true[i], Y_pred[j])``, as in MindEye / Brain-Diffuser's
+identification tests (:mod:`fmri2image.evaluation.identification`).
 """
 
 from __future__ import annotations
@@ -26,61 +26,16 @@ import numpy as np
 
 from fmri2image._io import atomic_path, save_json
 from fmri2image.errors import DataFormatError
-from fmri2image.mapping._cv import score_columns
+from fmri2image.evaluation.base import get_metric
+from fmri2image.evaluation.identification import (
+    _pair,
+    correlation_distance,
+    nway_identification,
+    two_way_identification,
+)
+from fmri2image.mapping import score_columns
 
-__all__ = [
-    "METRICS",
-    "MetricInfo",
-    "MetricResult",
-    "PredictionMetrics",
-    "correlation_matrix",
-    "nway_identification",
-    "pairwise_identification",
-    "prediction_metrics",
-]
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """Static facts about one metric."""
-
-    higher_is_better: bool
-    description: str
-
-
-#: Every summary metric computed by :func:`prediction_metrics`.
-METRICS: dict[str, MetricInfo] = {
-    "r2_uniform": MetricInfo(
-        True,
-        "R² per dimension (SS_tot about the test mean, as sklearn r2_score), averaged uniformly",
-    ),
-    "r2_variance_weighted": MetricInfo(
-        True,
-        "R² per dimension averaged with weights proportional to each dimension's test variance",
-    ),
-    "rmse": MetricInfo(False, "root mean squared error over all images and dimensions"),
-    "cosine": MetricInfo(
-        True, "cosine similarity between predicted and true embedding, mean over images"
-    ),
-    "pattern_correlation": MetricInfo(
-        True, "Pearson r across dimensions between predicted and true embedding, mean over images"
-    ),
-    "dimension_correlation": MetricInfo(
-        True,
-        "Pearson r across images between predicted and true values, mean over dimensions "
-        "(undefined for a constant prediction, so no baseline)",
-    ),
-    "pairwise_identification": MetricInfo(
-        True,
-        "share of other test images whose true embedding correlates less with the prediction "
-        "than the image's own (strictly less), mean over images",
-    ),
-    "nway_top1": MetricInfo(
-        True,
-        "share of images whose own true embedding correlates best with the prediction among "
-        "all n test images (ties count as misses)",
-    ),
-}
+__all__ = ["MetricResult", "PredictionMetrics", "prediction_metrics"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +68,8 @@ class PredictionMetrics:
     Attributes
     ----------
     summary : dict of str to MetricResult
-        One entry per name in :data:`METRICS`.
+        One entry per ``"embedding"`` metric of the registry
+        (:func:`~fmri2image.evaluation.base.list_metrics`).
     per_image : dict of str to ndarray of shape (n_images,)
         Columns ``image`` (index or id), ``cosine``, ``pattern_correlation``,
         ``pairwise_identification``, ``nway_rank`` (1 = own image ranked first),
@@ -178,89 +134,13 @@ class PredictionMetrics:
         return "\n".join(lines)
 
 
-def _row_standardize(A: np.ndarray) -> np.ndarray:
-    A = A - A.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(A, axis=1, keepdims=True)
-    return A / np.where(norm > 0, norm, 1.0)
-
-
-def correlation_matrix(Y_pred: np.ndarray, Y_true: np.ndarray) -> np.ndarray:
-    """Pearson correlation across dimensions between every prediction and every truth.
-
-    Parameters
-    ----------
-    Y_pred : ndarray of shape (n_images, n_dims)
-    Y_true : ndarray of shape (n_images_true, n_dims)
-
-    Returns
-    -------
-    r : ndarray of shape (n_images, n_images_true)
-        ``r[i, j] = corr(Y_pred[i], Y_true[j])`` (0 where a row is constant).
-    """
-    P = _row_standardize(np.asarray(Y_pred, dtype=np.float64))
-    T = _row_standardize(np.asarray(Y_true, dtype=np.float64))
-    return P @ T.T
-
-
-def pairwise_identification(Y_true: np.ndarray, Y_pred: np.ndarray) -> np.ndarray:
-    """Two-way identification accuracy per image (chance 0.5).
-
-    For image ``i``: the share of the other images ``j`` whose true embedding
-    correlates strictly less with prediction ``i`` than ``i``'s own,
-    ``mean_{j != i} [r[i, j] < r[i, i]]``.
-
-    Parameters
-    ----------
-    Y_true, Y_pred : ndarray of shape (n_images, n_dims)
-
-    Returns
-    -------
-    accuracy : ndarray of shape (n_images,)
-    """
-    r = correlation_matrix(Y_pred, Y_true)
-    n = r.shape[0]
-    below = (r < np.diag(r)[:, None]).sum(axis=1)  # the diagonal is never below itself
-    return below / (n - 1)
-
-
-def nway_identification(Y_true: np.ndarray, Y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """n-way identification among the test images (top-1 chance ``1/n``).
-
-    Parameters
-    ----------
-    Y_true, Y_pred : ndarray of shape (n_images, n_dims)
-
-    Returns
-    -------
-    hit : ndarray of bool, shape (n_images,)
-        Own truth correlates strictly best with the prediction.
-    rank : ndarray of int, shape (n_images,)
-        1 + the number of other truths correlating at least as well (1 = best).
-    """
-    r = correlation_matrix(Y_pred, Y_true)
-    own = np.diag(r)[:, None]
-    not_below = (r >= own).sum(axis=1) - 1  # exclude the diagonal itself
-    rank = 1 + not_below
-    return rank == 1, rank
-
-
-def _check(name: str, A: Any) -> np.ndarray:
-    A = np.asarray(A, dtype=np.float64)
-    if A.ndim != 2 or not np.all(np.isfinite(A)):
-        raise DataFormatError(
-            f"{name} must be a finite 2-D array (n_images, n_dims); got shape {A.shape}"
-            f"{'' if A.ndim != 2 else ' with NaN/inf values'}."
-        )
-    return A
-
-
 def _cosine_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     na, nb = np.linalg.norm(A, axis=1), np.linalg.norm(B, axis=1)
     return (A * B).sum(axis=1) / np.where(na * nb > 0, na * nb, 1.0)
 
 
 def _pattern_r_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    return (_row_standardize(A) * _row_standardize(B)).sum(axis=1)
+    return 1.0 - correlation_distance(A, B)
 
 
 def _r2(Y_true: np.ndarray, Y_pred: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -298,18 +178,8 @@ def prediction_metrics(
     -------
     PredictionMetrics
     """
-    T = _check("Y_true", Y_true)
-    P = _check("Y_pred", Y_pred)
-    if T.shape != P.shape:
-        raise DataFormatError(
-            f"Y_true {T.shape} and Y_pred {P.shape} must have the same shape (row i of each "
-            "is the same image)."
-        )
+    T, P = (np.asarray(A, dtype=np.float64) for A in _pair(Y_true, Y_pred, min_images=2))
     n, d = T.shape
-    if n < 2:
-        raise DataFormatError(
-            "prediction_metrics needs at least 2 test images for identification scores."
-        )
     base = None
     if Y_train_mean is not None:
         m = np.asarray(Y_train_mean, dtype=np.float64).ravel()
@@ -324,7 +194,7 @@ def prediction_metrics(
         r2_dim, r2_u, r2_w = _r2(T, Pred)
         cos = _cosine_rows(Pred, T)
         pat = _pattern_r_rows(Pred, T)
-        pair = pairwise_identification(T, Pred)
+        pair = two_way_identification(T, Pred)
         hit, rank = nway_identification(T, Pred)
         return {
             "r2_dim": r2_dim,
@@ -342,7 +212,6 @@ def prediction_metrics(
     s = scores(P)
     b = scores(base) if base is not None else None
     pearson_dim = score_columns(T, P, "correlation")
-    chance = {"pairwise_identification": 0.5, "nway_top1": 1.0 / n}
     values = {
         "r2_uniform": (s["r2_uniform"], b and b["r2_uniform"]),
         "r2_variance_weighted": (s["r2_variance_weighted"], b and b["r2_variance_weighted"]),
@@ -356,10 +225,10 @@ def prediction_metrics(
     summary = {
         name: MetricResult(
             value=float(v),
-            chance=chance.get(name),
+            chance=get_metric(name).chance_for(n),
             baseline=None if bv is None else float(bv),
-            higher_is_better=METRICS[name].higher_is_better,
-            description=METRICS[name].description,
+            higher_is_better=get_metric(name).higher_is_better,
+            description=get_metric(name).description,
         )
         for name, (v, bv) in values.items()
     }

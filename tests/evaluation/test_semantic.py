@@ -9,7 +9,8 @@ import pytest
 
 from _wordnet_fixture import write_mini_wordnet
 from fmri2image.errors import ConfigError
-from fmri2image.retrieval import RetrievalResult, SemanticMetrics, semantic_metrics
+from fmri2image.evaluation import SemanticMetrics, semantic_metrics
+from fmri2image.retrieval import RetrievalResult
 from fmri2image.wordnet import WordNet
 
 

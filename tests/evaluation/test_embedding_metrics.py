@@ -11,11 +11,11 @@ from scipy.stats import pearsonr
 from sklearn.metrics import r2_score
 
 from fmri2image.errors import DataFormatError
-from fmri2image.mapping.metrics import (
-    METRICS,
+from fmri2image.evaluation import (
+    list_metrics,
     nway_identification,
-    pairwise_identification,
     prediction_metrics,
+    two_way_identification,
 )
 
 
@@ -44,7 +44,7 @@ def test_identification_equals_brute_force(embeddings):
         pair.append(np.mean([o < own for o in others]))
         hit.append(all(o < own for o in others))
         rank.append(1 + sum(o >= own for o in others))
-    np.testing.assert_allclose(pairwise_identification(Y_true, Y_pred), pair)
+    np.testing.assert_allclose(two_way_identification(Y_true, Y_pred), pair)
     got_hit, got_rank = nway_identification(Y_true, Y_pred)
     np.testing.assert_array_equal(got_hit, hit)
     np.testing.assert_array_equal(got_rank, rank)
@@ -84,8 +84,10 @@ def test_chance_levels_and_baselines(embeddings):
     # Non-negative features: the train-mean baseline cosine is high although it is uninformative.
     assert s["cosine"].baseline > 0.8
     assert s["r2_uniform"].baseline <= 0
-    for name, info in METRICS.items():
-        assert s[name].higher_is_better is info.higher_is_better
+    registered = list_metrics("embedding")
+    assert set(s) == {info.name for info in registered}  # one summary entry per metric
+    for info in registered:
+        assert s[info.name].higher_is_better is info.higher_is_better
     assert s["rmse"].higher_is_better is False
     assert s["dimension_correlation"].baseline is None
 
