@@ -1,0 +1,160 @@
+"""``fmri2image evaluate``: the field's metrics for any folder of reconstructions.
+
+Checks everything that can be checked before an image is decoded or a network is
+loaded (paths, the output file, metric names, weight files, the device, the table to
+compare with), then pairs the images by stem, computes the metrics and writes::
+
+    FILE.csv            column ``image`` (the stem), then one column per metric
+    FILE.summary.json   means, 95 % bootstrap intervals, chance / unpaired references,
+                        skipped metrics with reasons, excluded images, protocol, timing
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image.pipeline.preflight import check_device, check_output_dir
+
+__all__ = ["EvaluateConfig", "check_evaluate_config", "run_evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of one evaluation (each field is a flag of ``fmri2image evaluate``).
+
+    Attributes
+    ----------
+    recon, gt : str
+        ``--recon`` / ``--gt``: a folder of images (matched by file stem) or a ``.npy``
+        array of images.
+    out : str
+        ``--out``: the per-image CSV; the summary JSON is written beside it.
+    metrics : tuple of str, optional
+        ``--metrics``; default every image metric (GPU-heavy ones only on CUDA).
+    order : str, optional
+        ``--order``: text file, one stem per line, naming the rows of a ``.npy`` input.
+    keep_blank : bool
+        ``--keep-blank``: evaluate blank (safety-filtered) reconstructions too.
+    device, batch_size, seed : as the flags
+    n_bootstrap : int
+        ``--bootstrap``: resamples of each mean's interval.
+    metric_weights : mapping of network name to path
+        ``--metric-weights NAME=PATH``: local weights for a metric network.
+    compare_to : str, optional
+        ``--compare-to``: another method's per-image CSV for paired permutation tests.
+    """
+
+    recon: str
+    gt: str
+    out: str
+    metrics: tuple[str, ...] | None = None
+    order: str | None = None
+    keep_blank: bool = False
+    device: str = "cpu"
+    batch_size: int = 32
+    seed: int = 0
+    n_bootstrap: int = 2000
+    metric_weights: Mapping[str, str] = field(default_factory=dict)
+    compare_to: str | None = None
+
+
+def _check_source(flag: str, value: str) -> None:
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{flag} {value} does not exist; give a folder of images or a .npy file.")
+    if p.is_file() and p.suffix.lower() != ".npy":
+        raise ConfigError(
+            f"{flag} {value} is a file but not a .npy array; give a folder of images (matched "
+            "by file stem) or a .npy array of images."
+        )
+
+
+def check_evaluate_config(config: EvaluateConfig) -> None:
+    """Every check that needs no image decoded and no network loaded.
+
+    Raises
+    ------
+    ConfigError
+        With a message in the command's flags.
+    """
+    from fmri2image.evaluation.base import get_metric
+    from fmri2image.evaluation.evaluate import read_scores_csv, resolve_metrics
+    from fmri2image.evaluation.images import read_order_file
+    from fmri2image.evaluation.networks import NETWORKS
+
+    _check_source("--recon", config.recon)
+    _check_source("--gt", config.gt)
+    if Path(config.recon).resolve() == Path(config.gt).resolve():
+        raise ConfigError(
+            "--recon and --gt are the same path; compare reconstructions with the seen images."
+        )
+    out = Path(config.out).expanduser()
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(
+            f"--out {config.out}: give the per-image table's file name ending in .csv (the "
+            "summary JSON is written beside it)."
+        )
+    if out.is_dir():
+        raise ConfigError(f"--out {config.out} is a folder; give a file name ending in .csv.")
+    check_output_dir(out.parent, flag=f"--out {config.out}: its folder")
+    if config.order is not None:
+        read_order_file(config.order)
+    for name in config.metrics or ():
+        get_metric(name)  # unknown names: ConfigError with close matches
+    resolve_metrics(config.metrics, device=config.device)
+    for name, path in config.metric_weights.items():
+        if name not in NETWORKS:
+            raise ConfigError(
+                f"--metric-weights {name}={path}: no metric network {name!r}; networks: "
+                f"{', '.join(NETWORKS.names())}."
+            )
+        if not Path(path).exists():
+            raise ConfigError(f"--metric-weights {name}={path}: {path} does not exist.")
+    if config.compare_to is not None:
+        try:
+            read_scores_csv(config.compare_to)
+        except DataFormatError as exc:
+            raise ConfigError(f"--compare-to: {exc}") from exc
+    if config.n_bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be >= 1, got {config.n_bootstrap}.")
+    check_device(config.device)
+
+
+def run_evaluate(config: EvaluateConfig, *, progress: bool = True):
+    """Check, pair, score, compare and save; returns the :class:`~fmri2image.evaluation.Evaluation`."""
+    from fmri2image.evaluation import evaluate_images, pair_images
+    from fmri2image.evaluation.images import read_order_file
+
+    check_evaluate_config(config)
+    order: Sequence[str] | None = read_order_file(config.order) if config.order else None
+    pairs = pair_images(config.recon, config.gt, order=order, keep_blank=config.keep_blank)
+    log.info(
+        "evaluating %d image pairs (%d images not evaluated)",
+        len(pairs.stems),
+        len(pairs.excluded),
+    )
+    result = evaluate_images(
+        pairs,
+        config.metrics,
+        device=config.device,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        n_bootstrap=config.n_bootstrap,
+        weights=config.metric_weights,
+        progress=progress,
+    )
+    if not result.scores:
+        raise DataFormatError(
+            "No metric could be computed: "
+            + "; ".join(f"{k}: {v}" for k, v in result.skipped.items())
+        )
+    if config.compare_to is not None:
+        result = result.compare(config.compare_to, seed=config.seed)
+    result.save(config.out)
+    return result
