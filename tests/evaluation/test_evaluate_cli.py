@@ -97,6 +97,8 @@ def test_list_metrics(capsys):
         (["--metric-weights", "alexnett=/nope.pth"], ["no metric network 'alexnett'"]),
         (["--compare-to", "/nope.csv"], ["--compare-to", "/nope.csv"]),
         (["--order", "/nope.txt"], ["--order", "/nope.txt"]),
+        (["--metrics", "hit1"], ["--metrics hit1", "--labels FILE"]),
+        (["--labels", "/nope.csv"], ["--labels /nope.csv is not a file"]),
         (["--device", "cuda:7"], ["--device cuda:7"]),
     ],
 )
@@ -142,3 +144,21 @@ def test_bad_paths(photo_folders, tmp_path, capsys, recon, gt, out, needle):
 def test_required_flags(capsys):
     assert main(["evaluate", "--recon", "x"]) == 2
     assert "--gt and --out are required" in capsys.readouterr().err
+
+
+@pytest.mark.wordnet
+def test_labels_add_label_columns(photo_folders, tmp_path, capsys):
+    gt, recon = photo_folders
+    stems = sorted(p.stem for p in gt.iterdir())
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "image,true_wnid,pred_wnid\n"
+        + "".join(f"{s},n02123045,n02123045 n02123394\n" for s in stems[:4])
+        + "".join(f"{s},n02123045,n02123394 n02123045\n" for s in stems[4:])
+    )
+    out = tmp_path / "s.csv"
+    assert main(evaluate(recon, gt, out, "--metrics", "pixcorr", "hit1", "hit5", "wup",
+                         "--labels", str(labels))) == 0  # fmt: skip
+    assert out.read_text().splitlines()[0] == "image,pixcorr,hit1,hit5,wup"
+    printed = capsys.readouterr().out
+    assert "hit1" in printed and "0.5000" in printed  # 4 of 8 top labels right

@@ -178,9 +178,10 @@ def add_retrieval_options(p: argparse.ArgumentParser, *, database_help: str = ""
     )  # fmt: skip
 
 
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
+def add_runtime_options(p: argparse.ArgumentParser, *, device: str = "cpu") -> None:
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
+    auto = "auto (a CUDA GPU when there is one), " if device == "auto" else ""
+    g.add_argument("--device", default=device, help=f"torch device: {auto}cpu, cuda, cuda:N or mps")
     g.add_argument(
         "--batch-size", type=positive_int, default=32, metavar="N",
         help="images per encoder forward pass",

@@ -19,6 +19,10 @@ examples:
   fmri2image evaluate --recon their_recons.npy --order test_stems.txt --gt stimuli/ \\
       --out scores/theirs.csv --compare-to scores/all.csv
 
+  # with the labels a decode run retrieved: hit1, hit5, wup, path per image too
+  fmri2image evaluate --recon gen-sd15/clip --gt stimuli/ --out scores/sd15.csv \
+      --labels results/clip/retrieval/prototypes/semantic_per_query.parquet
+
   # every metric, what it needs, and its chance level
   fmri2image evaluate --list-metrics
 
@@ -65,6 +69,11 @@ def register(subparsers) -> None:
         "clip=./clip-vit-large-patch14/",
     )  # fmt: skip
     p.add_argument(
+        "--labels", metavar="FILE",
+        help="true and predicted WordNet ids per image, for hit1/hit5/wup/path: a CSV "
+        "image,true_wnid,pred_wnid or a decode run's semantic_per_query.parquet",
+    )  # fmt: skip
+    p.add_argument(
         "--compare-to", metavar="CSV",
         help="another method's per-image CSV: paired permutation test per shared metric",
     )  # fmt: skip
@@ -73,7 +82,7 @@ def register(subparsers) -> None:
         help="bootstrap resamples of each mean's 95%% CI",
     )  # fmt: skip
     p.add_argument("--list-metrics", action="store_true", help="print every metric and exit")
-    _options.add_runtime_options(p)
+    _options.add_runtime_options(p, device="auto")
     p.set_defaults(func=run)
 
 
@@ -147,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         metric_weights=_parse_weights(args.metric_weights),
         compare_to=args.compare_to,
+        labels=args.labels,
     )
     result = run_evaluate(config, progress=not args.quiet)
     print(result.format())

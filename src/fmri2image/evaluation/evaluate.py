@@ -31,6 +31,7 @@ from fmri2image._io import atomic_write, load_json, save_json
 from fmri2image.errors import ConfigError, DataFormatError, DependencyError, ModelUnavailableError
 from fmri2image.evaluation.base import METRICS, Metric, get_metric, image_metrics
 from fmri2image.evaluation.images import ImagePairs
+from fmri2image.evaluation.labels import LabelTable
 from fmri2image.evaluation.stats import PermutationTest, paired_permutation_test, summarize_scores
 
 __all__ = [
@@ -332,25 +333,31 @@ def read_scores_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[str,
 
 
 def resolve_metrics(
-    names: Sequence[str] | None = None, *, device: str = "cpu"
+    names: Sequence[str] | None = None, *, device: str = "cpu", labels: bool = False
 ) -> tuple[list[Metric], dict[str, str]]:
-    """The image metrics to compute, and the ones left out by default with the reason.
+    """The metrics to compute, and the ones left out by default with the reason.
 
     Parameters
     ----------
     names : sequence of str, optional
         Metric names (``--metrics``); default every image metric, except that on a CPU
-        those marked ``gpu_recommended`` are left out (ask for them by name to run them).
+        those marked ``gpu_recommended`` are left out (ask for them by name to run
+        them), plus the label metrics (:data:`~.labels.LABEL_METRICS`) when ``labels``.
     device : str
+    labels : bool
+        Whether a label table is given (``--labels``).
 
     Raises
     ------
     ConfigError
-        An unknown name, or a metric that is not an image metric.
+        An unknown name, a label metric without ``labels``, or a metric computed
+        elsewhere (embedding metrics, database coverage).
     """
+    from fmri2image.evaluation.labels import LABEL_METRICS
+
     skipped: dict[str, str] = {}
     if names is None:
-        chosen = []
+        chosen = [get_metric(n) for n in LABEL_METRICS] if labels else []
         for m in image_metrics():
             if m.gpu_recommended and not str(device).startswith("cuda"):
                 skipped[m.name] = (
@@ -359,10 +366,19 @@ def resolve_metrics(
                 )
             else:
                 chosen.append(m)
-        return chosen, skipped
+        return sorted(chosen, key=lambda m: m.kind == "labels"), skipped
     chosen = []
     for name in dict.fromkeys(names):  # keep order, drop repeats
         m = get_metric(name)
+        if name in LABEL_METRICS:
+            if not labels:
+                raise ConfigError(
+                    f"--metrics {name}: a label metric; give the true and predicted labels "
+                    "with --labels FILE (a CSV image,true_wnid,pred_wnid or a decode run's "
+                    "semantic_per_query.parquet)."
+                )
+            chosen.append(m)
+            continue
         if m.score is None:
             raise ConfigError(
                 f"--metrics {name}: a {m.kind} metric, computed by `fmri2image decode` on "
@@ -392,6 +408,7 @@ def evaluate_images(
     seed: int = 0,
     n_bootstrap: int = 2000,
     weights: Mapping[str, str | os.PathLike] | None = None,
+    labels: LabelTable | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """Compute image metrics per image and summarize them.
@@ -414,6 +431,9 @@ def evaluate_images(
     weights : mapping of network name to path, optional
         Local weights for metric networks (``{"alexnet": "alexnet.safetensors"}``),
         instead of the standard ones.
+    labels : LabelTable, optional
+        True and predicted WordNet ids per stem (:func:`~.labels.read_label_table`):
+        adds the label metrics ``hit1``, ``hit5``, ``wup``, ``path``.
     progress : bool
 
     Returns
@@ -423,7 +443,7 @@ def evaluate_images(
     from fmri2image.evaluation import networks as nets
     from fmri2image.evaluation.lowlevel import protocol_info
 
-    chosen, skipped = resolve_metrics(metrics, device=device)
+    chosen, skipped = resolve_metrics(metrics, device=device, labels=labels is not None)
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(nets.NETWORKS.names()))
     if unknown:
@@ -480,6 +500,13 @@ def evaluate_images(
         for m in net_metrics:
             record(m, f_true[m.layer], f_pred[m.layer])
         del net, f_true, f_pred
+    label_metrics = [m.name for m in chosen if m.kind == "labels"]
+    if label_metrics and labels is not None:
+        t0 = time.perf_counter()
+        cols, refs = _label_columns(pairs.stems, labels, label_metrics, perm, skipped)
+        per_image.update(cols)
+        unpaired.update(refs)
+        timing["labels"] = _rate(time.perf_counter() - t0, n)
     timing["total"] = _rate(time.perf_counter() - t_start, n)
 
     order = [m.name for m in chosen if m.name in per_image]
@@ -520,6 +547,60 @@ def evaluate_images(
         protocol=protocol,
         timing=timing,
     )
+
+
+def _label_columns(
+    stems: Sequence[str],
+    table: LabelTable,
+    names: Sequence[str],
+    perm: np.ndarray | None,
+    skipped: dict[str, str],
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-image hit@1 / hit@5 / Wu–Palmer / path, and their unpaired references."""
+    from fmri2image.errors import DependencyError
+    from fmri2image.evaluation.semantic import label_scores
+    from fmri2image.wordnet import WordNet
+
+    known = np.array([s in table.true for s in stems])
+    if not known.any():
+        for name in names:
+            skipped[name] = f"no evaluated image is listed in --labels {table.path}"
+        return {}, {}
+    true = [table.true.get(s, "") for s in stems]
+    top1 = [(table.top1.get(s, ""),) for s in stems]
+    rank = np.array([table.rank.get(s, 0) for s in stems])
+    wanted = list(names)
+    if "hit5" in wanted and not table.ranked:
+        skipped["hit5"] = f"the predictions in --labels {table.path} rank one label each"
+        wanted.remove("hit5")
+    wordnet: WordNet | bool = False
+    if {"wup", "path"} & set(wanted):
+        try:
+            wordnet = WordNet.load()
+        except DependencyError as exc:
+            for name in ("wup", "path"):
+                if name in wanted:
+                    skipped[name] = str(exc)
+                    wanted.remove(name)
+    sims = label_scores(true, top1, wordnet=wordnet)
+    values = {
+        "hit1": (rank == 1).astype(np.float64),
+        "hit5": ((rank >= 1) & (rank <= 5)).astype(np.float64),
+        "wup": sims["wup"],
+        "path": sims["path"],
+    }
+    cols = {}
+    for name in wanted:
+        col = values[name].copy()
+        col[~known] = np.nan
+        cols[name] = col
+    refs: dict[str, float] = {}
+    if perm is not None and (known & known[perm]).any():
+        shuffled = label_scores([true[i] for i in perm], top1, wordnet=wordnet)
+        ok = known & known[perm]
+        for name in set(wanted) & {"hit1", "wup", "path"}:
+            refs[name] = float(np.nanmean(np.where(ok, shuffled[name], np.nan)))
+    return cols, refs
 
 
 def _rate(seconds: float, n_images: int) -> dict[str, float]:

@@ -36,7 +36,7 @@ from fmri2image.imagenet import wnid_name
 from fmri2image.retrieval.vote import RetrievalResult
 from fmri2image.wordnet import WordNet
 
-__all__ = ["SemanticMetrics", "semantic_metrics"]
+__all__ = ["SemanticMetrics", "label_scores", "semantic_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,57 @@ def _nanmean(x: np.ndarray) -> float:
     return float(np.mean(x[~np.isnan(x)])) if np.any(~np.isnan(x)) else math.nan
 
 
+def label_scores(
+    y_true: Sequence[str],
+    y_pred: Sequence[Sequence[str] | str],
+    *,
+    wordnet: WordNet | bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-query scores of predicted labels against the true WordNet ids.
+
+    Parameters
+    ----------
+    y_true : sequence of str, length n
+        The true synset of each query (``"n02123045"``).
+    y_pred : sequence, length n
+        Each query's predicted labels, best first (a ranked sequence of wnids, or one
+        wnid as a string).
+    wordnet : WordNet, bool or None
+        As in :func:`semantic_metrics`: ``None`` loads the default reader if present
+        (else NaN similarities and a warning), ``True`` requires it, ``False`` skips it.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n,)
+        ``rank`` (1-based rank of the true wnid among the predictions, 0 if absent),
+        ``hit1``, ``hit5`` (bool), ``wup`` and ``path`` (WordNet similarity of the top
+        prediction to the truth; NaN where a synset is unknown or WordNet is skipped).
+    """
+    true = [str(t) for t in y_true]
+    ranked = [(p,) if isinstance(p, str) else tuple(p) for p in y_pred]
+    if len(ranked) != len(true):
+        raise ConfigError(
+            f"Got {len(true)} true labels and {len(ranked)} predictions; pass one of each per "
+            "query, in the same order."
+        )
+    rank = np.array([r.index(t) + 1 if t in r else 0 for r, t in zip(ranked, true)], dtype=np.int64)
+    wn = _resolve_wordnet(wordnet)
+    wup = np.full(len(true), math.nan)
+    path = np.full(len(true), math.nan)
+    if wn is not None:
+        for i, (t, r) in enumerate(zip(true, ranked)):
+            top = r[0] if r else ""
+            wup[i] = _safe_sim(wn.wup_similarity, top, t, wn)
+            path[i] = _safe_sim(wn.path_similarity, top, t, wn)
+    return {
+        "rank": rank,
+        "hit1": rank == 1,
+        "hit5": (rank >= 1) & (rank <= 5),
+        "wup": wup,
+        "path": path,
+    }
+
+
 def semantic_metrics(
     result: RetrievalResult,
     true_wnids: Sequence[str],
@@ -226,15 +277,13 @@ def semantic_metrics(
 
     ranked = result.ranked_labels
     top1 = result.top1
-    rank = np.array([r.index(t) + 1 if t in r else 0 for r, t in zip(ranked, true)], dtype=np.int64)
-    hit1 = rank == 1
-    hit5 = (rank >= 1) & (rank <= 5)
+    scores = label_scores(true, ranked, wordnet=wn if wn is not None else False)
+    rank, hit1, hit5 = scores["rank"], scores["hit1"], scores["hit5"]
     covered = np.array([t in class_set for t in true], dtype=bool)
     top1_score = np.array([s[0] if s else math.nan for s in result.ranked_scores], dtype=np.float64)
 
     nq = true.shape[0]
-    wup = np.full(nq, math.nan)
-    path = np.full(nq, math.nan)
+    wup, path = scores["wup"], scores["path"]
     wup_chance = np.full(nq, math.nan)
     path_chance = np.full(nq, math.nan)
     if wn is not None:
@@ -244,9 +293,7 @@ def semantic_metrics(
             pick = rng.choice(len(chance_classes), size=chance_samples, replace=False)
             chance_classes = [chance_classes[i] for i in np.sort(pick)]
         cache: dict[str, tuple[float, float]] = {}
-        for i, (t, p) in enumerate(zip(true, top1)):
-            wup[i] = _safe_sim(wn.wup_similarity, p, t, wn)
-            path[i] = _safe_sim(wn.path_similarity, p, t, wn)
+        for i, t in enumerate(true):
             if t not in cache:
                 if t in wn and chance_classes:
                     cache[t] = (
@@ -336,16 +383,11 @@ def _baseline_summary(
     if len(ranked) == 1:
         ranked = ranked * true.shape[0]
     top1 = [r[0] if r else "" for r in ranked]
-    hit1 = np.array([t == p for t, p in zip(true, top1)], dtype=bool)
-    hit5 = np.array([t in r[:5] for t, r in zip(true, ranked)], dtype=bool)
-    wup = np.full(true.shape[0], math.nan)
-    if wn is not None:
-        for i, (t, p) in enumerate(zip(true, top1)):
-            wup[i] = _safe_sim(wn.wup_similarity, p, t, wn)
+    scores = label_scores(true, ranked, wordnet=wn if wn is not None else False)
     labels = sorted(set(top1))
     return {
-        "hit1_baseline": float(hit1.mean()),
-        "hit5_baseline": float(hit5.mean()),
-        "wup_baseline": _nanmean(wup),
+        "hit1_baseline": float(scores["hit1"].mean()),
+        "hit5_baseline": float(scores["hit5"].mean()),
+        "wup_baseline": _nanmean(scores["wup"]),
         "baseline_top1": labels[0] if len(labels) == 1 else labels,
     }

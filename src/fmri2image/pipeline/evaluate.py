@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.pipeline.preflight import check_device, check_output_dir
 
-__all__ = ["EvaluateConfig", "check_evaluate_config", "run_evaluate"]
+__all__ = ["EvaluateConfig", "check_evaluate_config", "resolve_device", "run_evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class EvaluateConfig:
         ``--metric-weights NAME=PATH``: local weights for a metric network.
     compare_to : str, optional
         ``--compare-to``: another method's per-image CSV for paired permutation tests.
+    labels : str, optional
+        ``--labels``: true and predicted wnids per image (label metrics).
     """
 
     recon: str
@@ -56,12 +58,22 @@ class EvaluateConfig:
     metrics: tuple[str, ...] | None = None
     order: str | None = None
     keep_blank: bool = False
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int = 32
     seed: int = 0
     n_bootstrap: int = 2000
     metric_weights: Mapping[str, str] = field(default_factory=dict)
     compare_to: str | None = None
+    labels: str | None = None
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: the first CUDA GPU when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_source(flag: str, value: str) -> None:
@@ -86,6 +98,7 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
     from fmri2image.evaluation.base import get_metric
     from fmri2image.evaluation.evaluate import read_scores_csv, resolve_metrics
     from fmri2image.evaluation.images import read_order_file
+    from fmri2image.evaluation.labels import read_label_table
     from fmri2image.evaluation.networks import NETWORKS
 
     _check_source("--recon", config.recon)
@@ -105,9 +118,11 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
     check_output_dir(out.parent, flag=f"--out {config.out}: its folder")
     if config.order is not None:
         read_order_file(config.order)
+    if config.labels is not None:
+        read_label_table(config.labels)
     for name in config.metrics or ():
         get_metric(name)  # unknown names: ConfigError with close matches
-    resolve_metrics(config.metrics, device=config.device)
+    resolve_metrics(config.metrics, device=config.device, labels=config.labels is not None)
     for name, path in config.metric_weights.items():
         if name not in NETWORKS:
             raise ConfigError(
@@ -130,8 +145,11 @@ def run_evaluate(config: EvaluateConfig, *, progress: bool = True):
     """Check, pair, score, compare and save; returns the :class:`~fmri2image.evaluation.Evaluation`."""
     from fmri2image.evaluation import evaluate_images, pair_images
     from fmri2image.evaluation.images import read_order_file
+    from fmri2image.evaluation.labels import read_label_table
 
+    config = replace(config, device=resolve_device(config.device))
     check_evaluate_config(config)
+    labels = read_label_table(config.labels) if config.labels else None
     order: Sequence[str] | None = read_order_file(config.order) if config.order else None
     pairs = pair_images(config.recon, config.gt, order=order, keep_blank=config.keep_blank)
     log.info(
@@ -147,6 +165,7 @@ def run_evaluate(config: EvaluateConfig, *, progress: bool = True):
         seed=config.seed,
         n_bootstrap=config.n_bootstrap,
         weights=config.metric_weights,
+        labels=labels,
         progress=progress,
     )
     if not result.scores:
