@@ -11,6 +11,15 @@ request as::
 Id files have no header; each row is ``stimulus_id,file_name`` (the file name may
 be quoted), e.g. ``1518878.010042,n01518878_10042.JPEG``.  ``<root>`` is the GOD
 folder itself or its ``images/`` or ``stimuli/`` subfolder.
+
+Dataset paths stay inside the dataset: a listed file name must be a bare file name
+(no ``/`` or ``\\``, no drive, not ``.`` or ``..``), so it always names an entry of
+``<root>/training`` or ``<root>/test``; anything else is a :class:`DataFormatError`
+raised while reading the id file, before any image is looked at.  Symbolic links
+are followed: a bare name that is a link to an image elsewhere (or a
+``training/`` folder that is itself a link) is allowed, because pointing a dataset
+at images stored on another disk is a deliberate choice of whoever made the link,
+whereas a name in an id file is data that may come from anywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -62,6 +71,43 @@ IMAGE_EXTENSIONS = (".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG")
 STIMULUS_SUBDIRS = (".", "images", "stimuli")
 
 
+#: Most offending names quoted in one error message.
+_MAX_LISTED = 5
+
+
+def _is_bare_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name that cannot leave the folder it is joined to."""
+    return not (
+        name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or os.sep in name
+        or (os.altsep is not None and os.altsep in name)
+        or bool(PureWindowsPath(name).drive)  # "C:x.JPEG" is relative to a drive
+    )
+
+
+def _check_bare_names(path: Path, names: Sequence[str | None], linenos: Sequence[int]) -> None:
+    """Raise one :class:`DataFormatError` listing every listed name that is not bare."""
+    bad = [(ln, n) for ln, n in zip(linenos, names) if n is not None and not _is_bare_name(n)]
+    if not bad:
+        return
+    root = path.parent
+    split = next((s for s, files in ID_FILE_NAMES.items() if path.name in files), None)
+    shown = "; ".join(f"line {ln}: {n!r}" for ln, n in bad[:_MAX_LISTED])
+    more = f" (and {len(bad) - _MAX_LISTED} more)" if len(bad) > _MAX_LISTED else ""
+    here = f" (this id file's images belong in {root / split})" if split else ""
+    raise DataFormatError(
+        f"{path} names {len(bad)} stimulus image(s) that are not bare file names and "
+        f"could point outside the dataset: {shown}{more}. Image names in a GOD id file "
+        "must be bare file names like 'n01518878_10042.JPEG', with no folder part, "
+        f"'..' or absolute path, of images inside {root / 'training'} or "
+        f"{root / 'test'}{here}. Fix those rows to keep only the file name, and put the "
+        "images in that folder (a symbolic link there is fine)."
+    )
+
+
 def read_id_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
     """Read a header-less GOD id file.
 
@@ -83,13 +129,16 @@ def read_id_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
     MissingDataFileError
         The file does not exist.
     DataFormatError
-        A row cannot be parsed, an id disagrees with its file name, or ids repeat.
+        A row cannot be parsed, a file name is not a bare file name (it has a folder
+        part, ``..`` or is absolute; every such row is listed), an id disagrees with
+        its file name, or ids repeat.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingDataFileError(f"Stimulus id file {path} does not exist.")
     ids: list[float] = []
     names: list[str | None] = []
+    linenos: list[int] = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for lineno, row in enumerate(csv.reader(fh, skipinitialspace=True), start=1):
             row = [c.strip().strip("\"'") for c in row if c.strip()]
@@ -106,8 +155,10 @@ def read_id_file(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
                 ) from None
             ids.append(sid)
             names.append(row[1] if len(row) > 1 else None)
+            linenos.append(lineno)
     if not ids:
         raise DataFormatError(f"Stimulus id file {path} has no rows.")
+    _check_bare_names(path, names, linenos)
     id_arr = np.asarray(ids, dtype=np.float64)
     keys = stimulus_id_keys(id_arr)
     derived = stimulus_ids_to_image_names(id_arr)
@@ -296,6 +347,10 @@ def load_stimulus_set(
     MissingImageError
         An image listed in the id file is not on disk (``allow_missing=False``);
         names the id and the expected path.
+    DataFormatError
+        The id file is malformed, or lists a name that is not a bare file name
+        (e.g. ``../x.JPEG`` or ``/abs/x.JPEG``); checked for every row before any
+        image file is looked up.
     """
     root, id_file = find_stimulus_root(god_dir, split)
     ids, listed = read_id_file(id_file)
