@@ -136,11 +136,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from fmri2image._lock import output_lock
     from fmri2image.errors import ConfigError
-    from fmri2image.features.databases import class_prototype_database, scan_image_folder
-    from fmri2image.features.extract import DEFAULT_DECODE_MIN_SIDE, extract_features
 
     if args.images is None and not args.prototypes:
         raise ConfigError(
@@ -148,6 +145,17 @@ def run(args: argparse.Namespace) -> int:
             "write the models' class-prototype stores."
         )
     progress = not getattr(args, "quiet", False)
+    # One writer at a time: two extract runs into one --out would mix their stores.
+    with output_lock(args.out):
+        return _extract(args, progress)
+
+
+def _extract(args: argparse.Namespace, progress: bool) -> int:
+    import numpy as np
+
+    from fmri2image.features.databases import class_prototype_database, scan_image_folder
+    from fmri2image.features.extract import DEFAULT_DECODE_MIN_SIDE, extract_features
+
     if args.images is not None:
         db = scan_image_folder(
             args.images,

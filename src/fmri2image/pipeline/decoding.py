@@ -520,18 +520,33 @@ def run_decoding(
     Fmri2ImageError
         Any bad option or input, raised before any feature is computed.
     """
+    from fmri2image._lock import output_lock
+
+    config = config or DecodingConfig()
+    t_start = time.perf_counter()
+    inputs = _check_inputs(god_dir, out_dir, config, encoders, progress=progress)
+    # One writer at a time: a second run into this --out stops here, before any work.
+    with output_lock(out_dir):
+        return _decode(inputs, Path(god_dir), Path(out_dir), config, encoders, progress, t_start)
+
+
+def _decode(
+    inputs: _Inputs,
+    god_dir: Path,
+    out: Path,
+    config: DecodingConfig,
+    encoders: Mapping[str, Encoder] | None,
+    progress: bool,
+    t_start: float,
+) -> DecodingResult:
+    """The work of :func:`run_decoding` once every input is checked and the lock held."""
     from fmri2image.evaluation import prediction_metrics, semantic_metrics
     from fmri2image.features import get_encoder
     from fmri2image.features.shards import store_dirname
     from fmri2image.mapping import RidgeMapping, save_mapping
     from fmri2image.retrieval import retrieve
 
-    config = config or DecodingConfig()
-    t_start = time.perf_counter()
-    inputs = _check_inputs(god_dir, out_dir, config, encoders, progress=progress)
     splits = inputs.splits
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     reps = tuple(sorted({int(n) for n in splits.test_n_repeats.tolist()}))
     log.info(
         "subject %d, %s: %d training samples, %d test images (mean of %s repeats), %d voxels",

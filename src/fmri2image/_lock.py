@@ -1,0 +1,153 @@
+"""One writer at a time: an advisory lock per output folder, held for the whole run.
+
+:func:`output_lock` takes an exclusive ``fcntl.flock`` on ``<folder>/.fmri2image.lock``
+and writes the holder's pid, host, start time and command into it.  A second run
+into the same folder either stops at once with a message naming the holder
+(``wait=False``, the CLI default) or waits up to ``timeout`` seconds.
+
+A lock from a killed process is never stale in the dangerous sense: the kernel drops
+an ``flock`` when its holder dies (SIGKILL included), so the next run simply takes
+it over; the file's old contents are only a record, reported when they name a
+process that no longer runs.  Locks are advisory: they order fmri2image runs, not
+other programs.  On network file systems without ``flock`` support, and on
+platforms without :mod:`fcntl`, locking is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fmri2image.errors import ConfigError
+
+__all__ = ["LOCK_NAME", "OutputLockedError", "output_lock"]
+
+LOCK_NAME = ".fmri2image.lock"
+
+log = logging.getLogger(__name__)
+
+
+class OutputLockedError(ConfigError):
+    """Another fmri2image run holds the output folder."""
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(info: dict[str, Any]) -> str:
+    if not info:
+        return "another fmri2image run"
+    return (
+        f"another fmri2image run (pid {info.get('pid', '?')} on {info.get('host', '?')}, "
+        f"started {info.get('started', '?')}: {info.get('command', '?')})"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(
+    folder: str | os.PathLike,
+    *,
+    flag: str = "--out",
+    wait: bool = False,
+    timeout: float = 0.0,
+    poll: float = 0.2,
+) -> Iterator[Path]:
+    """Hold the exclusive writer lock of ``folder`` (created if missing) for a block.
+
+    Parameters
+    ----------
+    folder : path-like
+        The output folder.
+    flag : str
+        How the CLI names it, for messages (``"--out"``).
+    wait : bool
+        Wait for the holder to finish (up to ``timeout`` seconds; 0 = forever)
+        instead of stopping at once.
+    timeout, poll : float
+        Seconds.
+
+    Yields
+    ------
+    pathlib.Path
+        The lock file.
+
+    Raises
+    ------
+    OutputLockedError
+        Another run holds the lock (and ``wait`` is False or ``timeout`` passed).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        log.warning("warning: no fcntl on this platform; %s %s is not locked", flag, folder)
+        yield Path(folder) / LOCK_NAME
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        previous = _holder(path)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait or (deadline is not None and time.monotonic() >= deadline):
+                    raise OutputLockedError(
+                        f"{flag} {folder} is being written by {_describe(_holder(path))}. Wait "
+                        f"for it to finish, or choose another {flag}; two runs into one folder "
+                        "would mix their results."
+                    ) from None
+                time.sleep(poll)
+            except OSError as exc:  # e.g. ENOLCK on some network file systems
+                log.warning(
+                    "warning: cannot lock %s %s (%s); continuing unlocked", flag, folder, exc
+                )
+                break
+        pid = previous.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
+            log.info(
+                "taking over the lock of %s %s from a run that ended without releasing it (pid %d)",
+                flag,
+                folder,
+                pid,
+            )
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv[:1] and [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

@@ -1,0 +1,99 @@
+"""One writer at a time: the output lock across processes, and a killed holder's lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fmri2image._lock import LOCK_NAME, OutputLockedError, output_lock
+
+HOLD = """
+import sys, time
+from fmri2image._lock import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _holder(folder, seconds):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_stops_with_the_holder_named(tmp_path):
+    proc = _holder(tmp_path / "out", 30)
+    try:
+        with pytest.raises(OutputLockedError) as err, output_lock(tmp_path / "out"):
+            pass
+        msg = str(err.value)
+        assert f"pid {proc.pid}" in msg and "--out" in msg and "another --out" in msg
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_waiting_writer_gets_the_lock_when_the_holder_ends(tmp_path):
+    proc = _holder(tmp_path / "out", 1.0)
+    t0 = time.monotonic()
+    with output_lock(tmp_path / "out", wait=True, timeout=20):
+        assert time.monotonic() - t0 > 0.3  # it did wait
+        assert json.loads((tmp_path / "out" / LOCK_NAME).read_text())["pid"] == os.getpid()
+    proc.wait()
+    with pytest.raises(OutputLockedError):
+        proc2 = _holder(tmp_path / "out", 30)
+        try:
+            with output_lock(tmp_path / "out", wait=True, timeout=0.5):
+                pass
+        finally:
+            proc2.kill()
+            proc2.wait()
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
+    proc = _holder(tmp_path / "out", 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The file still names the dead holder, but the kernel released its flock.
+    assert json.loads((tmp_path / "out" / LOCK_NAME).read_text())["pid"] == proc.pid
+    with caplog.at_level("INFO", logger="fmri2image"), output_lock(tmp_path / "out"):
+        pass
+    assert "taking over" in caplog.text and str(proc.pid) in caplog.text
+
+
+def test_same_process_sequential_runs(tmp_path):
+    for _ in range(2):
+        with output_lock(tmp_path / "out"):
+            pass
+
+
+def test_two_decode_runs_into_one_out(tmp_path, monkeypatch):
+    """A second `decode` into a locked --out exits 2 before any work, naming the holder."""
+    sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "pipeline")))
+    from _planted import write_planted_god
+
+    from fmri2image.cli.main import main
+
+    god = tmp_path / "god"
+    write_planted_god(god, n_train_categories=6, n_test_categories=3, n_voxels=20, planted=False)
+    out = tmp_path / "results"
+    proc = _holder(out, 30)
+    try:
+        rc = main(["decode", "--god", str(god), "--subject", "1", "--model", "effnet-lite0",
+                   "--out", str(out)])  # fmt: skip
+        assert rc == 2
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written
+    finally:
+        proc.kill()
+        proc.wait()
