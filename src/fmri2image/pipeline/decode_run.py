@@ -80,9 +80,15 @@ class DecodeRun:
         ConfigError
             ``root`` is not a decode run (the message says how to make one).
         """
+        from fmri2image._lock import output_lock
+        from fmri2image.pipeline.publish import JOURNAL, recover
+
         root = Path(root)
         if (root / "results" / "summary.json").is_file() and not (root / "summary.json").is_file():
             root = root / "results"  # a demo folder
+        if (root / JOURNAL).is_file():  # a decode run was killed while publishing
+            with output_lock(root, flag="--from", wait=True, timeout=60):
+                recover(root)
         if not (root / "summary.json").is_file():
             raise ConfigError(
                 f"--from {root} is not the output of `fmri2image decode` (no summary.json "

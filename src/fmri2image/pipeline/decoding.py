@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmri2image import _io
-from fmri2image.errors import ConfigError
+from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.pipeline import preflight
 from fmri2image.pipeline.preflight import DatabaseSpec
 
@@ -521,25 +522,58 @@ def run_decoding(
         Any bad option or input, raised before any feature is computed.
     """
     from fmri2image._lock import output_lock
+    from fmri2image.pipeline import publish
 
     config = config or DecodingConfig()
     t_start = time.perf_counter()
     inputs = _check_inputs(god_dir, out_dir, config, encoders, progress=progress)
     # One writer at a time: a second run into this --out stops here, before any work.
     with output_lock(out_dir):
-        return _decode(inputs, Path(god_dir), Path(out_dir), config, encoders, progress, t_start)
+        out = Path(out_dir)
+        publish.recover(out)  # a run killed while publishing: finish it first
+        run_id = publish.new_run_id()
+        stage = publish.staging_dir(out, run_id)
+        try:
+            result = _decode(inputs, Path(god_dir), out, stage, run_id, config, encoders,
+                             progress, t_start)  # fmt: skip
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        publish.publish(out, stage, previous=_previous_entries(out))
+        return result
+
+
+def _previous_entries(out: Path) -> list[str]:
+    """The result entries of the run whose summary.json is in ``out`` (to replace)."""
+    from fmri2image.features.shards import store_dirname
+
+    path = out / "summary.json"
+    if not path.is_file():
+        return []
+    try:
+        rows = _io.load_json(path).get("encoders", [])
+        return ["summary.json", *(store_dirname(r["encoder"]) for r in rows)]
+    except (DataFormatError, AttributeError, KeyError, TypeError):
+        return ["summary.json"]  # unreadable: replace it, leave unknown folders alone
 
 
 def _decode(
     inputs: _Inputs,
     god_dir: Path,
     out: Path,
+    stage: Path,
+    run_id: str,
     config: DecodingConfig,
     encoders: Mapping[str, Encoder] | None,
     progress: bool,
     t_start: float,
 ) -> DecodingResult:
-    """The work of :func:`run_decoding` once every input is checked and the lock held."""
+    """The work of :func:`run_decoding` once every input is checked and the lock held.
+
+    Caches (stimulus features, database stores) live in ``out``; results are written
+    to ``stage`` and published by the caller.  Paths in the returned result are the
+    published ones.
+    """
     from fmri2image.evaluation import prediction_metrics, semantic_metrics
     from fmri2image.features import get_encoder
     from fmri2image.features.shards import store_dirname
@@ -577,7 +611,7 @@ def _decode(
     state: dict[str, dict[str, Any]] = {}
     for name in encoders:
         t0 = time.perf_counter()
-        enc_dir = out / store_dirname(name)
+        enc_dir = stage / store_dirname(name)
         Y_train = feats_train[name][inputs.train_rows]
         Y_test = feats_test[name][inputs.test_rows]
         log.info("[%s] fitting ridge: alphas by %s CV", name, scheme)
@@ -627,7 +661,7 @@ def _decode(
                     database=db.name,
                     label=db.label,
                     k=k,
-                    out_dir=ret_dir,
+                    out_dir=out / ret_dir.relative_to(stage),
                     semantic=sem.summary,
                     top1_labels=tuple(str(x) for x in found.top1),
                 )
@@ -640,7 +674,7 @@ def _decode(
             EncoderResult(
                 encoder=name,
                 dim=encoder.dim,
-                out_dir=st["dir"],
+                out_dir=out / st["dir"].relative_to(stage),
                 prediction=st["metrics"],
                 alpha_median=float(np.median(model.alpha_)),
                 seconds=round(st["seconds"], 2),
@@ -663,8 +697,9 @@ def _decode(
         warnings=warnings,
     )
     _io.save_json(
-        out / "summary.json",
+        stage / "summary.json",
         {
+            "run_id": run_id,
             "config": config.to_dict(),
             "god_dir": str(god_dir),
             "n_train": result.n_train,
