@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import sys
@@ -83,7 +84,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and a rerun resumes", file=sys.stderr)
         return 130
+    except OSError as exc:
+        message = environment_error(exc)
+        if message is None or args.debug:
+            raise
+        print(f"fmri2image {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+#: What the machine did wrong (not the program), and what the user can do about it.
+_ENVIRONMENT_FIXES = {
+    errno.ENOSPC: "the disk is full; free some space (or choose another output folder) and "
+    "run the command again: finished work is kept and the rerun resumes",
+    errno.EDQUOT: "the disk quota is exceeded; free some space (or choose another output "
+    "folder) and run the command again: finished work is kept and the rerun resumes",
+    errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
+    errno.EACCES: "permission denied; check the permissions of the file and its folder, or "
+    "choose another output folder",
+    errno.EPERM: "the operation is not permitted; check the permissions of the file and its "
+    "folder, or choose another output folder",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) or use fewer --workers",
+}
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One paragraph for an OSError the environment caused (full disk, read-only, ...).
+
+    ``None`` for other OSErrors: those are program errors and keep their traceback.
+    """
+    fix = _ENVIRONMENT_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}: {fix}. Run with --debug for the traceback."
 
 
 if __name__ == "__main__":  # pragma: no cover
