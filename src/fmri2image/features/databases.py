@@ -153,11 +153,43 @@ class ImageDatabase:
 
     @cached_property
     def hash(self) -> str:
-        """SHA-256 of the ordered (relative path, wnid) list: identifies the image list."""
+        """SHA-256 of the ordered (relative path, wnid) list: identifies the image list.
+
+        It does not cover the root or the file contents (moving the folder keeps the
+        hash); feature stores record :attr:`resolved_root` and :meth:`file_stats` for
+        that.
+        """
         h = hashlib.sha256()
         for rel, wnid in zip(self.relpaths, self.wnids):
             h.update(f"{rel}\t{wnid}\n".encode())
         return h.hexdigest()
+
+    def file_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Size and modification time of each file: the cheap input identity.
+
+        Returns two int64 arrays of shape (n_images,): ``st_size`` and ``st_mtime_ns``
+        (both ``-1`` for a file that does not exist or cannot be stat'ed, and for the
+        empty paths of prototype databases).  Feature stores record them so that a
+        resumed extraction notices images that were replaced since their features
+        were computed (see :mod:`fmri2image.features.shards`).
+        """
+        sizes = np.full(len(self), -1, dtype=np.int64)
+        mtimes = np.full(len(self), -1, dtype=np.int64)
+        for i, p in enumerate(self.paths):
+            if not p:
+                continue
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            sizes[i] = st.st_size
+            mtimes[i] = st.st_mtime_ns
+        return sizes, mtimes
+
+    @property
+    def resolved_root(self) -> str | None:
+        """:attr:`root` with symlinks resolved (absolute), or ``None`` without a root."""
+        return str(Path(self.root).resolve()) if self.root is not None else None
 
     def select(self, indices: Sequence[int] | np.ndarray) -> ImageDatabase:
         """A database holding the images at ``indices`` (in that order)."""

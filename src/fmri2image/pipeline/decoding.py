@@ -406,6 +406,26 @@ def _check_cv(config: DecodingConfig, n_train: int, n_groups: int) -> None:
         )
 
 
+def _cached_extraction(db: Any, encoders: list, out: Path, config: DecodingConfig, **kw: Any):
+    """``extract_features`` into a cache of this run: reused when it verifies (the store
+    checks every shard's checksum and the images' identity on resume), rebuilt when it
+    was made from other images or settings (a moved dataset, another image list)."""
+    from fmri2image.features import extract_features
+    from fmri2image.features.shards import StoreMismatchError
+
+    def run(overwrite: bool):
+        return extract_features(
+            db, encoders, out, batch_size=config.batch_size, device=config.device,
+            overwrite=overwrite, **kw,
+        )  # fmt: skip
+
+    try:
+        return run(False)
+    except StoreMismatchError as exc:
+        log.info("rebuilding the cache in %s: %s", out, exc)
+        return run(True)
+
+
 def _stimulus_features(
     stimuli, encoders: Mapping[str, Encoder], config: DecodingConfig, out: Path
 ) -> dict[str, np.ndarray]:
@@ -414,17 +434,10 @@ def _stimulus_features(
     Returns name -> features of shape (n_images, dim), rows in the order of
     ``stimuli.paths``.  A rerun with the same encoders and images reads the stores.
     """
-    from fmri2image.features import ImageDatabase, extract_features
+    from fmri2image.features import ImageDatabase
 
     db = ImageDatabase.from_paths(stimuli.paths, stimuli.wnids, root=stimuli.image_dir)
-    result = extract_features(
-        db,
-        list(encoders.values()),
-        out,
-        batch_size=config.batch_size,
-        device=config.device,
-        on_unreadable="raise",
-    )
+    result = _cached_extraction(db, list(encoders.values()), out, config, on_unreadable="raise")
     return {name: result[enc.name].load() for name, enc in encoders.items()}
 
 
@@ -432,7 +445,7 @@ def _image_database_indexes(
     db: DatabaseSpec, encoders: Mapping[str, Encoder], config: DecodingConfig, out: Path
 ) -> dict[str, Any]:
     """Embed an ImageNet-style folder with every encoder (one pass), index each store."""
-    from fmri2image.features import extract_features, scan_image_folder
+    from fmri2image.features import scan_image_folder
     from fmri2image.retrieval import FeatureIndex
 
     assert db.path is not None
@@ -441,12 +454,8 @@ def _image_database_indexes(
         "embedding the %d images of %s (%d classes) with %s",
         len(images), db.path, len(images.classes), ", ".join(encoders),
     )  # fmt: skip
-    result = extract_features(
-        images,
-        list(encoders.values()),
-        out / "database_features" / db.name,
-        batch_size=config.batch_size,
-        device=config.device,
+    result = _cached_extraction(
+        images, list(encoders.values()), out / "database_features" / db.name, config
     )
     return {name: FeatureIndex.from_store(result[enc.name].path) for name, enc in encoders.items()}
 
