@@ -97,3 +97,48 @@ def test_two_decode_runs_into_one_out(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_reentrant_within_a_process(tmp_path):
+    with output_lock(tmp_path / "out"), output_lock(tmp_path / "out"):
+        pass
+    proc = _holder(tmp_path / "out", 30)  # released: another process can take it
+    proc.kill()
+    proc.wait()
+
+
+def _extract_cmd(images, out):
+    return [sys.executable, "-m", "fmri2image", "-q", "extract", "--model", "effnet-lite0",
+            "--images", str(images), "--out", str(out)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_extract_runs_into_one_out_never_mix(tmp_path):
+    """Two `extract` processes with different image lists into one --out: one stops with
+    a message, the other's store is complete and verifies."""
+    import numpy as np
+    from PIL import Image
+
+    from fmri2image.features.shards import open_feature_store
+
+    rng = np.random.default_rng(0)
+    for name, n in (("a", 40), ("b", 30)):
+        for i in range(n):
+            folder = tmp_path / name / f"n0{1440764 + i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}{i}.JPEG")
+    out = tmp_path / "feats"
+    procs = [
+        subprocess.Popen(_extract_cmd(tmp_path / n, out), stderr=subprocess.PIPE, text=True)
+        for n in ("a", "b")
+    ]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    (err,) = [e for rc, e in results if rc == 2]
+    # Refused while the other runs (the lock), or after it (its store holds other images).
+    assert "is being written by another fmri2image run" in err or "differ from this run" in err
+    assert "Traceback" not in err
+    store = open_feature_store(out / "effnet-lite0", verify=True)
+    assert store.complete and store.n in (40, 30)
+    assert len(store.paths) == store.n and store.load().shape == (store.n, 1280)

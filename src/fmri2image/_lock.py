@@ -1,21 +1,25 @@
 """One writer at a time: an advisory lock per output folder, held for the whole run.
 
-:func:`output_lock` takes an exclusive ``fcntl.flock`` on ``<folder>/.fmri2image.lock``
-and writes the holder's pid, host, start time and command into it.  A second run
+:func:`output_lock` takes an exclusive POSIX record lock (``fcntl.lockf``) on
+``<folder>/.fmri2image.lock`` and writes the holder's pid, host, start time and command into it.  A second run
 into the same folder either stops at once with a message naming the holder
 (``wait=False``, the CLI default) or waits up to ``timeout`` seconds.
 
-A lock from a killed process is never stale in the dangerous sense: the kernel drops
-an ``flock`` when its holder dies (SIGKILL included), so the next run simply takes
-it over; the file's old contents are only a record, reported when they name a
+The lock is re-entrant within one process (a command and the engine it calls may
+both lock the same folder).  A lock from a killed process is never stale in the
+dangerous sense: the kernel drops a process's record locks when it dies (SIGKILL
+included), so the next run simply takes it over.  Record locks, unlike ``flock``,
+are not inherited by forked children (DataLoader workers), so orphaned workers of a
+killed run cannot keep holding it.  The file's old contents are only a record, reported when they name a
 process that no longer runs.  Locks are advisory: they order fmri2image runs, not
-other programs.  On network file systems without ``flock`` support, and on
+other programs.  On network file systems without lock support, and on
 platforms without :mod:`fcntl`, locking is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,6 +37,9 @@ __all__ = ["LOCK_NAME", "OutputLockedError", "output_lock"]
 LOCK_NAME = ".fmri2image.lock"
 
 log = logging.getLogger(__name__)
+
+#: Lock files this process holds -> nesting depth.
+_HELD: dict[str, int] = {}
 
 
 class OutputLockedError(ConfigError):
@@ -107,15 +114,28 @@ def output_lock(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
+    key = str(path.resolve())
+    if key in _HELD:  # re-entrant within a process (the CLI and the engine both lock)
+        _HELD[key] += 1
+        try:
+            yield path
+        finally:
+            _HELD[key] -= 1
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         deadline = time.monotonic() + timeout if timeout > 0 else None
         previous = _holder(path)
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. ENOLCK on NFS
+                    log.warning(
+                        "warning: cannot lock %s %s (%s); continuing unlocked", flag, folder, exc
+                    )
+                    break
                 if not wait or (deadline is not None and time.monotonic() >= deadline):
                     raise OutputLockedError(
                         f"{flag} {folder} is being written by {_describe(_holder(path))}. Wait "
@@ -123,11 +143,6 @@ def output_lock(
                         "would mix their results."
                     ) from None
                 time.sleep(poll)
-            except OSError as exc:  # e.g. ENOLCK on some network file systems
-                log.warning(
-                    "warning: cannot lock %s %s (%s); continuing unlocked", flag, folder, exc
-                )
-                break
         pid = previous.get("pid")
         if isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
             log.info(
@@ -144,10 +159,12 @@ def output_lock(
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
+        _HELD[key] = 1
         try:
             yield path
         finally:
+            del _HELD[key]
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        os.close(fd)  # closing the descriptor releases the lock

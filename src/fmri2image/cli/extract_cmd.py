@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             "write the models' class-prototype stores."
         )
     progress = not getattr(args, "quiet", False)
-    # One writer at a time: two extract runs into one --out would mix their stores.
+    # One writer at a time: two extract runs into one --out would mix their stores
+    # (extract_features locks too; this lock also covers the --prototypes stores).
     with output_lock(args.out):
         return _extract(args, progress)
 

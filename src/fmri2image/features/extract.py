@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fmri2image._lock import output_lock
 from fmri2image.data.images import DEFAULT_DECODE_MIN_SIDE, decode_errors, decode_image
 from fmri2image.errors import ConfigError, MissingImageError
 from fmri2image.features.databases import ImageDatabase, scan_image_folder
@@ -479,120 +480,122 @@ def extract_features(
                 stacklevel=2,
             )
     out_dir = Path(out_dir)
-    writers = []
-    for e in encs:
-        config = {
-            "batch_size": int(batch_size),
-            "model_dtype": str(getattr(e, "dtype", None) or dtype),
-            "device": str(getattr(e, "device", device)),
-            "decode_min_side": decode_min_side,
-            "decode": "PIL RGB" + (" draft" if decode_min_side else ""),
-            "executor": executor,
-        }
-        writers.append(
-            FeatureStoreWriter.create(
-                out_dir / store_dirname(e.name),
-                database=db,
-                spec=e.spec.to_dict(),
-                config=config,
-                shard_size=shard_size,
-                store_dtype=store_dtype,
-                overwrite=overwrite,
-            )
-        )
-    reused = sum(len(w.done) for w in writers)
-    batches = plan_batches(writers, batch_size)
-    paths = np.array([p.encode() for p in db.paths])
-    if num_workers == "auto":
-        num_workers = auto_num_workers(len(batches))
-    if int(num_workers) < 0:
-        raise ConfigError(f"num_workers must be >= 0 or 'auto', got {num_workers}.")
-
-    if not batches:
-        it: Iterator = iter(())
-    elif executor == "local":
-        it = _iter_local(
-            paths,
-            batches,
-            encs,
-            num_workers=int(num_workers),
-            prefetch_factor=prefetch_factor,
-            min_side=decode_min_side,
-        )
-    else:
-        from fmri2image.features.ray_executor import iter_ray_batches
-
-        it = iter_ray_batches(
-            paths,
-            batches,
-            enc_args,
-            encs,
-            address=address,
-            options=dict(ray_options or {}),
-            device=device,
-            dtype=dtype,
-            min_side=decode_min_side,
-        )
-
-    from tqdm.auto import tqdm
-
-    total = sum(b.stop - b.start for b in batches)
-    # Nothing to compute (every shard reused): no empty bar.
-    bar_kw: dict[str, Any] = {} if progress and total else {"disable": True}
-    bar = tqdm(total=total, desc="extracting", unit="img", smoothing=0.1, **bar_kw)
-    written = 0
-    processed = 0
-    acc: dict[int, tuple[dict[int, list[np.ndarray]], list]] = {}
-    with _deterministic([str(getattr(e, "device", "cpu")) for e in encs]), bar:
-        for spec, _index, skipped, embs in it:
-            parts, skip = acc.setdefault(spec.k, ({j: [] for j in spec.encoders}, []))
-            for j, arr in embs.items():
-                parts[j].append(arr)
-            if skipped and on_unreadable == "raise":
-                i, path, reason = skipped[0]
-                raise MissingImageError(
-                    f"Image {i + 1} of the list (1-based), {path}, cannot be read ({reason}). "
-                    "Replace the "
-                    "file, or drop it from the list; shards finished so far are kept."
+    # One writer at a time: two runs into one folder would mix their stores.
+    with output_lock(out_dir):
+        writers = []
+        for e in encs:
+            config = {
+                "batch_size": int(batch_size),
+                "model_dtype": str(getattr(e, "dtype", None) or dtype),
+                "device": str(getattr(e, "device", device)),
+                "decode_min_side": decode_min_side,
+                "decode": "PIL RGB" + (" draft" if decode_min_side else ""),
+                "executor": executor,
+            }
+            writers.append(
+                FeatureStoreWriter.create(
+                    out_dir / store_dirname(e.name),
+                    database=db,
+                    spec=e.spec.to_dict(),
+                    config=config,
+                    shard_size=shard_size,
+                    store_dtype=store_dtype,
+                    overwrite=overwrite,
                 )
-            skip.extend(skipped)
-            processed += spec.stop - spec.start
-            bar.update(spec.stop - spec.start)
-            if spec.last:
-                for j, chunks in parts.items():
-                    feats = np.concatenate(chunks) if chunks else np.zeros((0, encs[j].dim))
-                    bad = int((~np.isfinite(feats)).any(axis=1).sum())
-                    if bad:
-                        warnings.warn(
-                            f"{encs[j].name}: {bad} non-finite embeddings in shard {spec.k} "
-                            "(try dtype float32).",
-                            stacklevel=2,
-                        )
-                    writers[j].write_shard(spec.k, feats, skip)
-                    written += 1
-                del acc[spec.k]
-    for w in writers:
-        w.finalize()
-    from fmri2image.features.shards import open_feature_store
+            )
+        reused = sum(len(w.done) for w in writers)
+        batches = plan_batches(writers, batch_size)
+        paths = np.array([p.encode() for p in db.paths])
+        if num_workers == "auto":
+            num_workers = auto_num_workers(len(batches))
+        if int(num_workers) < 0:
+            raise ConfigError(f"num_workers must be >= 0 or 'auto', got {num_workers}.")
 
-    stores = {e.name: open_feature_store(w.path) for e, w in zip(encs, writers)}
-    first = next(iter(stores.values()))
-    skipped_all = first.skipped
-    if skipped_all and processed:
-        shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped_all[:3])
-        warnings.warn(
-            f"{len(skipped_all)} of {len(db)} images could not be decoded and were skipped "
-            f"(listed under 'skipped' in each manifest.json): {shown}"
-            f"{' ...' if len(skipped_all) > 3 else ''}",
-            stacklevel=2,
+        if not batches:
+            it: Iterator = iter(())
+        elif executor == "local":
+            it = _iter_local(
+                paths,
+                batches,
+                encs,
+                num_workers=int(num_workers),
+                prefetch_factor=prefetch_factor,
+                min_side=decode_min_side,
+            )
+        else:
+            from fmri2image.features.ray_executor import iter_ray_batches
+
+            it = iter_ray_batches(
+                paths,
+                batches,
+                enc_args,
+                encs,
+                address=address,
+                options=dict(ray_options or {}),
+                device=device,
+                dtype=dtype,
+                min_side=decode_min_side,
+            )
+
+        from tqdm.auto import tqdm
+
+        total = sum(b.stop - b.start for b in batches)
+        # Nothing to compute (every shard reused): no empty bar.
+        bar_kw: dict[str, Any] = {} if progress and total else {"disable": True}
+        bar = tqdm(total=total, desc="extracting", unit="img", smoothing=0.1, **bar_kw)
+        written = 0
+        processed = 0
+        acc: dict[int, tuple[dict[int, list[np.ndarray]], list]] = {}
+        with _deterministic([str(getattr(e, "device", "cpu")) for e in encs]), bar:
+            for spec, _index, skipped, embs in it:
+                parts, skip = acc.setdefault(spec.k, ({j: [] for j in spec.encoders}, []))
+                for j, arr in embs.items():
+                    parts[j].append(arr)
+                if skipped and on_unreadable == "raise":
+                    i, path, reason = skipped[0]
+                    raise MissingImageError(
+                        f"Image {i + 1} of the list (1-based), {path}, cannot be read ({reason}). "
+                        "Replace the "
+                        "file, or drop it from the list; shards finished so far are kept."
+                    )
+                skip.extend(skipped)
+                processed += spec.stop - spec.start
+                bar.update(spec.stop - spec.start)
+                if spec.last:
+                    for j, chunks in parts.items():
+                        feats = np.concatenate(chunks) if chunks else np.zeros((0, encs[j].dim))
+                        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+                        if bad:
+                            warnings.warn(
+                                f"{encs[j].name}: {bad} non-finite embeddings in shard {spec.k} "
+                                "(try dtype float32).",
+                                stacklevel=2,
+                            )
+                        writers[j].write_shard(spec.k, feats, skip)
+                        written += 1
+                    del acc[spec.k]
+        for w in writers:
+            w.finalize()
+        from fmri2image.features.shards import open_feature_store
+
+        stores = {e.name: open_feature_store(w.path) for e, w in zip(encs, writers)}
+        first = next(iter(stores.values()))
+        skipped_all = first.skipped
+        if skipped_all and processed:
+            shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped_all[:3])
+            warnings.warn(
+                f"{len(skipped_all)} of {len(db)} images could not be decoded and were skipped "
+                f"(listed under 'skipped' in each manifest.json): {shown}"
+                f"{' ...' if len(skipped_all) > 3 else ''}",
+                stacklevel=2,
+            )
+        return ExtractionResult(
+            stores=stores,
+            n_images=len(db),
+            n_skipped=len(skipped_all),
+            n_processed=processed,
+            seconds=time.perf_counter() - t0,
+            shards_written=written,
+            shards_reused=reused,
+            skipped=skipped_all,
         )
-    return ExtractionResult(
-        stores=stores,
-        n_images=len(db),
-        n_skipped=len(skipped_all),
-        n_processed=processed,
-        seconds=time.perf_counter() - t0,
-        shards_written=written,
-        shards_reused=reused,
-        skipped=skipped_all,
-    )
