@@ -93,6 +93,7 @@ logger = logging.getLogger(__name__)
 class StoreMismatchError(ConfigError):
     """The folder holds a store made from other images or another config."""
 
+
 FORMAT = "fmri2image.features"
 FORMAT_VERSION = 2
 # Oldest format whose manifests carry checksums and the input identity.
