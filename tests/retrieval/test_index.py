@@ -214,8 +214,8 @@ def test_load_mmap_and_errors(tmp_path, planted):
     out = index.save(tmp_path / "ix")
     mm = FeatureIndex.load(out, mmap=True)
     np.testing.assert_array_equal(mm.search(queries, 3)[1], index.search(queries, 3)[1])
-    np.save(out / "labels.npy", labels[:-1])
-    with pytest.raises(DataFormatError, match="different builds"):
+    np.save(out / "labels.npy", labels[:-1])  # a file of another build: its checksum differs
+    with pytest.raises(DataFormatError, match=r"labels\.npy does not match the SHA-256"):
         FeatureIndex.load(out)
     with pytest.raises(MissingDataFileError, match="not a saved retrieval index"):
         FeatureIndex.load(tmp_path / "nothing")
@@ -266,3 +266,26 @@ def test_labels_of_marks_missing_neighbours(planted):
 def test_importing_retrieval_does_not_import_faiss():
     code = "import sys, fmri2image.retrieval; assert 'faiss' not in sys.modules, 'faiss imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_changed_index_bytes_are_refused(tmp_path, planted):
+    """A saved index whose file changed would return wrong neighbours: refused on load."""
+    import json
+
+    x, labels, _ = planted
+    out = FeatureIndex("flat").add(x, labels).save(tmp_path / "ix")
+    data = bytearray((out / "index.faiss").read_bytes())
+    data[-8] ^= 0xFF  # one vector component flipped, same size
+    (out / "index.faiss").write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"index\.faiss does not match the SHA-256"):
+        FeatureIndex.load(out)
+    out2 = FeatureIndex("flat").add(x, labels).save(tmp_path / "ix2")
+    (out2 / "labels.npy").unlink()
+    with pytest.raises(DataFormatError, match=r"labels\.npy is missing"):
+        FeatureIndex.load(out2)
+    out3 = FeatureIndex("flat").add(x, labels).save(tmp_path / "ix3")
+    meta = json.loads((out3 / "index.json").read_text())
+    del meta["files"]
+    (out3 / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match="without file checksums"):
+        FeatureIndex.load(out3)

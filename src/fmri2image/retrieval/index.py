@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import atomic_path, load_versioned_json, save_json, save_npy
+from fmri2image._io import atomic_path, file_sha256, load_versioned_json, save_json, save_npy
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError, require
 from fmri2image.registry import Registry
 
@@ -58,7 +58,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "fmri2image.retrieval.index"
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: index.json records each file's SHA-256
 METRICS = ("cosine", "ip")
 
 
@@ -681,7 +681,8 @@ class FeatureIndex:
 
         Files: ``index.faiss`` (``faiss.write_index``), ``labels.npy``, optional
         ``items.npy``, and ``index.json`` (written last: its presence marks a
-        complete index).
+        complete index; it records the SHA-256 of each other file, checked by
+        :meth:`load`).
         """
         faiss = _faiss()
         if self._index is None:
@@ -698,9 +699,11 @@ class FeatureIndex:
             (directory / "items.npy").unlink(missing_ok=True)
         from fmri2image import __version__
 
+        names = ["index.faiss", "labels.npy"] + (["items.npy"] if items is not None else [])
         save_json(
             directory / "index.json",
             {
+                "files": {name: file_sha256(directory / name) for name in names},
                 "format": INDEX_FORMAT,
                 "format_version": INDEX_FORMAT_VERSION,
                 "kind": self.kind,
@@ -741,6 +744,7 @@ class FeatureIndex:
             what="a saved retrieval index",
             how_to_create="Build one with FeatureIndex(...).save(directory).",
         )
+        _verify_index_files(directory, meta)
         params = {k: v for k, v in meta["params"].items() if v is not None}
         kind_defaults = INDEX_KINDS.get(meta["kind"]).defaults
         params = {k: v for k, v in params.items() if k in kind_defaults}
@@ -749,7 +753,13 @@ class FeatureIndex:
             seed=int(meta.get("seed", 0)),
         )  # fmt: skip
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        index._index = faiss.read_index(str(directory / "index.faiss"), flags)
+        try:
+            index._index = faiss.read_index(str(directory / "index.faiss"), flags)
+        except RuntimeError as exc:  # faiss reports damage as RuntimeError
+            raise DataFormatError(
+                f"{directory / 'index.faiss'} cannot be read by faiss ({exc}); rebuild the "
+                "index (delete the folder and run the command again)."
+            ) from exc
         index.params_.update(meta["params"])
         index._spec.tune(index._index, index.params_)
         index.dim_ = int(meta["dim"])
@@ -767,6 +777,31 @@ class FeatureIndex:
                 f"{index.dim_}; the files come from different builds. Rebuild the index."
             )
         return index
+
+
+def _verify_index_files(directory: Path, meta: dict[str, Any]) -> None:
+    """Every file of a saved index matches the SHA-256 its index.json records.
+
+    An index with changed bytes would load and return wrong neighbours, so a
+    mismatch, a missing file or an index saved without checksums is refused.
+    Hashing reads each file once (about 1 GB/s here).
+    """
+    files = meta.get("files")
+    fix = "Delete the folder and run the command again to rebuild the index."
+    if not isinstance(files, dict) or "index.faiss" not in files:
+        raise DataFormatError(
+            f"{directory} holds an index saved without file checksums (an older fmri2image), "
+            f"so it cannot be verified. {fix}"
+        )
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise DataFormatError(f"{path} is missing from the saved index. {fix}")
+        if file_sha256(path) != digest:
+            raise DataFormatError(
+                f"{path} does not match the SHA-256 recorded in {directory / 'index.json'}: "
+                f"the file changed after the index was saved. {fix}"
+            )
 
 
 def _gather_rows(store: FeatureStore, rows: np.ndarray) -> np.ndarray:
