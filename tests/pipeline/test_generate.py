@@ -127,6 +127,21 @@ def test_rerun_skips_and_changed_options_remake(decode_run, tmp_path):
     assert other.n_reused == {"pool48": 0}
 
 
+def test_a_changed_picture_is_made_again_not_reused(decode_run, tmp_path, caplog):
+    out = tmp_path / "gen"
+    cfg = GenerateConfig("test-echo", batch_size=2)
+    run_generate(decode_run, out, cfg, progress=False)
+    png = sorted((out / "pool48").glob("*.png"))[0]
+    original = png.read_bytes()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "white").save(png)  # another picture under the same name
+    with caplog.at_level("WARNING"):
+        again = run_generate(decode_run, out, cfg, progress=False)
+    assert again.n_made == {"pool48": 1} and png.name in caplog.text
+    assert png.read_bytes() == original
+
+
 def test_images_do_not_depend_on_the_batch(decode_run, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run_generate(decode_run, a, GenerateConfig("test-echo", batch_size=1), progress=False)

@@ -14,8 +14,8 @@ so that text-to-image keeps its low-level structure).  Output::
 
 Each picture is written atomically and its record after it, so a killed run keeps
 every finished image, and a rerun skips an image whose record carries the same
-key: a hash of the generator, its options and the request (label, embedding,
-initial image, seed).
+key (a hash of the generator, its options and the request: label, embedding,
+initial image, seed) and whose picture still matches the SHA-256 in the record.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmri2image import _io
+from fmri2image._lock import output_lock
 from fmri2image.errors import ConfigError
 from fmri2image.imagenet import prompt_name
 from fmri2image.pipeline.decode_run import DecodeRun
@@ -169,10 +170,13 @@ def _save_png(path: Path, img: Any) -> None:
         fh.write(buf.getvalue())
 
 
-def _record(result: GenerationResult, request: GenerationRequest, key: str) -> dict[str, Any]:
+def _record(
+    result: GenerationResult, request: GenerationRequest, key: str, sha256: str
+) -> dict[str, Any]:
     return {
         "stem": result.stem,
         "file": f"{result.stem}.png",
+        "sha256": sha256,
         "encoder": request.encoder,
         "wnid": request.wnid,
         "name": request.name,
@@ -190,8 +194,10 @@ def _save_result(
     folder: Path, request: GenerationRequest, result: GenerationResult, key: str
 ) -> None:
     """The picture, then its record: a record on disk means its picture is complete."""
-    _save_png(folder / f"{result.stem}.png", result.image)
-    _io.save_json(folder / f"{result.stem}.json", _record(result, request, key))
+    png = folder / f"{result.stem}.png"
+    _save_png(png, result.image)
+    record = _record(result, request, key, _io.file_sha256(png))
+    _io.save_json(folder / f"{result.stem}.json", record)
 
 
 def _load_images(paths: Sequence[Path]) -> list[Any]:
@@ -205,9 +211,16 @@ def _is_done(folder: Path, stem: str, key: str) -> bool:
     if not (rec.is_file() and png.is_file()):
         return False
     try:
-        return _io.load_json(rec).get("key") == key
+        record = _io.load_json(rec)
     except Exception:  # a damaged record: make the image again
         return False
+    if record.get("key") != key:
+        return False
+    # Reused only if the picture is the one the record describes.
+    if record.get("sha256") != _io.file_sha256(png):
+        log.warning("%s changed since it was generated (checksum); making it again", png)
+        return False
+    return True
 
 
 def _write_table(folder: Path, stems: Sequence[str]) -> None:
@@ -370,98 +383,101 @@ def run_generate(
         generator.check(enc)
     desc = generator.describe()
 
-    requests: dict[str, list[GenerationRequest]] = {}
-    for enc in encoders:
-        o = outputs[enc]
-        stats = EmbeddingStats.from_embeddings(run.training_embeddings(enc))
-        labels = o.top1_labels(labels_from) if labels_from else [None] * len(run.test_stems)
-        requests[enc] = [
-            GenerationRequest(
-                stem=stem,
-                seed=config.seed,
-                wnid=wnid,
-                name=prompt_name(wnid) if wnid else None,
-                embedding=o.predictions[i],
-                encoder=enc,
-                stats=stats,
-            )
-            for i, (stem, wnid) in enumerate(zip(run.test_stems, labels))
-        ]
-    if config.init == "invert":
-        inits = _inverted_inits(requests, config, out)
-    elif config.init:
-        inits = _folder_inits(Path(config.init), requests)
-    else:
-        inits = {}
-    for enc, images in inits.items():
-        requests[enc] = [
-            dataclasses.replace(r, init_image=img) for r, img in zip(requests[enc], images)
-        ]
+    # One writer at a time: two generate runs into one --out would mix their pictures.
+    with output_lock(out):
+        requests: dict[str, list[GenerationRequest]] = {}
+        for enc in encoders:
+            o = outputs[enc]
+            stats = EmbeddingStats.from_embeddings(run.training_embeddings(enc))
+            labels = o.top1_labels(labels_from) if labels_from else [None] * len(run.test_stems)
+            requests[enc] = [
+                GenerationRequest(
+                    stem=stem,
+                    seed=config.seed,
+                    wnid=wnid,
+                    name=prompt_name(wnid) if wnid else None,
+                    embedding=o.predictions[i],
+                    encoder=enc,
+                    stats=stats,
+                )
+                for i, (stem, wnid) in enumerate(zip(run.test_stems, labels))
+            ]
+        if config.init == "invert":
+            inits = _inverted_inits(requests, config, out)
+        elif config.init:
+            inits = _folder_inits(Path(config.init), requests)
+        else:
+            inits = {}
+        for enc, images in inits.items():
+            requests[enc] = [
+                dataclasses.replace(r, init_image=img) for r, img in zip(requests[enc], images)
+            ]
 
-    _io.save_json(
-        out / "generation.json",
-        {
-            "decode_run": str(run.root),
-            "config": config.to_dict(),
-            "generator": desc,
-            "encoders": list(encoders),
-            "labels_from": labels_from,
-        },
-    )
-    todo: list[GenerationRequest] = []
-    keys: dict[tuple[str, str], str] = {}
-    n_reused = {enc: 0 for enc in encoders}
-    for enc, reqs in requests.items():
-        folder = out / store_dirname(enc)
-        for r in reqs:
-            key = request_key(desc, r)
-            keys[(enc, r.stem)] = key
-            if _is_done(folder, r.stem, key):
-                n_reused[enc] += 1
-            else:
-                todo.append(r)
-    chunks = [todo[i : i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-    runner: Any = (
-        _LocalRunner(generator)
-        if config.executor == "local"
-        else _ray_runner(config, options, generator if injected else None)
-    )
-    n_made = {enc: 0 for enc in encoders}
-    bar = tqdm(total=len(todo), desc=f"generate ({config.generator})", unit="img",
-               disable=not progress or not todo or None)  # fmt: skip
-    try:
-        for chunk, results in runner.map(chunks):
-            if len(results) != len(chunk):
-                raise RuntimeError(
-                    f"generator {config.generator!r} returned {len(results)} results for "
-                    f"{len(chunk)} requests"
-                )
-            for req, res in zip(chunk, results):
-                _save_result(
-                    out / store_dirname(req.encoder), req, res, keys[(req.encoder, req.stem)]
-                )
-                n_made[req.encoder] += 1
-                if res.flagged:
-                    log.warning(
-                        "[%s] %s: the safety checker flagged every attempt (%d); the image "
-                        "is marked flagged and must not be scored as a reconstruction",
-                        req.encoder, req.stem, res.attempts,
-                    )  # fmt: skip
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        runner.close()
-    n_flagged = {}
-    for enc in encoders:
-        folder = out / store_dirname(enc)
-        _write_table(folder, run.test_stems)
-        n_flagged[enc] = sum(
-            bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in run.test_stems
+        _io.save_json(
+            out / "generation.json",
+            {
+                "decode_run": str(run.root),
+                "config": config.to_dict(),
+                "generator": desc,
+                "encoders": list(encoders),
+                "labels_from": labels_from,
+            },
         )
-    return GenerateSummary(out, desc, n_made, n_reused, n_flagged, time.perf_counter() - t0)
+        todo: list[GenerationRequest] = []
+        keys: dict[tuple[str, str], str] = {}
+        n_reused = {enc: 0 for enc in encoders}
+        for enc, reqs in requests.items():
+            folder = out / store_dirname(enc)
+            for r in reqs:
+                key = request_key(desc, r)
+                keys[(enc, r.stem)] = key
+                if _is_done(folder, r.stem, key):
+                    n_reused[enc] += 1
+                else:
+                    todo.append(r)
+        chunks = [todo[i : i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+        runner: Any = (
+            _LocalRunner(generator)
+            if config.executor == "local"
+            else _ray_runner(config, options, generator if injected else None)
+        )
+        n_made = {enc: 0 for enc in encoders}
+        bar = tqdm(total=len(todo), desc=f"generate ({config.generator})", unit="img",
+                   disable=not progress or not todo or None)  # fmt: skip
+        try:
+            for chunk, results in runner.map(chunks):
+                if len(results) != len(chunk):
+                    raise RuntimeError(
+                        f"generator {config.generator!r} returned {len(results)} results for "
+                        f"{len(chunk)} requests"
+                    )
+                for req, res in zip(chunk, results):
+                    _save_result(
+                        out / store_dirname(req.encoder), req, res, keys[(req.encoder, req.stem)]
+                    )
+                    n_made[req.encoder] += 1
+                    if res.flagged:
+                        log.warning(
+                            "[%s] %s: the safety checker flagged every attempt (%d); the image "
+                            "is marked flagged and must not be scored as a reconstruction",
+                            req.encoder, req.stem, res.attempts,
+                        )  # fmt: skip
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            runner.close()
+        n_flagged = {}
+        for enc in encoders:
+            folder = out / store_dirname(enc)
+            _write_table(folder, run.test_stems)
+            n_flagged[enc] = sum(
+                bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in run.test_stems
+            )
+        return GenerateSummary(out, desc, n_made, n_reused, n_flagged, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------------- Ray
 
 
-# ------------------------------------------------------------------------- Ray
 def _ray_runner(config: GenerateConfig, options: Mapping[str, Any], generator: Generator | None):
     """Ray actors, each holding a replica: built by name, or a copy of ``generator``."""
     from fmri2image.errors import require
