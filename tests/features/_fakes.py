@@ -13,6 +13,18 @@ import numpy as np
 
 from fmri2image.features.base import Encoder, EncoderSpec
 
+#: The encoder spec of stores written without a model (store tests).
+TOY_SPEC = {
+    "name": "toy",
+    "weights": "w",
+    "layer": "l",
+    "dim": 3,
+    "image_size": 8,
+    "preprocessing": "p",
+    "license": "none",
+    "extra": {},
+}
+
 
 class ResizeToTensor:
     """Picklable preprocessing: resize to size x size, scale to [-1, 1], (3, H, W)."""

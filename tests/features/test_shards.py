@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from _fakes import TOY_SPEC as SPEC
 from _fakes import TinyConvEncoder, shard_bytes, write_images
 
 from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
@@ -15,17 +16,6 @@ from fmri2image.features.shards import (
     open_feature_store,
     store_dirname,
 )
-
-SPEC = {
-    "name": "toy",
-    "weights": "w",
-    "layer": "l",
-    "dim": 3,
-    "image_size": 8,
-    "preprocessing": "p",
-    "license": "none",
-    "extra": {},
-}
 
 
 def toy_db(n: int) -> ImageDatabase:

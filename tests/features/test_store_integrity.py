@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fakes import TOY_SPEC as SPEC
 from _fakes import TinyConvEncoder, shard_bytes, write_images
 
 from fmri2image._io import file_sha256
@@ -19,16 +20,6 @@ from fmri2image.features.shards import FeatureStoreWriter, open_feature_store
 
 KW = dict(batch_size=4, shard_size=4, num_workers=0, progress=False)
 LOGGER = "fmri2image.features.shards"
-SPEC = {
-    "name": "toy",
-    "weights": "w",
-    "layer": "l",
-    "dim": 3,
-    "image_size": 8,
-    "preprocessing": "p",
-    "license": "none",
-    "extra": {},
-}
 
 
 def _extract(paths, out, **kw):
