@@ -1,0 +1,393 @@
+"""Stages, artifacts and a small cached graph runner: the seams the pipeline hangs on.
+
+A :class:`Stage` is one step of the pipeline (stimulus features, mapping,
+retrieval, generation, evaluation, ...): its name, the names of the stages whose
+artifacts it reads, *its own slice* of the configuration, a code ``version``, and
+two functions: ``run(ctx)`` writes its artifact into ``ctx.folder``, ``load(folder)``
+reads it back.  Components (encoders, mapping models, generators, metrics) are
+injected through closures or ``ctx.inputs``, never built from global state, so a
+test runs a graph with tiny ones.
+
+:class:`Graph` runs stages in dependency order with a cache::
+
+    <cache>/<stage>/<key>/artifact.json    the artifact's manifest
+    <cache>/<stage>/<key>/...              the files its run() wrote
+
+* **Key.** SHA-256 of the stage name and version, its config, the keys of its inputs
+  and the fmri2image version.  Change one stage's config and exactly that stage and
+  the stages downstream of it get new keys.
+* **Reuse.** An artifact is reused only when its manifest is intact (own checksum)
+  and every file it lists matches its SHA-256; anything else is recomputed, with a
+  log line saying why.
+* **Atomic.** ``run`` writes into a hidden staging folder; the manifest is written
+  last and the folder renamed into place, so a run killed at any point leaves
+  either no artifact or a complete one, and the rerun resumes with the stages that
+  finished.
+* **Force.** ``force=("mapping",)`` recomputes that stage and everything downstream.
+* **One writer.** The runner holds the cache's writer lock (:mod:`fmri2image._lock`).
+
+Each run returns :class:`StageRecord` s (reused or computed, seconds, key), which is
+what the tests and the progress lines read; timing never decides anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmri2image import _io
+from fmri2image.errors import ConfigError, DataFormatError
+
+__all__ = [
+    "MANIFEST",
+    "Graph",
+    "GraphResult",
+    "Stage",
+    "StageContext",
+    "StageRecord",
+    "read_manifest",
+    "stage_key",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "artifact.json"
+FORMAT = "fmri2image.artifact"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's ``run`` gets.
+
+    Attributes
+    ----------
+    folder : Path
+        Where to write the artifact (an empty staging folder).
+    config : mapping
+        The stage's own config.
+    inputs : dict of str to Any
+        The loaded artifacts of its input stages, by stage name.
+    input_folders : dict of str to Path
+        Their folders.
+    progress : bool
+    """
+
+    folder: Path
+    config: Mapping[str, Any]
+    inputs: dict[str, Any]
+    input_folders: dict[str, Path]
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    Attributes
+    ----------
+    name : str
+        Unique in its graph (``"features:effnet-lite0"``, ``"mapping:effnet-lite0"``).
+    run : callable
+        ``run(ctx: StageContext) -> None``: writes the artifact's files into
+        ``ctx.folder``.
+    load : callable
+        ``load(folder: Path) -> Any``: reads the artifact back (what downstream stages
+        receive in ``ctx.inputs``).
+    config : mapping
+        The stage's slice of the configuration (JSON-serializable); part of its key.
+    inputs : tuple of str
+        Names of the stages it reads.
+    version : str
+        Bump when the stage's code changes what it writes.
+    """
+
+    name: str
+    run: Callable[[StageContext], None]
+    load: Callable[[Path], Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    version: str = "1"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """What happened to one stage in a run."""
+
+    name: str
+    key: str
+    reused: bool
+    seconds: float
+    folder: Path
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "key": self.key,
+            "reused": self.reused,
+            "seconds": round(self.seconds, 3),
+            "folder": str(self.folder),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """Artifacts (loaded) and the record of every stage, in run order."""
+
+    values: dict[str, Any]
+    records: tuple[StageRecord, ...]
+
+    def record(self, name: str) -> StageRecord:
+        return next(r for r in self.records if r.name == name)
+
+    @property
+    def computed(self) -> list[str]:
+        return [r.name for r in self.records if not r.reused]
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(_io.strict_json(obj), sort_keys=True, separators=(",", ":"))
+
+
+def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
+    """SHA-256 of what determines the stage's artifact."""
+    from fmri2image import __version__
+
+    payload = {
+        "stage": stage.name,
+        "version": stage.version,
+        "config": stage.config,
+        "inputs": {name: input_keys[name] for name in sorted(stage.inputs)},
+        "fmri2image": __version__,
+    }
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): _io.file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str], seconds: float):
+    from fmri2image import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "key": key,
+        "config": _io.strict_json(dict(stage.config)),
+        "inputs": inputs,
+        "fmri2image_version": __version__,
+        "seconds": round(seconds, 3),
+        "files": _files(folder),
+    }
+    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest).encode()).hexdigest()
+    _io.save_json(folder / MANIFEST, manifest)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of an artifact folder, its own checksum verified.
+
+    Raises
+    ------
+    DataFormatError
+        Missing, not JSON, or its checksum does not match.
+    """
+    path = Path(folder) / MANIFEST
+    manifest = _io.load_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataFormatError(f"{path} is not an fmri2image artifact manifest.")
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    if hashlib.sha256(_canonical(body).encode()).hexdigest() != manifest.get("manifest_sha256"):
+        raise DataFormatError(f"{path} was changed after it was written (checksum mismatch).")
+    return manifest
+
+
+def _problem(folder: Path, key: str) -> str | None:
+    """Why the artifact in ``folder`` cannot be reused (None: it can)."""
+    if not (folder / MANIFEST).is_file():
+        return "not computed yet"
+    try:
+        manifest = read_manifest(folder)
+    except DataFormatError as exc:
+        return str(exc)
+    if manifest.get("key") != key:
+        return "its manifest belongs to another key"
+    for rel, digest in manifest.get("files", {}).items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if _io.file_sha256(path) != digest:
+            return f"{path} changed after it was written"
+    return None
+
+
+class Graph:
+    """Stages in dependency order, run with a verified cache.
+
+    Parameters
+    ----------
+    stages : sequence of Stage
+        Any order; names unique, every input a stage of the graph, no cycles.
+
+    Raises
+    ------
+    ConfigError
+        Duplicate names, unknown inputs or a cycle.
+    """
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        by_name: dict[str, Stage] = {}
+        for s in stages:
+            if s.name in by_name:
+                raise ConfigError(f"Two stages are named {s.name!r}; stage names must be unique.")
+            by_name[s.name] = s
+        for s in stages:
+            missing = [i for i in s.inputs if i not in by_name]
+            if missing:
+                raise ConfigError(f"Stage {s.name!r} reads unknown stage(s) {', '.join(missing)}.")
+        self.stages = by_name
+        self.order = self._toposort()
+
+    def _toposort(self) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ConfigError(f"The stages form a cycle: {' -> '.join((*path, name))}.")
+            state[name] = 1
+            for dep in self.stages[name].inputs:
+                visit(dep, (*path, name))
+            state[name] = 2
+            order.append(name)
+
+        for name in self.stages:
+            visit(name, ())
+        return order
+
+    def keys(self) -> dict[str, str]:
+        """Every stage's cache key."""
+        keys: dict[str, str] = {}
+        for name in self.order:
+            keys[name] = stage_key(self.stages[name], keys)
+        return keys
+
+    def downstream(self, names: Iterable[str]) -> set[str]:
+        """``names`` and every stage that depends on them, directly or not."""
+        out = set(names)
+        unknown = out - set(self.stages)
+        if unknown:
+            raise ConfigError(
+                f"--force names unknown stage(s) {', '.join(sorted(unknown))}; stages: "
+                f"{', '.join(self.order)}."
+            )
+        for name in self.order:
+            if any(i in out for i in self.stages[name].inputs):
+                out.add(name)
+        return out
+
+    def folder(self, cache: Path, name: str, key: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return cache / safe / key[:20]
+
+    def run(
+        self,
+        cache: str | os.PathLike,
+        *,
+        force: Iterable[str] = (),
+        progress: bool = True,
+    ) -> GraphResult:
+        """Run every stage, reusing verified artifacts.
+
+        Parameters
+        ----------
+        cache : path
+            The cache folder (created); its writer lock is held for the whole run.
+        force : iterable of str
+            Stages to recompute, with everything downstream of them.
+        progress : bool
+            Passed to each stage's context.
+        """
+        from fmri2image._lock import output_lock
+
+        cache = Path(cache)
+        forced = self.downstream(force)
+        keys = self.keys()
+        values: dict[str, Any] = {}
+        folders: dict[str, Path] = {}
+        records: list[StageRecord] = []
+        with output_lock(cache):
+            for name in self.order:
+                stage, key = self.stages[name], keys[name]
+                folder = self.folder(cache, name, key)
+                problem = "forced" if name in forced else _problem(folder, key)
+                t0 = time.perf_counter()
+                if problem is None:
+                    reused = True
+                else:
+                    reused = False
+                    if problem not in ("forced", "not computed yet"):
+                        log.warning("recomputing stage %s: %s", name, problem)
+                    self._compute(stage, key, folder, values, folders, keys, progress)
+                values[name] = stage.load(folder)
+                folders[name] = folder
+                seconds = time.perf_counter() - t0
+                records.append(StageRecord(name, key, reused, seconds, folder, problem or ""))
+                log.info(
+                    "stage %-28s %s in %.1f s", name, "reused" if reused else "computed", seconds
+                )
+        return GraphResult(values, tuple(records))
+
+    def _compute(
+        self,
+        stage: Stage,
+        key: str,
+        folder: Path,
+        values: dict[str, Any],
+        folders: dict[str, Path],
+        keys: dict[str, str],
+        progress: bool,
+    ) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.parent / f".staging-{key[:20]}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            t0 = time.perf_counter()
+            stage.run(
+                StageContext(
+                    folder=staging,
+                    config=stage.config,
+                    inputs={i: values[i] for i in stage.inputs},
+                    input_folders={i: folders[i] for i in stage.inputs},
+                    progress=progress,
+                )
+            )
+            inputs = {i: keys[i] for i in stage.inputs}
+            _write_manifest(staging, stage, key, inputs, time.perf_counter() - t0)
+            if folder.exists():  # a stale or damaged artifact: out of the way first
+                trash = folder.parent / f".trash-{uuid.uuid4().hex[:8]}"
+                os.replace(folder, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
