@@ -1,0 +1,110 @@
+"""The run configuration: TOML + --set, typed, unknown keys refused, round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmri2image.errors import ConfigError
+from fmri2image.pipeline.config import RunConfig, load_config
+
+EXAMPLE = """
+models = ["effnet-lite0", "effnet-lite2"]
+seed = 3
+
+[data]
+god = "/data/GOD"
+subjects = [1, 2]
+rois = ["ROI_V1", "ROI_HVC"]
+
+[mapping]
+cv = "loo"
+alphas = "1e-1:1e5:7"
+
+[generation]
+generators = ["invert", "retrieve"]
+options = { steps = 20 }
+
+[evaluation]
+metrics = ["pixcorr", "ssim", "lite0"]
+"""
+
+
+def write(tmp_path, text, name="run.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_file_and_overrides_are_typed(tmp_path):
+    cfg = load_config(
+        write(tmp_path, EXAMPLE), ["mapping.cv=3", "data.subjects=[4]", "device=cuda"]
+    )
+    assert cfg.models == ("effnet-lite0", "effnet-lite2") and cfg.seed == 3
+    assert cfg.data.subjects == (4,) and cfg.data.rois == ("ROI_V1", "ROI_HVC")
+    assert cfg.mapping.cv == 3 and cfg.mapping.alphas == "1e-1:1e5:7" and cfg.device == "cuda"
+    assert cfg.generation.options == {"steps": 20}
+    assert load_config(None, ["mapping.cv=loo"]).mapping.cv == "loo"  # bare word: a string
+    assert load_config(None, ["models=clip"]).models == ("clip",)
+    assert load_config() == RunConfig()
+
+
+def test_one_decoding_config_per_subject_and_roi(tmp_path):
+    cfg = load_config(write(tmp_path, EXAMPLE))
+    decs = cfg.decoding_configs()
+    assert [(d.subject, d.roi) for d in decs] == [
+        (1, "ROI_V1"), (1, "ROI_HVC"), (2, "ROI_V1"), (2, "ROI_HVC")
+    ]  # fmt: skip
+    assert decs[0].cv == "loo" and len(decs[0].alphas) == 7 and decs[0].seed == 3
+    cfg.validate()
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "needles"),
+    [
+        ("modles = ['clip']", [], ["unknown key 'modles'", "did you mean models"]),
+        ("[mapping]\ncvv = 3", [], ["[mapping]", "unknown key 'cvv'", "cv"]),
+        ("[maping]\ncv = 3", [], ["unknown key 'maping'", "mapping"]),
+        ("seed = 'zero'", [], ["seed: expected an integer"]),
+        ("[data]\nsubjects = 1", [], ["subjects: expected a list"]),
+        ("[mapping]\nalpha_per_target = 1", [], ["expected true or false"]),
+        ("models = [", [], ["is not valid TOML"]),
+        ("", ["mapping.cvv=3"], ["--set mapping.cvv=3", "did you mean cv"]),
+        ("", ["nope"], ["--set 'nope'", "KEY=VALUE"]),
+        ("", ["mapping=3"], ["is a section"]),
+        ("", ["mapping.cv.x=1"], ["keys are 'name' or 'section.name'"]),
+        ("", ["a=1"], ["unknown key 'a'. Known keys: models"]),
+    ],
+)
+def test_mistakes_are_config_errors(tmp_path, text, overrides, needles):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), overrides)
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data.normalization=zscore"], "normalization"),
+        (["generation.generators=['sd16']"], "sd16"),
+        (["evaluation.metrics=['ssmi']"], "ssmi"),
+        (["models=[]"], "models is empty"),
+        (["mapping.cv=1"], "cv"),
+    ],
+)
+def test_values_are_checked_by_the_stages_validators(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, overrides).validate()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, EXAMPLE), ["mapping.n_voxels=500"])
+    path = cfg.save(tmp_path / "out")
+    assert path.name == "config.toml"
+    assert load_config(path) == cfg
+    assert load_config(RunConfig().save(tmp_path / "defaults")) == RunConfig()
