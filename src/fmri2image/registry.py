@@ -44,6 +44,13 @@ class Registry(Generic[T]):
 
         return _add if obj is None else _add(obj)
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what it held (plug-ins and tests clean up with it)."""
+        try:
+            return self._items.pop(name)
+        except KeyError:
+            raise ConfigError(f"{self.kind} '{name}' is not registered.") from None
+
     def register_prefix(self, prefix: str, factory: Callable[[str], T]) -> None:
         """Resolve ``"<prefix>:<arg>"`` names by calling ``factory(arg)``."""
         self._prefixes[prefix] = factory

@@ -85,5 +85,5 @@ def test_a_registered_metric_is_computed_by_evaluate(photo_pairs):
     finally:
         from fmri2image.evaluation import base
 
-        METRICS._items.pop("mae_test")
+        METRICS.unregister("mae_test")
         base._ORDER.remove("mae_test")

@@ -1,10 +1,15 @@
-"""Brain-to-embedding mapping: cross-validated ridge regression.
+"""Brain-to-embedding mapping: cross-validated ridge regression, and the mapper registry.
 
 >>> from fmri2image.mapping import RidgeMapping
 >>> model = RidgeMapping(cv=5).fit(X_train, Y_train)          # doctest: +SKIP
 >>> Y_pred = model.predict(X_test)                              # doctest: +SKIP
 >>> for message in fit_warnings(model):                         # doctest: +SKIP
 ...     print(message)
+
+Every mapping model meets the :class:`Mapper` contract and is named in
+:data:`MAPPERS` (``get_mapper("ridge", cv=5)``); :func:`save_mapping` /
+:func:`load_mapping` store any registered one. Adding a mapper is one file and one
+:func:`register_mapper` line (see :mod:`fmri2image.mapping.base`).
 
 Scoring the predictions: :func:`fmri2image.evaluation.prediction_metrics`.
 
@@ -25,6 +30,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.mapping._io import load_mapping, save_mapping
     from fmri2image.mapping._ridge import RidgeMapping, rescale_predictions_transductive
     from fmri2image.mapping._solvers import SOLVERS, RidgeSolver
+    from fmri2image.mapping.base import (
+        MAPPERS,
+        Mapper,
+        MapperEntry,
+        get_mapper,
+        mapper_class,
+        register_mapper,
+    )
 
 _EXPORTS = {
     "DEFAULT_ALPHAS": "fmri2image.mapping._grid",
@@ -38,17 +51,29 @@ _EXPORTS = {
     "load_mapping": "fmri2image.mapping._io",
     "save_mapping": "fmri2image.mapping._io",
     "score_columns": "fmri2image.mapping._cv",
+    "MAPPERS": "fmri2image.mapping.base",
+    "Mapper": "fmri2image.mapping.base",
+    "MapperEntry": "fmri2image.mapping.base",
+    "get_mapper": "fmri2image.mapping.base",
+    "mapper_class": "fmri2image.mapping.base",
+    "register_mapper": "fmri2image.mapping.base",
 }
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "MAPPERS",
     "SOLVERS",
     "FitDiagnostics",
+    "Mapper",
+    "MapperEntry",
     "RidgeMapping",
     "RidgeSolver",
     "fit_warnings",
+    "get_mapper",
     "load_mapping",
+    "mapper_class",
     "parse_alpha_grid",
+    "register_mapper",
     "rescale_predictions_transductive",
     "save_mapping",
     "score_columns",

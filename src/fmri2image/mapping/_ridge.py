@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,14 @@ from fmri2image.mapping._cv import (
 from fmri2image.mapping._diagnostics import FitDiagnostics
 from fmri2image.mapping._grid import DEFAULT_ALPHAS
 from fmri2image.mapping._solvers import SOLVERS, RidgeSolver, resolve_solver_name
+from fmri2image.mapping.base import Mapper
 
 __all__ = ["DEFAULT_ALPHAS", "RidgeMapping", "rescale_predictions_transductive"]
 
 logger = logging.getLogger(__name__)
 
 
-class RidgeMapping(RegressorMixin, BaseEstimator):
+class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
     """Ridge regression from voxels to embeddings, with alpha cross-validated per target.
 
     For each target ``j`` (embedding dimension), the model is
@@ -146,6 +148,8 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
 
     #: Solvers selectable by name (himalaya's ``ALL_SOLVERS`` idiom).
     ALL_SOLVERS = SOLVERS
+    #: Name in :data:`~fmri2image.mapping.MAPPERS` and in saved files.
+    format_name = "ridge"
 
     def __init__(
         self,
@@ -502,6 +506,103 @@ class RidgeMapping(RegressorMixin, BaseEstimator):
     def n_targets_(self) -> int:
         check_is_fitted(self, "coef_")
         return int(self.coef_.shape[1])
+
+    # --------------------------------------------------------- serialization
+    def _save_params(self) -> dict[str, Any]:
+        """Constructor arguments as JSON: ``alphas`` is stored as an array, a splitter as text."""
+        return {k: _jsonable_param(k, v) for k, v in self.get_params(deep=False).items()}
+
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The fitted arrays and JSON state (see :meth:`Mapper._save_state`).
+
+        Arrays: ``coef``, ``voxel_indices``, ``x_mean``, ``x_scale``, ``y_mean``,
+        ``y_scale``, ``alpha``, ``cv_scores``, ``best_score`` and the grid
+        ``alphas``; JSON: ``solver_``, ``n_splits_``, ``n_features_in_``, ``y_1d_``
+        and ``diagnostics_`` (:meth:`FitDiagnostics.to_dict`).
+        """
+        check_is_fitted(self, "coef_")
+        tensors = {key: np.asarray(getattr(self, attr)) for key, attr in _STATE_ARRAYS.items()}
+        tensors["alphas"] = np.asarray(self.alphas, dtype=np.float64).ravel()
+        fitted = {
+            "solver_": self.solver_,
+            "n_splits_": int(self.n_splits_),
+            "n_features_in_": int(self.n_features_in_),
+            "y_1d_": bool(self.y_1d_),
+            "diagnostics_": self.diagnostics_.to_dict() if hasattr(self, "diagnostics_") else None,
+        }
+        return tensors, fitted
+
+    @classmethod
+    def _load_state(
+        cls,
+        params: Mapping[str, Any],
+        tensors: Mapping[str, np.ndarray],
+        fitted: Mapping[str, Any],
+    ) -> RidgeMapping:
+        """Rebuild a fitted mapping; ``cv`` saved as a splitter's text is restored as 5.
+
+        Files written before ``score_pooling`` existed load with
+        ``score_pooling="fold-mean"`` (what they used); without diagnostics,
+        ``diagnostics_`` is not set.
+        """
+        missing = sorted((set(_STATE_ARRAYS) | {"alphas"}) - set(tensors))
+        if missing:
+            raise DataFormatError(
+                f"the saved RidgeMapping lacks the arrays {missing}; save the mapping again."
+            )
+        params = dict(params)
+        params["alphas"] = tensors["alphas"]
+        # Files written before score_pooling existed averaged one score per fold.
+        params.setdefault("score_pooling", "pooled" if params.get("cv") == "loo" else "fold-mean")
+        if isinstance(params.get("cv"), str) and params["cv"] != "loo":
+            params["cv"] = 5
+        model = cls(**params)
+        for key, attr in _STATE_ARRAYS.items():
+            setattr(model, attr, tensors[key])
+        fitted = dict(fitted)
+        diagnostics = fitted.pop("diagnostics_", None)
+        for attr, value in fitted.items():
+            setattr(model, attr, value)
+        if diagnostics is not None:
+            model.diagnostics_ = FitDiagnostics.from_dict(diagnostics)
+        coef = model.coef_
+        shapes_ok = coef.ndim == 2
+        if shapes_ok:
+            n_sel, n_targets = coef.shape
+            shapes_ok = (
+                model.voxel_indices_.shape == (n_sel,)
+                and model.x_mean_.shape == model.x_scale_.shape == (n_sel,)
+                and model.y_mean_.shape == model.y_scale_.shape == (n_targets,)
+                and (n_sel == 0 or int(model.voxel_indices_.max()) < model.n_features_in_)
+            )
+        if not shapes_ok:
+            raise DataFormatError(
+                "the saved RidgeMapping holds arrays of inconsistent shapes; save the mapping "
+                "again."
+            )
+        return model
+
+
+#: Saved array name -> fitted attribute of :class:`RidgeMapping`.
+_STATE_ARRAYS = {
+    "coef": "coef_",
+    "voxel_indices": "voxel_indices_",
+    "x_mean": "x_mean_",
+    "x_scale": "x_scale_",
+    "y_mean": "y_mean_",
+    "y_scale": "y_scale_",
+    "alpha": "alpha_",
+    "cv_scores": "cv_scores_",
+    "best_score": "best_score_",
+}
+
+
+def _jsonable_param(name: str, value: Any) -> Any:
+    if name == "alphas":
+        return None  # stored as an array
+    if name == "cv" and not (isinstance(value, (int, str)) and not isinstance(value, bool)):
+        return repr(value)  # a splitter object: recorded, restored as the default
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def rescale_predictions_transductive(
