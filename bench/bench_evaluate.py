@@ -88,7 +88,7 @@ def bench_ssim(true, pred) -> float:
         return np.array(out)
 
     t_ref, t_ours = [], []
-    for _ in range(3):  # alternate, keep the best of each: robust to load spikes
+    for _ in range(5):  # alternate, keep the best of each: robust to load spikes
         t0 = time.perf_counter()
         ref = by_hand()
         t_ref.append(time.perf_counter() - t0)
