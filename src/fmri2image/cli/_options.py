@@ -114,6 +114,11 @@ def add_data_options(p: argparse.ArgumentParser, *, roi_default: str = "ROI_VC")
         "--normalization", choices=("run", "train", "none"), default="run",
         help="voxel normalization: z-score per run (GOD's), with training statistics, or none",
     )  # fmt: skip
+    p.add_argument(
+        "--split", choices=("test", "imagery"), default="test",
+        help="what the map (fitted on perception) predicts: the seen test images, or the "
+        "imagery trials, averaged per imagined category and scored against its test image",
+    )  # fmt: skip
 
 
 #: Defaults of the mapping flags; equal to ``DecodingConfig``'s (a test checks it),
@@ -194,7 +199,7 @@ def add_runtime_options(p: argparse.ArgumentParser, *, device: str = "cpu") -> N
 
 _CONFIG_FLAGS = (
     "roi", "release", "drop_nan_voxels", "normalization", "cv", "cv_groups", "alphas",
-    "alpha_per_target", "n_voxels", "k", "vote", "device", "batch_size", "seed",
+    "alpha_per_target", "n_voxels", "k", "vote", "device", "batch_size", "seed", "split",
 )  # fmt: skip
 
 

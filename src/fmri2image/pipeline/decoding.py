@@ -117,6 +117,10 @@ class DecodingConfig:
         Images per encoder forward pass.
     seed : int
         Seed of every random choice (CV folds, chance estimates).
+    split : {"test", "imagery"}
+        What the map (always fitted on perception) predicts: the test images seen
+        (trials averaged per image), or GOD's imagery trials, averaged per imagined
+        category and scored against the test image of that category.
     """
 
     subject: int = 1
@@ -136,6 +140,7 @@ class DecodingConfig:
     device: str = "cpu"
     batch_size: int = 32
     seed: int = 0
+    split: str = "test"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,9 +270,10 @@ class DecodingResult:
     def header(self) -> str:
         reps = "/".join(str(n) for n in self.n_test_repeats)
         c = self.config
+        what = "test images" if c.split == "test" else "imagined categories (imagery trials)"
         return (
             f"subject {c.subject}, {c.roi}: {self.n_train} training samples "
-            f"({self.n_train_categories} categories), {self.n_test_images} test images "
+            f"({self.n_train_categories} categories), {self.n_test_images} {what} "
             f"(mean of {reps} repeats), {self.n_voxels} voxels"
         )
 
@@ -294,6 +300,8 @@ class _Inputs:
     test_set: Any
     train_rows: np.ndarray
     test_rows: np.ndarray
+    X_eval: np.ndarray
+    n_eval_repeats: tuple[int, ...]
     categories: np.ndarray
     test_stems: list[str]
     true_wnids: list[str]
@@ -355,17 +363,48 @@ def _check_inputs(
             progress=progress,
         )
     preflight.check_output_dir(out)
+    X_eval, eval_index, repeats = _evaluation_trials(splits, config)
     return _Inputs(
         splits=splits,
         train_set=train_set,
         test_set=test_set,
         train_rows=train_rows,
-        test_rows=test_rows,
+        test_rows=test_rows[eval_index],
+        X_eval=X_eval,
+        n_eval_repeats=repeats,
         categories=categories,
-        test_stems=[test_set.image_names[i] for i in test_rows],
-        true_wnids=[str(w) for w in splits.test_wnids],
+        test_stems=[test_set.image_names[i] for i in test_rows[eval_index]],
+        true_wnids=[str(splits.test_wnids[i]) for i in eval_index],
         databases=databases,
     )
+
+
+def _evaluation_trials(
+    splits: Any, config: DecodingConfig
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The brain data the map predicts, the test rows it is scored against, repeats.
+
+    ``split="test"``: the per-image averaged test trials.  ``split="imagery"``: the
+    imagery trials averaged per imagined category, each scored against the test
+    image of its category (GOD has one per test category).
+    """
+    if config.split == "test":
+        reps = tuple(sorted({int(n) for n in splits.test_n_repeats.tolist()}))
+        return splits.X_test, np.arange(len(splits.test_ids)), reps
+    index = np.asarray(splits.imagery_test_index)
+    rows = np.unique(index[index >= 0])
+    if rows.size < 2:
+        raise ConfigError(
+            f"--split imagery: subject {config.subject} has {rows.size} imagined test "
+            "categories with imagery trials (GOD DataType 3); at least 2 are needed to "
+            "score identification. Decode the perception test set with --split test."
+        )
+    dropped = int(np.sum(index < 0))
+    if dropped:
+        log.info("imagery: %d trials of categories without a single test image left out", dropped)
+    X = np.stack([splits.X_imagery[index == r].mean(axis=0) for r in rows])
+    reps = tuple(sorted({int(np.sum(index == r)) for r in rows}))
+    return X, rows, reps
 
 
 def _check_injected(
@@ -590,10 +629,11 @@ def _decode(
     from fmri2image.retrieval import retrieve
 
     splits = inputs.splits
-    reps = tuple(sorted({int(n) for n in splits.test_n_repeats.tolist()}))
+    reps = inputs.n_eval_repeats
+    what = "test images" if config.split == "test" else "imagined categories"
     log.info(
-        "subject %d, %s: %d training samples, %d test images (mean of %s repeats), %d voxels",
-        config.subject, config.roi, len(splits.train_ids), len(splits.test_ids),
+        "subject %d, %s: %d training samples, %d %s (mean of %s repeats), %d voxels",
+        config.subject, config.roi, len(splits.train_ids), len(inputs.test_stems), what,
         "/".join(map(str, reps)), splits.n_voxels,
     )  # fmt: skip
 
@@ -627,7 +667,7 @@ def _decode(
         model = RidgeMapping(**config.ridge_kwargs())
         model.fit(splits.X_train, Y_train, groups=groups)
         save_mapping(model, enc_dir / "mapping")
-        Y_pred = model.predict(splits.X_test)
+        Y_pred = model.predict(inputs.X_eval)
         _io.save_npy(enc_dir / "predicted_test_embeddings.npy", Y_pred)
         y_mean = Y_train.mean(axis=0)
         pred = prediction_metrics(Y_test, Y_pred, y_mean, image_ids=inputs.test_stems)
@@ -697,7 +737,7 @@ def _decode(
         results=tuple(results),
         n_train=len(splits.train_ids),
         n_train_categories=len(np.unique(inputs.categories)),
-        n_test_images=len(splits.test_ids),
+        n_test_images=len(inputs.test_stems),
         n_test_repeats=reps,
         n_voxels=splits.n_voxels,
         test_wnids=tuple(inputs.true_wnids),

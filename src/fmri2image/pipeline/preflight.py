@@ -153,6 +153,10 @@ def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
 
 
+#: What a decode run predicts: the perception test trials or the imagery trials.
+SPLITS = ("test", "imagery")
+
+
 def check_config(config: DecodingConfig) -> None:
     """Validate every value of a decoding configuration (no I/O).
 
@@ -170,6 +174,12 @@ def check_config(config: DecodingConfig) -> None:
         raise ConfigError("--roi is empty; pass an ROI expression such as ROI_VC or ROI_HVC.")
     if config.release not in ("auto", "spm", "fmriprep"):
         raise ConfigError(f"--release must be auto, spm or fmriprep, got {config.release!r}.")
+    split = getattr(config, "split", "test")
+    if split not in SPLITS:
+        raise ConfigError(
+            f"--split must be one of {', '.join(SPLITS)}, got {split!r}: test decodes the "
+            "seen test images, imagery the imagined ones with the map fitted on perception."
+        )
     if config.normalization not in NORMALIZATIONS:
         raise ConfigError(
             f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got "
