@@ -232,6 +232,8 @@ class DecodingResult:
                     "nway_chance": p["nway_top1"]["chance"],
                     "r2": p["r2_variance_weighted"]["value"],
                     "r2_baseline": p["r2_variance_weighted"]["baseline"],
+                    # GOD's feature decoding accuracy: Pearson r per unit across images.
+                    "unit_r": p["dimension_correlation"]["value"],
                     "cosine": p["cosine"]["value"],
                     "cosine_baseline": p["cosine"]["baseline"],
                     "fit": r.fit,

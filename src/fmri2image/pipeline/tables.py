@@ -69,6 +69,7 @@ def comparison_tables(result: DecodingResult) -> str:
             ),
             _bracket(_num(row["nway_top1"]), _num(row["nway_chance"])),
             _bracket(_num(row["r2"], "+.3f"), _num(row["r2_baseline"], "+.3f")),
+            _num(row["unit_r"], "+.3f"),
             _num(row["alpha_median"], ".0e"),
         ]
         for row in rows
@@ -81,6 +82,7 @@ def comparison_tables(result: DecodingResult) -> str:
             "pairwise id [mean, chance]",
             "n-way top-1 [chance]",
             "R2 [mean]",
+            "unit r",
             "alpha (median)",
         ],
         pred_rows,
@@ -125,7 +127,9 @@ def comparison_tables(result: DecodingResult) -> str:
         "that learned nothing predicts",
         "  (for labels: the one label that embedding retrieves, given to every test image).",
         "chance = an image or a database label drawn at random.  n-way: among all test "
-        "images.  R2: variance-weighted, vs. the test mean.",
+        "images.  R2: variance-weighted, vs. the test mean.  unit r: GOD's feature decoding "
+        "accuracy, Pearson r of each embedding unit across test images, mean over units "
+        "(0 at chance; per unit in prediction/per_dimension.parquet).",
         "cover = test categories present in the database (a category it lacks can never be hit).",
     ]
     return "\n".join(lines)
