@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from _planted import PoolEncoder, write_planted_god
 
+from fmri2image.errors import ConfigError
 from fmri2image.generation import (
     GENERATORS,
     GenerationResult,
@@ -53,8 +54,6 @@ class EchoGenerator(Generator):
     Options = _Opts
 
     def check(self, encoder):
-        from fmri2image.errors import ConfigError
-
         if encoder == self.options.refuse:
             raise ConfigError(f"test-echo refuses encoder {encoder!r}")
 
@@ -85,7 +84,7 @@ def decode_run(tmp_path_factory):
     config = DecodingConfig(encoders=(enc.name,), cv=3, databases=("prototypes", str(db)))
     run_decoding(god.root, tmp / "decode", config, encoders={enc.name: enc}, progress=False)
     yield tmp / "decode"
-    GENERATORS._items.pop("test-echo", None)
+    GENERATORS.unregister("test-echo")
 
 
 def test_one_picture_per_test_image_with_records(decode_run, tmp_path):
@@ -140,6 +139,48 @@ def test_a_changed_picture_is_made_again_not_reused(decode_run, tmp_path, caplog
         again = run_generate(decode_run, out, cfg, progress=False)
     assert again.n_made == {"pool48": 1} and png.name in caplog.text
     assert png.read_bytes() == original
+
+
+def test_bounds_feed_the_true_and_a_random_embedding(decode_run, tmp_path):
+    """--condition true / random: the ceiling (true stimulus embedding and label) and the
+    floor (a random training stimulus's), recorded and keyed apart from the method."""
+    from fmri2image.pipeline.decode_run import DecodeRun
+
+    run = DecodeRun.load(decode_run)
+    enc = run.encoders[0]
+    true = run.true_test_embeddings(enc)
+    assert true.shape == run.outputs(enc).predictions.shape
+    seen = {}
+
+    class Spy(EchoGenerator):
+        def generate(self, requests):
+            for r in requests:
+                seen.setdefault(self.options.size, {})[r.stem] = (np.asarray(r.embedding), r.wnid)
+            return super().generate(requests)
+
+    register_generator("test-spy", Spy, conditioning="embedding", description="test",
+                       offline=True, overwrite=True)  # fmt: skip
+    try:
+        for size, condition in ((8, "true"), (6, "random"), (7, "random")):
+            cfg = GenerateConfig("test-spy", condition=condition, options={"size": size})
+            run_generate(decode_run, tmp_path / f"{condition}{size}", cfg, progress=False)
+    finally:
+        GENERATORS.unregister("test-spy")
+    for i, stem in enumerate(run.test_stems):
+        emb, wnid = seen[8][stem]
+        np.testing.assert_array_equal(emb, true[i])
+        assert wnid == run.test_wnids[i]
+    train = run.training_embeddings(enc)
+    train_wnids = run.training_wnids(enc)
+    for stem in run.test_stems:
+        emb, wnid = seen[6][stem]
+        (row,) = [j for j in range(len(train)) if np.array_equal(train[j], emb)][:1]
+        assert wnid == train_wnids[row]
+        np.testing.assert_array_equal(seen[7][stem][0], emb)  # drawn from the image's seed
+    meta = json.loads((tmp_path / "random6" / "generation.json").read_text())
+    assert meta["config"]["condition"] == "random"
+    with pytest.raises(ConfigError, match="--condition"):
+        run_generate(decode_run, tmp_path / "x", GenerateConfig("test-echo", condition="oracle"))
 
 
 def test_images_do_not_depend_on_the_batch(decode_run, tmp_path):

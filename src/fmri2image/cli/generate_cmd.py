@@ -22,6 +22,10 @@ examples:
   # from the predicted CLIP ViT-L/14 embedding itself (decode with --model clip-l14)
   fmri2image generate --from results/ --generator unclip --device cuda --out gen-unclip/
 
+  # the bounds: the same generator fed the true embedding / label, and a random one
+  fmri2image generate --from results/ --generator invert --condition true --out gen-true/
+  fmri2image generate --from results/ --generator invert --condition random --out gen-random/
+
   # the generator's options and their defaults
   fmri2image generate --generator sd15 --list-options
 
@@ -60,6 +64,12 @@ def register(subparsers) -> None:
         "--labels-from", metavar="DB",
         help="database whose retrieved label drives label-based generators (default: the "
         "decode run's first)",
+    )  # fmt: skip
+    p.add_argument(
+        "--condition", choices=("predicted", "true", "random"), default="predicted",
+        help="feed the generator the decoded embedding and label (the method), the true "
+        "stimulus embedding and label (the ceiling), or a random training stimulus's "
+        "(the floor): evaluate all three to see what the brain contributes",
     )  # fmt: skip
     p.add_argument(
         "--init", metavar="invert|DIR",
@@ -215,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         workers=args.workers,
         options=options,
+        condition=args.condition,
     )
     summary = run_generate(args.decode_dir, args.out, config, progress=not args.quiet)
     print(summary.format())

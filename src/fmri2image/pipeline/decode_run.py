@@ -133,17 +133,37 @@ class DecodeRun:
         databases = tuple(r["database"] for r in row.get("retrieval", []))
         return EncoderOutputs(encoder, folder, pred, databases)
 
-    def training_embeddings(self, encoder: str) -> np.ndarray:
-        """Embeddings of every training stimulus (the store the decode run made)."""
+    def _stimulus_store(self, encoder: str, split: str):
         from fmri2image.features.shards import open_feature_store, store_dirname
 
-        path = self.root / "stimulus_features" / "training" / store_dirname(encoder)
+        path = self.root / "stimulus_features" / split / store_dirname(encoder)
         if not (path / "manifest.json").is_file():
             raise DataFormatError(
-                f"No training stimulus features of {encoder!r} under {path.parent}; the "
+                f"No {split} stimulus features of {encoder!r} under {path.parent}; the "
                 "decode run is incomplete. Run `fmri2image decode` again with the same --out."
             )
-        return open_feature_store(path).load()
+        return open_feature_store(path)
+
+    def training_embeddings(self, encoder: str) -> np.ndarray:
+        """Embeddings of every training stimulus (the store the decode run made)."""
+        return self._stimulus_store(encoder, "training").load()
+
+    def training_wnids(self, encoder: str) -> tuple[str, ...]:
+        """The category of each row of :meth:`training_embeddings`."""
+        return tuple(self._stimulus_store(encoder, "training").wnids)
+
+    def true_test_embeddings(self, encoder: str) -> np.ndarray:
+        """The embedding of each test image the run scored, in :attr:`test_stems` order
+        (what a perfect decoder would predict)."""
+        store = self._stimulus_store(encoder, "test")
+        row_of = {Path(p).stem: i for i, p in enumerate(store.paths)}
+        missing = [s for s in self.test_stems if s not in row_of]
+        if missing:
+            raise DataFormatError(
+                f"The test stimulus features of {encoder!r} lack {missing[:3]}; the decode "
+                "run is inconsistent. Run `fmri2image decode` again with the same --out."
+            )
+        return store.load()[[row_of[s] for s in self.test_stems]]
 
     def image_database_store(self, encoder: str, database: str | None = None) -> Path | None:
         """The feature store of an image database of the run for ``encoder`` (or None):

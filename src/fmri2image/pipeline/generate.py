@@ -80,6 +80,12 @@ class GenerateConfig:
         Ray actors (default: the GPUs, or 1 on CPU).
     options : mapping
         Generator options (see ``fmri2image generate --generator NAME --list-options``).
+    condition : {"predicted", "true", "random"}
+        What the generator is fed: the decoded embedding and retrieved label (the
+        method), the true stimulus embedding and true label (the ceiling a perfect
+        decoder reaches), or a random training stimulus's embedding and label, drawn
+        per image from its seed (the floor).  Scores between the two bounds are what
+        the brain contributes; the rest is the generator's.
     """
 
     generator: str
@@ -93,6 +99,7 @@ class GenerateConfig:
     executor: str = "local"
     workers: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    condition: str = "predicted"
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -301,6 +308,36 @@ def _folder_inits(
     return inits
 
 
+#: What a generator can be fed (GenerateConfig.condition, --condition).
+CONDITIONS = ("predicted", "true", "random")
+
+
+def _conditions(
+    run: DecodeRun,
+    outputs: Any,
+    encoder: str,
+    train: np.ndarray,
+    labels_from: str | None,
+    config: GenerateConfig,
+) -> tuple[np.ndarray, list[str | None]]:
+    """Embeddings and labels the requests carry, per ``config.condition``."""
+    from fmri2image.generation import image_seed
+
+    n = len(run.test_stems)
+    if config.condition == "predicted":
+        labels = outputs.top1_labels(labels_from) if labels_from else [None] * n
+        return outputs.predictions, list(labels)
+    if config.condition == "true":
+        return run.true_test_embeddings(encoder), list(run.test_wnids)
+    # random: one training stimulus per image, drawn from the image's own seed
+    wnids = run.training_wnids(encoder)
+    rows = [
+        int(np.random.default_rng(image_seed(config.seed, stem)).integers(len(train)))
+        for stem in run.test_stems
+    ]
+    return train[rows], [wnids[r] for r in rows]
+
+
 def run_generate(
     decode_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -343,6 +380,10 @@ def run_generate(
         raise ConfigError(f"--executor must be local or ray, got {config.executor!r}.")
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {config.batch_size}.")
+    if config.condition not in CONDITIONS:
+        raise ConfigError(
+            f"--condition must be one of {', '.join(CONDITIONS)}, got {config.condition!r}."
+        )
     run = DecodeRun.load(decode_dir)
     encoders = tuple(config.encoders or run.encoders)
     outputs = {enc: run.outputs(enc) for enc in encoders}
@@ -387,16 +428,16 @@ def run_generate(
     with output_lock(out):
         requests: dict[str, list[GenerationRequest]] = {}
         for enc in encoders:
-            o = outputs[enc]
-            stats = EmbeddingStats.from_embeddings(run.training_embeddings(enc))
-            labels = o.top1_labels(labels_from) if labels_from else [None] * len(run.test_stems)
+            train = run.training_embeddings(enc)
+            stats = EmbeddingStats.from_embeddings(train)
+            embeddings, labels = _conditions(run, outputs[enc], enc, train, labels_from, config)
             requests[enc] = [
                 GenerationRequest(
                     stem=stem,
                     seed=config.seed,
                     wnid=wnid,
                     name=prompt_name(wnid) if wnid else None,
-                    embedding=o.predictions[i],
+                    embedding=embeddings[i],
                     encoder=enc,
                     stats=stats,
                 )
