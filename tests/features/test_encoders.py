@@ -122,7 +122,8 @@ def test_register_encoder_roundtrip_and_guards():
         register_encoder("const-test", factory, overwrite=True)  # spec-less: built on demand
         assert encoder_spec("const-test").dim == 2
     finally:
-        ENCODERS._items.pop("const-test", None)
+        if "const-test" in ENCODERS:
+            ENCODERS.unregister("const-test")
     with pytest.raises(ConfigError, match="reserved"):
         register_encoder("my:model", factory)
 

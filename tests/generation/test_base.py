@@ -72,7 +72,8 @@ def test_registry_builds_generators_with_validated_options():
         with pytest.raises(ConfigError, match="conditioning"):
             register_generator("x", _Grey, conditioning="pixels", description="")
     finally:
-        GENERATORS._items.pop("test-grey", None)
+        if "test-grey" in GENERATORS:
+            GENERATORS.unregister("test-grey")
 
 
 def test_embedding_stats_use_the_given_rows_only():

@@ -74,7 +74,8 @@ def test_init_invert_feeds_each_inversion_to_img2img(
                    "--init", "invert", "--out", str(out)])  # fmt: skip
         assert rc == 0
     finally:
-        ENCODERS._items.pop("pool48", None)
+        if "pool48" in ENCODERS:
+            ENCODERS.unregister("pool48")
     stems = json.loads((decode_run / "summary.json").read_text())["test_images"]
     for stem in stems:
         init = json.loads((out / "pool48" / "init" / f"{stem}.json").read_text())
