@@ -260,3 +260,21 @@ def test_a_refused_encoder_stops_before_any_picture(decode_run, tmp_path):
     with pytest.raises(ConfigError, match="refuses encoder 'pool48'"):
         run_generate(decode_run, out, GenerateConfig("test-echo", options={"refuse": "pool48"}))
     assert not out.exists()
+
+
+def test_a_damaged_stimulus_cache_says_to_rerun_decode(decode_run, tmp_path):
+    """A reader of a decode run (generate) names the command that rebuilds its caches."""
+    import shutil
+
+    from fmri2image.errors import DataFormatError
+    from fmri2image.pipeline.decode_run import DecodeRun
+
+    copy = tmp_path / "decode"
+    shutil.copytree(decode_run, copy)
+    run = DecodeRun.load(copy)
+    manifest = next((copy / "stimulus_features" / "training").glob("*/manifest.json"))
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    with pytest.raises(DataFormatError) as err:
+        run.training_embeddings(run.encoders[0])
+    msg = str(err.value)
+    assert "Run `fmri2image decode` again with the same --out" in msg and "extract" not in msg

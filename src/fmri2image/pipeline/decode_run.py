@@ -142,7 +142,15 @@ class DecodeRun:
                 f"No {split} stimulus features of {encoder!r} under {path.parent}; the "
                 "decode run is incomplete. Run `fmri2image decode` again with the same --out."
             )
-        return open_feature_store(path)
+        try:
+            return open_feature_store(path)
+        except DataFormatError as exc:  # damaged, or written by an older fmri2image
+            reason = str(exc).split(". ")[0].rstrip(".")
+            raise DataFormatError(
+                f"The {split} stimulus features of {encoder!r} in the decode run {self.root} "
+                f"cannot be used ({reason}). Run `fmri2image decode` again with the same "
+                "--out: it verifies its caches and rebuilds this one."
+            ) from exc
 
     def training_embeddings(self, encoder: str) -> np.ndarray:
         """Embeddings of every training stimulus (the store the decode run made)."""
