@@ -224,3 +224,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def tqdm_kwargs(progress: bool) -> dict[str, Any]:
+    """Keyword arguments for a ``tqdm`` bar that ``progress=False`` switches off.
+
+    ``disable`` is passed only to switch the bar off: an explicit ``disable=False``
+    or ``None`` would override ``TQDM_DISABLE=1`` (set by ``--quiet``).
+    """
+    return {} if progress else {"disable": True}

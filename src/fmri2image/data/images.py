@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.errors import DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,7 +121,7 @@ def find_unreadable_images(
     errors = decode_errors()
     bad: list[UnreadableImage] = []
     for i, p in enumerate(
-        tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress or None), start=1
+        tqdm(paths, desc=desc, unit="img", leave=False, **tqdm_kwargs(progress)), start=1
     ):
         if p is None or not os.path.isfile(p):
             bad.append(UnreadableImage(i, str(p), "missing"))

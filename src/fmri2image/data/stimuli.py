@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.data.bdata import MissingDataFileError
 from fmri2image.data.ids import (
     image_name_to_stimulus_id,
@@ -425,7 +426,7 @@ def load_images(
     from fmri2image.data.images import decode_errors, decode_image
 
     out = []
-    for p in tqdm(paths, desc="loading images", unit="img", disable=not progress or None):
+    for p in tqdm(paths, desc="loading images", unit="img", **tqdm_kwargs(progress)):
         if p is None or not Path(p).is_file():
             raise MissingImageError(
                 f"Image file {p} does not exist. Check the stimulus folder, or load the "

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.demo.catalogue import DemoCategory
 from fmri2image.demo.stimuli import DATABASE, PhotoCache, category_rng, render_images
 
@@ -88,7 +89,7 @@ def write_image_database(
     root = Path(root)
     exclude_numbers = exclude_numbers or {}
     n = 0
-    for cat in tqdm(categories, desc="image database", unit="class", disable=not progress or None):
+    for cat in tqdm(categories, desc="image database", unit="class", **tqdm_kwargs(progress)):
         folder = root / cat.wnid
         folder.mkdir(parents=True, exist_ok=True)
         images = render_images(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.demo.catalogue import (
     CategorySplit,
     DemoCategory,
@@ -363,7 +364,7 @@ def write_demo_dataset(
     plan = [(c, "training", p["images_per_category"]) for c in req.split.train]
     plan += [(c, "test", 1) for c in req.split.test]
     stimuli = []
-    for cat, split, n in tqdm(plan, desc="stimuli", unit="category", disable=not progress or None):
+    for cat, split, n in tqdm(plan, desc="stimuli", unit="category", **tqdm_kwargs(progress)):
         rng = category_rng(p["seed"], STIMULI, cat.wnid)
         for img in render_images(cat, n, rng, image_size=p["image_size"], photos=photos):
             stimuli.append((split, img))
@@ -406,7 +407,7 @@ def write_demo_dataset(
 
     subject_files = []
     subjects = range(1, p["n_subjects"] + 1)
-    for subj in tqdm(subjects, desc="simulate subjects", disable=not progress or None):
+    for subj in tqdm(subjects, desc="simulate subjects", **tqdm_kwargs(progress)):
         rng = child(subj)
         voxels = brain.simulate_subject(
             low_maps,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
 from fmri2image.imagenet import imagenet1k_wnids, is_wnid, resolve_class_name
 
@@ -446,7 +447,7 @@ def scan_image_folder(
 
     from tqdm.auto import tqdm
 
-    kw = {} if progress else {"disable": True}
+    kw = tqdm_kwargs(progress)
     paths_out: list[str] = []
     wnids_out: list[str] = []
     for d in tqdm(dirs, desc="scanning class folders", unit="class", **kw):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError
 from fmri2image.features.base import Encoder
 
@@ -88,7 +89,7 @@ def embed_images(
     out = np.empty((len(images), encoder.dim), dtype=np.float32)
     starts = range(0, len(images), batch_size)
     # Pass ``disable`` only to switch the bar off, so TQDM_DISABLE=1 still works.
-    bar_kwargs = {} if progress else {"disable": True}
+    bar_kwargs = tqdm_kwargs(progress)
     bar = tqdm(starts, total=len(starts), desc=f"embed {encoder.name}", unit="batch", **bar_kwargs)
     for start in bar:
         chunk = images[start : start + batch_size]

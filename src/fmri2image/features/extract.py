@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fmri2image._io import tqdm_kwargs
 from fmri2image._lock import output_lock
 from fmri2image.data.images import DEFAULT_DECODE_MIN_SIDE, decode_errors, decode_image
 from fmri2image.errors import ConfigError, MissingImageError
@@ -541,7 +542,7 @@ def extract_features(
 
         total = sum(b.stop - b.start for b in batches)
         # Nothing to compute (every shard reused): no empty bar.
-        bar_kw: dict[str, Any] = {} if progress and total else {"disable": True}
+        bar_kw = tqdm_kwargs(bool(progress and total))
         bar = tqdm(total=total, desc="extracting", unit="img", smoothing=0.1, **bar_kw)
         written = 0
         processed = 0

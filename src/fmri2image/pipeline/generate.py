@@ -484,7 +484,7 @@ def run_generate(
         )
         n_made = {enc: 0 for enc in encoders}
         bar = tqdm(total=len(todo), desc=f"generate ({config.generator})", unit="img",
-                   disable=not progress or not todo or None)  # fmt: skip
+                   **_io.tqdm_kwargs(progress and bool(todo)))  # fmt: skip
         try:
             for chunk, results in runner.map(chunks):
                 if len(results) != len(chunk):

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import atomic_path, file_sha256, load_versioned_json, save_json, save_npy
+from fmri2image._io import (
+    atomic_path,
+    file_sha256,
+    load_versioned_json,
+    save_json,
+    save_npy,
+    tqdm_kwargs,
+)
 from fmri2image.errors import ConfigError, DataFormatError, MissingImageError, require
 from fmri2image.registry import Registry
 
@@ -513,7 +520,7 @@ class FeatureIndex:
             self.train(train_sample, n_total=n_total)
         pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         n_pending = 0
-        bar = tqdm(total=n_total, unit="vec", desc=f"index ({self.kind})", disable=not progress)
+        bar = tqdm(total=n_total, unit="vec", desc=f"index ({self.kind})", **tqdm_kwargs(progress))
         try:
             for chunk in chunks:
                 feats, labels = chunk[0], chunk[1]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import file_sha256, load_safetensors, save_json, save_safetensors
+from fmri2image._io import file_sha256, load_safetensors, save_json, save_safetensors, tqdm_kwargs
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.features.capabilities import TEXT_VOCABULARIES
 from fmri2image.imagenet import imagenet1k_wnids, imagenet21k_wnids, prompt_name
@@ -274,7 +274,7 @@ def _embed_prompts(encoder: Encoder, prompts: list[str], *, batch_size: int, pro
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     with tqdm(
         total=len(prompts), desc=f"text prototypes ({encoder.name})", unit="prompt",
-        disable=not progress, leave=False,
+        leave=False, **tqdm_kwargs(progress),
     ) as bar:  # fmt: skip
         for start in range(0, len(prompts), batch_size):
             rows = order[start : start + batch_size]
