@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -224,6 +224,29 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """SHA-256 of ``obj`` as canonical strict JSON (sorted keys, compact separators).
+
+    The digest of a manifest's own content (feature stores, stage artifacts) and of
+    a cache key: equal for equal content whatever the key order.
+    """
+    text = json.dumps(strict_json(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each distribution (None when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def tqdm_kwargs(progress: bool) -> dict[str, Any]:

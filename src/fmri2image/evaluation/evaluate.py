@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fmri2image._io import atomic_write, load_json, save_json
+from fmri2image._io import atomic_write, load_json, package_versions, save_json
 from fmri2image.errors import ConfigError, DataFormatError, DependencyError, ModelUnavailableError
 from fmri2image.evaluation.base import METRICS, Metric, get_metric, image_metrics
 from fmri2image.evaluation.images import ImagePairs
@@ -536,7 +536,9 @@ def evaluate_images(
         "bootstrap": {"resamples": n_bootstrap, "interval": "percentile", "unit": "image"},
         "unpaired": "mean score of each reconstruction against the ground truth of another "
         "image (a seeded derangement)",
-        "versions": _versions(),
+        "versions": package_versions(
+            ("fmri2image", "torch", "torchvision", "transformers", "scikit-image", "Pillow")
+        ),
     }
     return Evaluation(
         stems=tuple(pairs.stems),
@@ -609,15 +611,3 @@ def _rate(seconds: float, n_images: int) -> dict[str, float]:
         "images": n_images,
         "images_per_second": round(n_images / seconds, 2) if seconds > 0 else math.inf,
     }
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for dist in ("fmri2image", "torch", "torchvision", "transformers", "scikit-image", "Pillow"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out

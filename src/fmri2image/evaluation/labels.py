@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image.imagenet import is_wnid
 
 __all__ = ["LABEL_METRICS", "LabelTable", "read_label_table"]
 
 #: The label metrics ``evaluate`` can compute from a label table.
 LABEL_METRICS = ("hit1", "hit5", "wup", "path")
-
-_WNID = re.compile(r"^n\d{8}$")
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class LabelTable:
 
 
 def _check_wnid(value: str, where: str) -> str:
-    if not _WNID.match(value):
+    if not is_wnid(value):
         raise DataFormatError(
             f"{where}: {value!r} is not a WordNet id (expected n + 8 digits, e.g. n02123045)."
         )

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fmri2image._io import package_versions
 from fmri2image.errors import DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -200,21 +201,8 @@ def protocol_info() -> dict[str, Any]:
             ),
         },
         "aggregate": "mean over images",
-        "versions": {
-            "scikit-image": _version("scikit-image"),
-            "Pillow": _version("Pillow"),
-            "numpy": np.__version__,
-        },
+        "versions": {**package_versions(("scikit-image", "Pillow")), "numpy": np.__version__},
     }
-
-
-def _version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:  # pragma: no cover - both are dependencies
-        return None
 
 
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -71,7 +71,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import atomic_write, file_sha256, save_json, strict_json
+from fmri2image._io import (
+    atomic_write,
+    file_sha256,
+    json_sha256,
+    package_versions,
+    save_json,
+)
 from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,15 +134,8 @@ def shard_filename(k: int) -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the packages that affect extracted features (installed ones only)."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in _VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    installed = {k: v for k, v in package_versions(_VERSION_PACKAGES).items() if v}
+    return {"python": platform.python_version(), **installed}
 
 
 def _now() -> str:
@@ -276,9 +275,7 @@ def _shard_problems(store: Path, entries: Sequence[Mapping[str, Any]], deep: boo
 
 
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
-    body = strict_json({k: v for k, v in manifest.items() if k != "manifest_sha256"})
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json_sha256({k: v for k, v in manifest.items() if k != "manifest_sha256"})
 
 
 def _load_manifest(path: Path, hint: str = "") -> dict[str, Any]:

@@ -12,12 +12,16 @@ compare with), then pairs the images by stem, computes the metrics and writes::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.pipeline.preflight import check_device, check_output_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.evaluation.labels import LabelTable
 
 __all__ = ["EvaluateConfig", "check_evaluate_config", "resolve_device", "run_evaluate"]
 
@@ -87,15 +91,27 @@ def _check_source(flag: str, value: str) -> None:
         )
 
 
-def check_evaluate_config(config: EvaluateConfig) -> None:
+@dataclass(frozen=True)
+class EvaluateInputs:
+    """The small input files :func:`check_evaluate_config` read, for the run to use."""
+
+    order: tuple[str, ...] | None
+    labels: LabelTable | None
+
+
+def check_evaluate_config(config: EvaluateConfig) -> EvaluateInputs:
     """Every check that needs no image decoded and no network loaded.
+
+    Returns
+    -------
+    EvaluateInputs
+        The ``--order`` stems and the ``--labels`` table, read once here.
 
     Raises
     ------
     ConfigError
         With a message in the command's flags.
     """
-    from fmri2image.evaluation.base import get_metric
     from fmri2image.evaluation.evaluate import read_scores_csv, resolve_metrics
     from fmri2image.evaluation.images import read_order_file
     from fmri2image.evaluation.labels import read_label_table
@@ -116,12 +132,9 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
     if out.is_dir():
         raise ConfigError(f"--out {config.out} is a folder; give a file name ending in .csv.")
     check_output_dir(out.parent, flag=f"--out {config.out}: its folder")
-    if config.order is not None:
-        read_order_file(config.order)
-    if config.labels is not None:
-        read_label_table(config.labels)
-    for name in config.metrics or ():
-        get_metric(name)  # unknown names: ConfigError with close matches
+    order = read_order_file(config.order) if config.order is not None else None
+    labels = read_label_table(config.labels) if config.labels is not None else None
+    # Unknown names: ConfigError with close matches.
     resolve_metrics(config.metrics, device=config.device, labels=config.labels is not None)
     for name, path in config.metric_weights.items():
         if name not in NETWORKS:
@@ -139,19 +152,16 @@ def check_evaluate_config(config: EvaluateConfig) -> None:
     if config.n_bootstrap < 1:
         raise ConfigError(f"--bootstrap must be >= 1, got {config.n_bootstrap}.")
     check_device(config.device)
+    return EvaluateInputs(order, labels)
 
 
 def run_evaluate(config: EvaluateConfig, *, progress: bool = True):
     """Check, pair, score, compare and save; returns the :class:`~fmri2image.evaluation.Evaluation`."""
     from fmri2image.evaluation import evaluate_images, pair_images
-    from fmri2image.evaluation.images import read_order_file
-    from fmri2image.evaluation.labels import read_label_table
 
     config = replace(config, device=resolve_device(config.device))
-    check_evaluate_config(config)
-    labels = read_label_table(config.labels) if config.labels else None
-    order: Sequence[str] | None = read_order_file(config.order) if config.order else None
-    pairs = pair_images(config.recon, config.gt, order=order, keep_blank=config.keep_blank)
+    inputs = check_evaluate_config(config)
+    pairs = pair_images(config.recon, config.gt, order=inputs.order, keep_blank=config.keep_blank)
     log.info(
         "evaluating %d image pairs (%d images not evaluated)",
         len(pairs.stems),
@@ -165,7 +175,7 @@ def run_evaluate(config: EvaluateConfig, *, progress: bool = True):
         seed=config.seed,
         n_bootstrap=config.n_bootstrap,
         weights=config.metric_weights,
-        labels=labels,
+        labels=inputs.labels,
         progress=progress,
     )
     if not result.scores:

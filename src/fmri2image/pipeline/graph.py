@@ -32,8 +32,6 @@ what the tests and the progress lines read; timing never decides anything.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -156,10 +154,6 @@ class GraphResult:
         return [r.name for r in self.records if not r.reused]
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(_io.strict_json(obj), sort_keys=True, separators=(",", ":"))
-
-
 def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
     """SHA-256 of what determines the stage's artifact."""
     from fmri2image import __version__
@@ -171,7 +165,7 @@ def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
         "inputs": {name: input_keys[name] for name in sorted(stage.inputs)},
         "fmri2image": __version__,
     }
-    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+    return _io.json_sha256(payload)
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -197,7 +191,7 @@ def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str]
         "seconds": round(seconds, 3),
         "files": _files(folder),
     }
-    manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest).encode()).hexdigest()
+    manifest["manifest_sha256"] = _io.json_sha256(manifest)
     _io.save_json(folder / MANIFEST, manifest)
 
 
@@ -214,7 +208,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataFormatError(f"{path} is not an fmri2image artifact manifest.")
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if hashlib.sha256(_canonical(body).encode()).hexdigest() != manifest.get("manifest_sha256"):
+    if _io.json_sha256(body) != manifest.get("manifest_sha256"):
         raise DataFormatError(f"{path} was changed after it was written (checksum mismatch).")
     return manifest
 
