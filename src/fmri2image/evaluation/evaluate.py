@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -410,6 +410,7 @@ def evaluate_images(
     weights: Mapping[str, str | os.PathLike] | None = None,
     labels: LabelTable | None = None,
     progress: bool = True,
+    networks: MutableMapping[str, Any] | None = None,
 ) -> Evaluation:
     """Compute image metrics per image and summarize them.
 
@@ -435,6 +436,9 @@ def evaluate_images(
         True and predicted WordNet ids per stem (:func:`~.labels.read_label_table`):
         adds the label metrics ``hit1``, ``hit5``, ``wup``, ``path``.
     progress : bool
+    networks : dict, optional
+        A cache of loaded metric networks, filled and reused across calls (a run
+        that evaluates many image sets loads each network once).
 
     Returns
     -------
@@ -481,8 +485,21 @@ def evaluate_images(
         if m.network is not None:
             by_network.setdefault(m.network, []).append(m)
     for net_name, net_metrics in by_network.items():
+        cache_key = f"{net_name}\x00{weights.get(net_name)}\x00{device}"
         try:
-            net = nets.load_network(net_name, weights=weights.get(net_name), device=device)
+            if networks is not None and cache_key in networks:
+                net = networks[cache_key]
+                if isinstance(net, Exception):  # unavailable when first asked: say so again
+                    raise net
+            else:
+                try:
+                    net = nets.load_network(net_name, weights=weights.get(net_name), device=device)
+                except (ModelUnavailableError, DependencyError) as exc:
+                    if networks is not None:
+                        networks[cache_key] = exc
+                    raise
+                if networks is not None:
+                    networks[cache_key] = net
         except (ModelUnavailableError, DependencyError) as exc:
             for m in net_metrics:
                 skipped[m.name] = f"network {net_name} unavailable: {exc}"

@@ -83,6 +83,9 @@ class DataSection:
     release : {"auto", "spm", "fmriprep"}
     normalization : {"run", "train", "none"}
     drop_nan_voxels : bool
+    split : {"test", "imagery"}
+        What the map fitted on perception predicts: the test images seen, or GOD's
+        imagery trials (averaged per imagined category).
     """
 
     god: str | None = None
@@ -91,6 +94,7 @@ class DataSection:
     release: str = "auto"
     normalization: str = "run"
     drop_nan_voxels: bool = False
+    split: str = "test"
 
 
 @dataclass(frozen=True)
@@ -139,13 +143,31 @@ class GenerationSection:
     generators : tuple of str
         Generator registry names (``invert``, ``sd15``, ...).
     options : dict
-        Generator options (as ``generate --option``), shared by all generators.
+        Generator options (as ``generate --option``): a table per generator,
+        ``options.invert = { iterations = 48 }``, or plain keys shared by all.
+    conditions : tuple of str
+        ``predicted`` (the method), ``true`` (the ceiling: the true stimulus
+        embedding and label) and ``random`` (the floor: a random training
+        stimulus's), each generated and evaluated.
+    labels_from : str or None
+        The retrieval database whose top-1 label conditions label-based generators
+        (default: the first of ``retrieval.databases``).
+    dtype : str
     batch_size : int
     """
 
     generators: tuple[str, ...] = ("invert",)
     options: dict[str, Any] = field(default_factory=dict)
+    conditions: tuple[str, ...] = ("predicted", "true", "random")
+    labels_from: str | None = None
+    dtype: str = "float32"
     batch_size: int = 4
+
+    def options_for(self, generator: str) -> dict[str, Any]:
+        """The options of one generator: its own table over the shared keys."""
+        shared = {k: v for k, v in self.options.items() if not isinstance(v, dict)}
+        own = self.options.get(generator)
+        return {**shared, **(own if isinstance(own, dict) else {})}
 
 
 @dataclass(frozen=True)
@@ -157,10 +179,15 @@ class EvaluationSection:
     metrics : tuple of str or None
         None: every image metric that can run here.
     bootstrap : int
+    weights : dict
+        Local weights of metric networks (``{ alexnet = "alexnet.safetensors" }``).
+    batch_size : int
     """
 
     metrics: tuple[str, ...] | None = None
     bootstrap: int = 2000
+    weights: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -177,6 +204,11 @@ class RunConfig:
         Images per encoder forward pass.
     out : str or None
         The output folder.
+    cache : str or None
+        Where stage artifacts are kept (default ``<out>/cache``); several output
+        folders may share one.
+    visualize : bool
+        Write an image grid per subject and ROI (ground truth, then each model).
     data, mapping, retrieval, generation, evaluation : sections
     """
 
@@ -185,6 +217,8 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 32
     out: str | None = None
+    cache: str | None = None
+    visualize: bool = True
     data: DataSection = field(default_factory=DataSection)
     mapping: MappingSection = field(default_factory=MappingSection)
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
@@ -219,6 +253,7 @@ class RunConfig:
                 device=self.device,
                 batch_size=self.batch_size,
                 seed=self.seed,
+                split=self.data.split,
             )
             for subject in self.data.subjects
             for roi in self.data.rois
@@ -240,13 +275,58 @@ class RunConfig:
             raise ConfigError("data.subjects and data.rois must each name at least one value.")
         for cfg in self.decoding_configs():
             cfg.validate()
+        from fmri2image.evaluation.networks import NETWORKS
+        from fmri2image.generation.base import generator_options, make_options
+        from fmri2image.pipeline.generate import CONDITIONS
+
         for name in self.generation.generators:
             GENERATORS.get(name)  # unknown names: ConfigError with close matches
+        for key, value in self.generation.options.items():
+            if isinstance(value, dict) and key not in self.generation.generators:
+                raise ConfigError(
+                    f"generation.options.{key} sets options of generator {key!r}, which is "
+                    f"not in generation.generators ({', '.join(self.generation.generators)})."
+                )
+        for name in self.generation.generators:
+            given = self.generation.options_for(name)
+            if name == "retrieve":
+                given.pop("database", None)  # the run passes its own image database
+            cls = generator_options(name)
+            if cls is not None or given:
+                try:  # unknown names and bad values, as `generate --option` reports them
+                    make_options(cls, given, generator=name)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"generation.options: {exc} (plain keys apply to every generator; "
+                        f"set one generator's with options.{name} = {{ ... }})"
+                    ) from exc
+        bad = [c for c in self.generation.conditions if c not in CONDITIONS]
+        if bad or not self.generation.conditions or "predicted" not in self.generation.conditions:
+            raise ConfigError(
+                f"generation.conditions must include predicted and may add true and random "
+                f"(the bounds), got {list(self.generation.conditions)}."
+            )
         if self.generation.batch_size < 1:
             raise ConfigError("generation.batch_size must be >= 1.")
+        if self.generation.labels_from is not None:
+            names = [Path(d).name if d not in ("prototypes",) else d
+                     for d in self.retrieval.databases]  # fmt: skip
+            if self.generation.labels_from not in names:
+                raise ConfigError(
+                    f"generation.labels_from = {self.generation.labels_from!r} is not one of "
+                    f"the retrieval databases ({', '.join(names)})."
+                )
         resolve_metrics(self.evaluation.metrics, device=self.device)
         if self.evaluation.bootstrap < 1:
             raise ConfigError("evaluation.bootstrap must be >= 1.")
+        if self.evaluation.batch_size < 1:
+            raise ConfigError("evaluation.batch_size must be >= 1.")
+        unknown_nets = sorted(set(self.evaluation.weights) - set(NETWORKS.names()))
+        if unknown_nets:
+            raise ConfigError(
+                f"evaluation.weights names unknown network(s) {', '.join(unknown_nets)}; "
+                f"metric networks: {', '.join(NETWORKS.names())}."
+            )
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the resolved configuration to ``folder/config.toml`` (atomically)."""

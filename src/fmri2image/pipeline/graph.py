@@ -107,6 +107,11 @@ class Stage:
         Names of the stages it reads.
     version : str
         Bump when the stage's code changes what it writes.
+    resumable : bool
+        The stage's ``run`` resumes from what an interrupted run of the same key left
+        in its folder (per-image generation, sharded feature extraction), verifying
+        it.  Its staging folder is then named by the key and kept when ``run`` fails,
+        so a rerun continues instead of starting over; ``force`` empties it first.
     """
 
     name: str
@@ -115,6 +120,7 @@ class Stage:
     config: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     version: str = "1"
+    resumable: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,7 +347,9 @@ class Graph:
                     reused = False
                     if problem not in ("forced", "not computed yet"):
                         log.warning("recomputing stage %s: %s", name, problem)
-                    self._compute(stage, key, folder, values, folders, keys, progress)
+                    self._compute(
+                        stage, key, folder, values, folders, keys, progress, name in forced
+                    )
                 values[name] = stage.load(folder)
                 folders[name] = folder
                 seconds = time.perf_counter() - t0
@@ -360,10 +368,19 @@ class Graph:
         folders: dict[str, Path],
         keys: dict[str, str],
         progress: bool,
+        forced: bool = False,
     ) -> None:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.parent / f".staging-{key[:20]}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        if stage.resumable:  # what a killed run of this key left is resumed
+            staging = folder.parent / f".partial-{key[:20]}"
+            if forced and staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(exist_ok=True)
+            (staging / MANIFEST).unlink(missing_ok=True)
+        else:
+            staging = folder.parent / f".staging-{key[:20]}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+        ok = False
         try:
             t0 = time.perf_counter()
             stage.run(
@@ -382,6 +399,7 @@ class Graph:
                 os.replace(folder, trash)
                 shutil.rmtree(trash, ignore_errors=True)
             os.replace(staging, folder)
+            ok = True
         finally:
-            if staging.exists():
+            if staging.exists() and (ok or not stage.resumable):
                 shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""`run` / `compare` on the stage graph: reuse, partial recomputation, resume, indexing.
+
+Tiny components throughout: the pooling encoder of ``_planted`` under two names and
+a test generator that paints the predicted embedding, so every stage runs in
+milliseconds and only the pipeline's bookkeeping is under test.  What is recomputed
+is read from the stage records, never from timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+from _planted import PoolEncoder, write_planted_god
+
+from fmri2image.errors import ConfigError
+from fmri2image.generation import (
+    GENERATORS,
+    GenerationResult,
+    Generator,
+    image_seed,
+    register_generator,
+)
+from fmri2image.pipeline.config import (
+    DataSection,
+    EvaluationSection,
+    GenerationSection,
+    MappingSection,
+    RetrievalSection,
+    RunConfig,
+    load_config,
+)
+from fmri2image.pipeline.experiment import run_experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class _Opts:
+    size: int = 8
+
+
+class PaintGenerator(Generator):
+    """Paints the sign pattern of the embedding plus seeded noise (deterministic)."""
+
+    name = "test-paint"
+    conditioning = "embedding"
+    Options = _Opts
+    fail_after: int | None = None  # class-level: a crash half-way, not an option
+    calls = 0
+
+    def generate(self, requests):
+        from PIL import Image
+
+        out = []
+        for r in requests:
+            if PaintGenerator.fail_after is not None and PaintGenerator.calls >= self.fail_after:
+                raise KeyboardInterrupt("killed half-way")
+            PaintGenerator.calls += 1
+            seed = image_seed(r.seed, r.stem)
+            rng = np.random.default_rng(seed)
+            s = self.options.size
+            emb = np.resize(np.asarray(r.embedding) > r.stats.mean, (s, s))
+            arr = (emb[..., None] * 200 + rng.integers(0, 30, (s, s, 3))).astype(np.uint8)
+            out.append(GenerationResult(r.stem, (Image.fromarray(arr),), "paint", seed))
+        return out
+
+
+@pytest.fixture(scope="module")
+def god(tmp_path_factory):
+    register_generator("test-paint", PaintGenerator, conditioning="embedding",
+                       description="test", offline=True, overwrite=True)  # fmt: skip
+    tmp = tmp_path_factory.mktemp("exp")
+    planted = write_planted_god(tmp / "god", n_train_categories=6, n_test_categories=4,
+                                n_voxels=30)  # fmt: skip
+    shutil.copy(planted.root / "Subject1.h5", planted.root / "Subject2.h5")
+    db = planted.write_database(tmp / "imagenet", per_category=2)
+    yield planted.root, db
+    GENERATORS.unregister("test-paint")
+
+
+ENCODERS = {"pool-a": PoolEncoder("pool-a"), "pool-b": PoolEncoder("pool-b")}
+
+
+def _config(god, out, **changes) -> RunConfig:
+    root, db = god
+    config = RunConfig(
+        models=("pool-a", "pool-b"),
+        out=str(out),
+        data=DataSection(god=str(root), rois=("ROI_VC",)),
+        mapping=MappingSection(cv=3),
+        retrieval=RetrievalSection(databases=("prototypes", str(db))),
+        generation=GenerationSection(generators=("test-paint", "retrieve")),
+        evaluation=EvaluationSection(metrics=("pixcorr", "ssim"), bootstrap=50),
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def _run(config, **kw):
+    return run_experiment(config, encoders=ENCODERS, progress=False, **kw)
+
+
+def _tables(out):
+    return {p.name: p.read_bytes() for p in sorted((out / "tables").glob("*.csv"))}
+
+
+@pytest.fixture(scope="module")
+def first(god, tmp_path_factory):
+    out = tmp_path_factory.mktemp("first") / "out"
+    return _run(_config(god, out))
+
+
+def test_the_run_writes_every_output(first):
+    out = first.out_dir
+    kinds = {r.name.split("/")[0] for r in first.records}
+    assert kinds == {"data", "features", "database", "mapping", "retrieval", "generation",
+                     "evaluation"}  # fmt: skip
+    for name in ("scores", "summary", "paired", "decoding"):
+        assert (out / "tables" / f"{name}.csv").is_file()
+        assert (out / "tables" / f"{name}.parquet").is_file()
+    assert (out / "grid-s1-ROI_VC.png").is_file()
+    assert (out / "stages.json").is_file() and (out / "run.log").is_file()
+    gt = sorted((out / "images" / "s1-ROI_VC" / "ground_truth").iterdir())
+    assert len(gt) == 4  # one per test image
+    for model in ("pool-a", "pool-b"):
+        for gen in ("test-paint", "retrieve"):
+            for cond in ("predicted", "true", "random"):
+                pngs = list((out / "images" / "s1-ROI_VC" / model / gen / cond).glob("*.png"))
+                assert len(pngs) == 4
+    # The resolved config reads back as the same config.
+    assert load_config(out / "config.toml") == first.config
+
+
+def test_the_long_table_loads_in_one_line(first):
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(first.out_dir / "tables" / "scores.parquet").to_pylist()
+    # 2 models x 2 generators x 3 conditions x 4 images x 2 metrics
+    assert len(scores) == 2 * 2 * 3 * 4 * 2
+    assert {r["condition"] for r in scores} == {"predicted", "true", "random"}
+    entry = next(
+        e for e in first.reconstructions
+        if (e.model, e.generator, e.condition) == ("pool-a", "test-paint", "predicted")
+    )  # fmt: skip
+    got = sorted(
+        r["value"] for r in scores
+        if (r["model"], r["generator"], r["condition"], r["metric"])
+        == ("pool-a", "test-paint", "predicted", "ssim")
+    )  # fmt: skip
+    assert np.allclose(got, sorted(entry.evaluation.scores["ssim"]))
+
+
+def test_true_bound_of_retrieve_finds_the_stimulus_category(first):
+    """The ceiling (true embedding) beats the floor (random training stimulus)."""
+    by = {(e.model, e.generator, e.condition): e.evaluation.summary for e in first.reconstructions}
+    true = by[("pool-a", "retrieve", "true")]["pixcorr"].mean
+    random = by[("pool-a", "retrieve", "random")]["pixcorr"].mean
+    assert true > random
+
+
+def test_a_second_compare_recomputes_nothing(god, first):
+    again = _run(first.config)
+    assert again.computed == []
+    assert [r.name for r in again.records] == [r.name for r in first.records]
+    assert _tables(again.out_dir) == _tables(first.out_dir)
+
+
+def test_changing_the_generator_recomputes_only_generation_and_evaluation(god, first, tmp_path):
+    out = tmp_path / "out"
+    config = _config(god, out, cache=str(first.out_dir / "cache"))
+    config = dataclasses.replace(
+        config,
+        generation=dataclasses.replace(config.generation, options={"test-paint": {"size": 12}}),
+    )
+    result = _run(config)
+    computed = set(result.computed)
+    assert computed, "the new generator options must make new pictures"
+    assert {n.split("/")[0] for n in computed} == {"generation", "evaluation"}
+    assert all("/test-paint/" in n for n in computed)  # retrieve's pictures are reused
+    # 2 models x (predicted + the two bounds), each generated and evaluated
+    assert len(computed) == 2 * 3 * 2
+
+
+def test_force_recomputes_a_stage_kind_and_what_depends_on_it(god, first, tmp_path):
+    config = _config(god, tmp_path / "out", cache=str(first.out_dir / "cache"))
+    result = _run(config, force=("retrieval",))
+    kinds = {n.split("/")[0] for n in result.computed}
+    assert kinds == {"retrieval"}  # nothing reads labels: the generators are embedding-based
+    with pytest.raises(ConfigError, match="--force nosuch matches no stage"):
+        _run(config, force=("nosuch",))
+
+
+def test_a_run_killed_mid_stage_resumes_to_identical_tables(god, first, tmp_path):
+    config = _config(god, tmp_path / "out")
+    # One picture per call, so each is on disk as soon as it is made.
+    config = dataclasses.replace(
+        config, generation=dataclasses.replace(config.generation, batch_size=1)
+    )
+    PaintGenerator.calls, PaintGenerator.fail_after = 0, 6  # 4 of one stage, 2 of the next
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(config)
+    finally:
+        PaintGenerator.fail_after = None
+    partial = list((tmp_path / "out" / "cache").glob("*/.partial-*"))
+    assert [len(list(p.glob("*.png"))) for p in partial] == [2]  # finished pictures are kept
+    PaintGenerator.calls = 0
+    resumed = _run(config)
+    assert PaintGenerator.calls == 2 * 3 * 4 - 6  # only the missing pictures were made
+    assert not list((tmp_path / "out" / "cache").glob("*/.partial-*"))
+    assert _tables(resumed.out_dir) == _tables(first.out_dir)
+
+
+def test_subjects_by_rois_give_the_indexed_table(god, tmp_path, first):
+    import pyarrow.parquet as pq
+
+    config = _config(
+        god, tmp_path / "out", cache=str(first.out_dir / "cache"),
+        data=DataSection(god=str(god[0]), subjects=(1, 2), rois=("ROI_V1", "ROI_LOC")),
+    )  # fmt: skip
+    result = _run(config)
+    rows = pq.read_table(result.out_dir / "tables" / "summary.parquet").to_pylist()
+    keys = {(r["subject"], r["roi"]) for r in rows}
+    assert keys == {(s, roi) for s in ("1", "2", "mean") for roi in ("ROI_V1", "ROI_LOC")}
+    per = {(r["subject"], r["roi"], r["model"], r["generator"], r["condition"], r["metric"]): r
+           for r in rows}  # fmt: skip
+    for roi in ("ROI_V1", "ROI_LOC"):
+        k = (roi, "pool-a", "test-paint", "predicted", "ssim")
+        mean = np.mean([per[(s, *k)]["mean"] for s in ("1", "2")])
+        assert per[("mean", *k)]["mean"] == pytest.approx(mean)
+        assert per[("mean", *k)]["n_subjects"] == 2
+    # The bounds hold no brain data: computed once per model and generator, shared by
+    # both subjects and both ROIs.
+    true_stages = [r.name for r in result.records if "/true/" in r.name and
+                   r.name.startswith("generation/")]  # fmt: skip
+    assert len(true_stages) == 2 * 2
+    assert len(result.decodings) == 4
+    assert "mean of 2 subjects" in result.comparison
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"models": ()}, "models is empty"),
+        ({"generation": GenerationSection(generators=("nosuch",))}, "nosuch"),
+        ({"evaluation": EvaluationSection(metrics=("pixcor",))}, "pixcor"),
+        ({"retrieval": RetrievalSection(databases=("prototypes",))}, "retrieve"),
+        ({"generation": GenerationSection(generators=("test-paint",),
+                                          options={"size": "x", "nosuch": 1})}, "nosuch"),
+        ({"generation": GenerationSection(conditions=("true",))}, "predicted"),
+    ],
+)  # fmt: skip
+def test_bad_settings_stop_before_any_stage(god, tmp_path, changes, match):
+    config = _config(god, tmp_path / "out", **changes)
+    with pytest.raises(ConfigError, match=match):
+        _run(config)
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_cli_precedence_config_then_set_then_flags(god, tmp_path):
+    from fmri2image.cli.main import build_parser
+    from fmri2image.cli.run_cmd import run_config
+
+    toml = tmp_path / "exp.toml"
+    toml.write_text('models = ["a"]\nseed = 3\n[mapping]\ncv = 4\n[data]\nsubjects = [1]\n')
+    args = build_parser().parse_args(
+        ["compare", "--config", str(toml), "--set", "mapping.cv=loo", "--set", "seed=5",
+         "--models", "pool-a", "pool-b", "--subjects", "1", "2", "--no-bounds", "--out", "o"]
+    )  # fmt: skip
+    config = run_config(args)
+    assert config.models == ("pool-a", "pool-b")
+    assert config.seed == 5 and config.mapping.cv == "loo"
+    assert config.data.subjects == (1, 2)
+    assert config.generation.conditions == ("predicted",)
+    assert config.out == "o"
