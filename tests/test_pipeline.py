@@ -2,14 +2,14 @@
 
 The default demo must show the method working (issue: "a demo that convinces"):
 for both demo encoders, ROI_HVC pairwise identification >= 0.85, R² above the
-training-mean baseline, and label hit@5 above chance from both databases.
+training-mean baseline, label hit@5 above chance from both databases, and pictures
+identified above chance and above their floor; a rerun reuses every stage.
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from fmri2image.cli.main import main
@@ -25,64 +25,88 @@ def demo_run(default_demo):
     return out
 
 
-def _summary(out):
-    return json.loads((out / "results" / "summary.json").read_text())
+def _table(out, name):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out / "results" / "tables" / f"{name}.parquet").to_pylist()
 
 
 def test_default_demo_shows_decoding_working(demo_run):
     if len(available_categories()) < 40:
         pytest.skip("the Debian photo packages are not installed (pip photos only)")
-    summary = _summary(demo_run)
-    assert summary["config"]["roi"] == "ROI_HVC"
-    assert [r["encoder"] for r in summary["encoders"]] == ["effnet-lite0", "effnet-lite2"]
-    for row in summary["encoders"]:
-        name = row["encoder"]
-        assert row["pairwise_id"] >= 0.85, (name, row["pairwise_id"])
-        assert row["pairwise_id_baseline"] == pytest.approx(0.5)
-        assert row["r2"] > row["r2_baseline"], (name, row["r2"], row["r2_baseline"])
-        assert [r["database"] for r in row["retrieval"]] == ["prototypes", "database"]
-        for ret in row["retrieval"]:
-            assert ret["hit5"] > ret["hit5_chance"], (name, ret)
-        images = row["retrieval"][1]
-        assert images["coverage"] == 1.0  # the demo's database holds every test category
+    rows = _table(demo_run, "decoding")
+    assert {r["roi"] for r in rows} == {"ROI_HVC"}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    assert models == ["effnet-lite0", "effnet-lite2"]
+    for model in models:
+        pred = {r["metric"]: r for r in rows if r["model"] == model and r["stage"] == "prediction"}
+        assert pred["pairwise_id"]["value"] >= 0.85, (model, pred["pairwise_id"])
+        assert pred["pairwise_id"]["baseline"] == pytest.approx(0.5)
+        assert pred["r2"]["value"] > pred["r2"]["baseline"], (model, pred["r2"])
+        ret = [r for r in rows if r["model"] == model and r["stage"] == "retrieval"]
+        assert list(dict.fromkeys(r["database"] for r in ret)) == ["prototypes", "database"]
+        for r in ret:
+            if r["metric"] == "hit5":
+                assert r["value"] > r["chance"], (model, r)
+        cover = next(r for r in ret if r["database"] == "database" and r["metric"] == "coverage")
+        assert cover["value"] == 1.0  # the demo's database holds every test category
+
+
+def test_default_demo_reconstructions_sit_between_their_bounds(demo_run):
+    """Pictures from the decoded embedding are identified above chance and above the
+    floor (a random training stimulus), and below or at the ceiling (the true one)."""
+    if len(available_categories()) < 40:
+        pytest.skip("the Debian photo packages are not installed (pip photos only)")
+    rows = _table(demo_run, "summary")
+    by = {(r["model"], r["generator"], r["condition"], r["metric"]): r for r in rows}
+    assert {r["generator"] for r in rows} == {"retrieve", "invert"}
+    for model in ("effnet-lite0", "effnet-lite2"):
+        # Scored by the *other* network: no circularity.
+        metric = "lite2" if model == "effnet-lite0" else "lite0"
+        pred = by[(model, "retrieve", "predicted", metric)]
+        floor = by[(model, "retrieve", "random", metric)]["mean"]
+        ceiling = by[(model, "retrieve", "true", metric)]["mean"]
+        assert pred["mean"] > pred["chance"] and pred["mean"] > floor, (model, pred, floor)
+        assert pred["mean"] <= ceiling, (model, pred, ceiling)
 
 
 def test_demo_writes_every_result(demo_run):
-    summary = _summary(demo_run)
+    res = demo_run / "results"
     assert (demo_run / "data" / "Subject1.h5").exists()
     assert (demo_run / "data" / "database").is_dir()
-    for row in summary["encoders"]:
-        enc = demo_run / "results" / row["encoder"]
-        for rel in (
-            "mapping/mapping.safetensors",
-            "mapping/config.json",
-            "predicted_test_embeddings.npy",
-            "prediction/summary.json",
-            "prediction/per_image.parquet",
-            "retrieval/prototypes/semantic_summary.json",
-            "retrieval/database/semantic_per_query.parquet",
-            "retrieval/database/neighbours.parquet",
-        ):
-            assert (enc / rel).exists(), rel
-        pred = np.load(enc / "predicted_test_embeddings.npy", allow_pickle=False)
-        assert pred.shape == (summary["n_test_images"], 1280) and np.isfinite(pred).all()
+    for name in ("scores", "summary", "paired", "decoding"):
+        for ext in ("csv", "parquet"):
+            assert (res / "tables" / f"{name}.{ext}").is_file()
+    for rel in ("config.toml", "stages.json", "run.log", "grid-s1-ROI_HVC.png"):
+        assert (res / rel).is_file(), rel
+    images = res / "images" / "s1-ROI_HVC"
+    assert len(list((images / "ground_truth").iterdir())) == 10
+    for model in ("effnet-lite0", "effnet-lite2"):
+        for gen in ("retrieve", "invert"):
+            for cond in ("predicted", "true", "random"):
+                assert len(list((images / model / gen / cond).glob("*.png"))) == 10
+    for model in ("effnet-lite0", "effnet-lite2"):
+        assert (res / "maps" / "s1-ROI_HVC" / model / "mapping" / "mapping.safetensors").is_file()
+    paired = _table(demo_run, "paired")
+    assert {(r["model_a"], r["model_b"]) for r in paired} == {("effnet-lite0", "effnet-lite2")}
+    assert all(r["p_holm"] >= r["p_value"] for r in paired)
 
 
-def test_demo_rerun_reuses_data_and_features(demo_run, capsys):
+def test_demo_rerun_reuses_every_stage(demo_run, capsys):
     h5 = demo_run / "data" / "Subject1.h5"
-    feats = next((demo_run / "results" / "stimulus_features" / "training").rglob("shard-*.npy"))
-    before = (h5.stat().st_mtime_ns, feats.stat().st_mtime_ns)
-    first = _summary(demo_run)
+    before = h5.stat().st_mtime_ns
+    tables = {p.name: p.read_bytes() for p in (demo_run / "results" / "tables").glob("*.csv")}
     capsys.readouterr()
     assert main(["-q", "demo", "--out", str(demo_run)]) == 0
-    assert (h5.stat().st_mtime_ns, feats.stat().st_mtime_ns) == before
-    second = _summary(demo_run)
-    for a, b in zip(first["encoders"], second["encoders"]):  # same inputs: same numbers
-        for key in ("pairwise_id", "nway_top1", "r2"):
-            assert a[key] == b[key]
-        assert a["retrieval"] == b["retrieval"]
+    assert h5.stat().st_mtime_ns == before
+    stages = json.loads((demo_run / "results" / "stages.json").read_text())
+    assert stages and all(s["reused"] for s in stages)
+    again = {p.name: p.read_bytes() for p in (demo_run / "results" / "tables").glob("*.csv")}
+    assert again == tables  # same inputs: same numbers
     printed = capsys.readouterr().out
-    assert "effnet-lite2" in printed and "[mean, chance]" in printed and "Results:" in printed
+    for text in ("effnet-lite2", "[mean, chance]", "Reconstructions", "Paired tests", "Results:"):
+        assert text in printed
+    assert f"{len(stages)} stages: 0 computed, {len(stages)} reused" in printed
 
 
 def test_a_dataset_of_another_seed_is_never_reused(tmp_path):

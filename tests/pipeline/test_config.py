@@ -22,7 +22,7 @@ alphas = "1e-1:1e5:7"
 
 [generation]
 generators = ["invert", "retrieve"]
-options = { steps = 20 }
+options = { invert = { iterations = 20 } }
 
 [evaluation]
 metrics = ["pixcorr", "ssim", "lite0"]
@@ -42,7 +42,9 @@ def test_file_and_overrides_are_typed(tmp_path):
     assert cfg.models == ("effnet-lite0", "effnet-lite2") and cfg.seed == 3
     assert cfg.data.subjects == (4,) and cfg.data.rois == ("ROI_V1", "ROI_HVC")
     assert cfg.mapping.cv == 3 and cfg.mapping.alphas == "1e-1:1e5:7" and cfg.device == "cuda"
-    assert cfg.generation.options == {"steps": 20}
+    assert cfg.generation.options == {"invert": {"iterations": 20}}
+    assert cfg.generation.options_for("invert") == {"iterations": 20}
+    assert cfg.generation.options_for("retrieve") == {}
     assert load_config(None, ["mapping.cv=loo"]).mapping.cv == "loo"  # bare word: a string
     assert load_config(None, ["models=clip"]).models == ("clip",)
     assert load_config() == RunConfig()
@@ -56,6 +58,16 @@ def test_one_decoding_config_per_subject_and_roi(tmp_path):
     ]  # fmt: skip
     assert decs[0].cv == "loo" and len(decs[0].alphas) == 7 and decs[0].seed == 3
     cfg.validate()
+
+
+def test_generator_options_are_checked_per_generator(tmp_path):
+    """A shared key must apply to every generator; a table names one generator."""
+    shared = load_config(write(tmp_path, EXAMPLE), ["generation.options={ steps = 20 }"])
+    with pytest.raises(ConfigError, match="--steps does not apply to generator 'invert'"):
+        shared.validate()
+    other = load_config(write(tmp_path, EXAMPLE), ["generation.options={ sd15 = { steps = 2 } }"])
+    with pytest.raises(ConfigError, match=r"sd15.*not in generation.generators"):
+        other.validate()
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,12 @@ def test_the_run_writes_every_output(first):
             for cond in ("predicted", "true", "random"):
                 pngs = list((out / "images" / "s1-ROI_VC" / model / gen / cond).glob("*.png"))
                 assert len(pngs) == 4
+    from fmri2image.mapping import load_mapping
+
+    for model in ("pool-a", "pool-b"):
+        maps = out / "maps" / "s1-ROI_VC" / model
+        assert load_mapping(maps / "mapping").predict(np.zeros((1, 30))).shape == (1, 48)
+        assert np.load(maps / "predicted_test_embeddings.npy").shape == (4, 48)
     # The resolved config reads back as the same config.
     assert load_config(out / "config.toml") == first.config
 
@@ -273,3 +279,46 @@ def test_cli_precedence_config_then_set_then_flags(god, tmp_path):
     assert config.data.subjects == (1, 2)
     assert config.generation.conditions == ("predicted",)
     assert config.out == "o"
+
+
+def test_a_registered_mapper_is_chosen_by_config(god, first, tmp_path):
+    """A second mapping model is one class and one registry line; the config picks it."""
+    from sklearn.base import BaseEstimator
+
+    from fmri2image.mapping import MAPPERS, Mapper, register_mapper
+
+    class MeanMapping(BaseEstimator, Mapper):
+        format_name = "test-mean"
+
+        def __init__(self, *, shrink: float = 1.0) -> None:
+            self.shrink = shrink
+
+        def fit(self, X, Y, groups=None):
+            self.y_mean_ = self.shrink * np.asarray(Y, dtype=float).mean(axis=0)
+            return self
+
+        def predict(self, X):
+            return np.tile(self.y_mean_, (len(X), 1))
+
+        def _save_state(self):
+            return {"y_mean_": self.y_mean_}, {}
+
+    register_mapper("test-mean", MeanMapping, overwrite=True)
+    try:
+        config = _config(
+            god, tmp_path / "out", cache=str(first.out_dir / "cache"),
+            mapping=MappingSection(mapper="test-mean", options={"shrink": 0.5}),
+        )  # fmt: skip
+        result = _run(config)
+        kinds = {n.split("/")[0] for n in result.computed}
+        assert "mapping" in kinds and "features" not in kinds and "data" not in kinds
+        art = result.decodings[(1, "ROI_VC")].results[0]
+        assert art.fit["mapper"] == "MeanMapping"
+        # The prediction is the shrunk training mean: identification at chance.
+        assert art.prediction["pairwise_identification"]["value"] == pytest.approx(0.5)
+        bad = _config(god, tmp_path / "bad", mapping=MappingSection(mapper="test-mean",
+                                                                     options={"nosuch": 1}))  # fmt: skip
+        with pytest.raises(ConfigError, match="does not accept"):
+            _run(bad)
+    finally:
+        MAPPERS.unregister("test-mean")

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "HelpFormatter",
     "add_data_options",
+    "add_force_option",
     "add_mapping_options",
     "add_retrieval_options",
     "add_runtime_options",
@@ -194,6 +195,16 @@ def add_runtime_options(p: argparse.ArgumentParser, *, device: str = "cpu") -> N
     g.add_argument(
         "--seed", type=non_negative_int, default=0, metavar="S",
         help="seed of every random choice",
+    )  # fmt: skip
+
+
+def add_force_option(p: argparse.ArgumentParser) -> None:
+    """``--force STAGE`` (repeatable), for the commands that run the stage graph."""
+    p.add_argument(
+        "--force", action="append", metavar="STAGE",
+        help="recompute a stage and what depends on it: a kind (data, features, database, "
+        "mapping, retrieval, generation, evaluation) or a longer name prefix such as "
+        "mapping/clip (repeatable)",
     )  # fmt: skip
 
 

@@ -48,10 +48,7 @@ def register(subparsers) -> None:
         "--generators", nargs="+", metavar="NAME",
         help="generators (default: retrieve and invert, which need no download)",
     )  # fmt: skip
-    p.add_argument(
-        "--force", action="append", default=[], metavar="STAGE",
-        help="recompute a stage kind or name prefix and what depends on it (repeatable)",
-    )  # fmt: skip
+    _options.add_force_option(p)
     p.add_argument(
         "--regenerate", action="store_true", help="write the demo dataset anew even if it matches"
     )
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         roi=args.roi,
         device=args.device,
         regenerate=args.regenerate,
-        force=tuple(args.force),
+        force=tuple(args.force or ()),
         progress=not args.quiet,
         **config,
     )

@@ -37,7 +37,7 @@ condition, with the mean over subjects.
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="a TOML run configuration")
     p.add_argument(
-        "--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+        "--set", action="append", dest="overrides", metavar="KEY=VALUE",
         help="override one configuration value, e.g. --set mapping.cv=loo --set "
         "data.subjects=[1,2] (repeatable; TOML values)",
     )  # fmt: skip
@@ -77,12 +77,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="image metrics (evaluation.metrics; default: every one that runs here); "
         "`fmri2image evaluate --list-metrics`",
     )  # fmt: skip
-    p.add_argument(
-        "--force", action="append", default=[], metavar="STAGE",
-        help="recompute a stage and what depends on it: a kind (data, features, database, "
-        "mapping, retrieval, generation, evaluation) or a longer name prefix such as "
-        "mapping/clip (repeatable)",
-    )  # fmt: skip
+    _options.add_force_option(p)
     p.add_argument(
         "--no-visualize", dest="visualize", action="store_false", default=None,
         help="do not write the image grids (OUT/grid-*.png)",
@@ -113,7 +108,7 @@ def register(subparsers) -> None:
         help="several embedding models side by side, on shared stages, with paired tests",
         description=(
             "Run the whole pipeline for several embedding models on shared data stages "
-            "and compare them: one table of every metric with its 95%% CI and bounds, "
+            "and compare them: one table of every metric with its 95% CI and bounds, "
             "and paired permutation tests between every pair of models."
         ),
         epilog=_COMPARE_EPILOG,
@@ -129,7 +124,7 @@ def run_config(args: argparse.Namespace):
     from fmri2image.pipeline.config import load_config
     from fmri2image.pipeline.experiment import config_with
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides or ())
     conditions = ("predicted",) if args.no_bounds else None
     return config_with(
         config,
@@ -153,7 +148,9 @@ def run_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from fmri2image.pipeline.experiment import run_experiment
 
-    result = run_experiment(run_config(args), force=tuple(args.force), progress=not args.quiet)
+    result = run_experiment(
+        run_config(args), force=tuple(args.force or ()), progress=not args.quiet
+    )
     print_result(result)
     return 0
 

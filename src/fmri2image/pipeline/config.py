@@ -109,6 +109,10 @@ class MappingSection:
         ``"LO:HI:N"`` (log-spaced), or None for the default grid.
     alpha_per_target : bool
     n_voxels : int or None
+    mapper : str
+        The mapping model's registry name (:data:`fmri2image.mapping.MAPPERS`).
+    options : dict
+        Further constructor arguments of the mapper.
     """
 
     cv: int | str = 5
@@ -116,6 +120,8 @@ class MappingSection:
     alphas: str | None = None
     alpha_per_target: bool = True
     n_voxels: int | None = None
+    mapper: str = "ridge"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,8 @@ class RunConfig:
                 batch_size=self.batch_size,
                 seed=self.seed,
                 split=self.data.split,
+                mapper=self.mapping.mapper,
+                mapper_options=dict(self.mapping.options),
             )
             for subject in self.data.subjects
             for roi in self.data.rois

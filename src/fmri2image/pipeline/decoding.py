@@ -123,6 +123,11 @@ class DecodingConfig:
         What the map (always fitted on perception) predicts: the test images seen
         (trials averaged per image), or GOD's imagery trials, averaged per imagined
         category and scored against the test image of that category.
+    mapper : str
+        Mapping model, by its name in :data:`fmri2image.mapping.MAPPERS`.
+    mapper_options : dict
+        Further constructor arguments of the mapper (for ``ridge`` they override
+        the ones above).
     """
 
     subject: int = 1
@@ -143,6 +148,8 @@ class DecodingConfig:
     batch_size: int = 32
     seed: int = 0
     split: str = "test"
+    mapper: str = "ridge"
+    mapper_options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,12 +157,15 @@ class DecodingConfig:
     def validate(self) -> None:
         """Raise :class:`~fmri2image.errors.ConfigError` for any bad value (no I/O)."""
         preflight.check_config(self)
+        self.make_mapper()  # an unknown mapper or parameter, before any data is read
 
-    def mapper(self) -> Any:
-        """A new, unfitted mapping model from the mapper registry (``ridge``)."""
+    def make_mapper(self) -> Any:
+        """A new, unfitted mapping model from the mapper registry."""
         from fmri2image.mapping import get_mapper
 
-        return get_mapper("ridge", **self.ridge_kwargs())
+        if self.mapper == "ridge":
+            return get_mapper("ridge", **{**self.ridge_kwargs(), **dict(self.mapper_options)})
+        return get_mapper(self.mapper, **dict(self.mapper_options))
 
     def ridge_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the :class:`~fmri2image.mapping.RidgeMapping`."""
@@ -785,7 +795,7 @@ def fit_map(
     from fmri2image.evaluation import prediction_metrics
     from fmri2image.mapping import save_mapping
 
-    model = config.mapper()
+    model = config.make_mapper()
     model.fit(X_train, Y_train, groups=groups)
     save_mapping(model, folder / "mapping")
     Y_pred = model.predict(X_eval)
@@ -823,12 +833,15 @@ def retrieve_labels(
 
 
 def _fit_summary(model: Any) -> dict[str, Any]:
-    """Headline facts of a fitted map (alpha range, edges, CV scheme)."""
-    alphas = np.asarray(model.alpha_, dtype=np.float64)
+    """Headline facts of a fitted map (alpha range, edges, CV scheme); a mapper
+    without alphas gets None for them."""
+    alpha = getattr(model, "alpha_", None)
+    alphas = np.asarray(alpha if alpha is not None else [np.nan], dtype=np.float64)
     out: dict[str, Any] = {
-        "alpha_min": float(alphas.min()),
-        "alpha_median": float(np.median(alphas)),
-        "alpha_max": float(alphas.max()),
+        "mapper": type(model).__name__,
+        "alpha_min": float(alphas.min()) if alpha is not None else None,
+        "alpha_median": float(np.median(alphas)) if alpha is not None else None,
+        "alpha_max": float(alphas.max()) if alpha is not None else None,
         "n_splits": int(getattr(model, "n_splits_", 0)),
     }
     diag = getattr(model, "diagnostics_", None)

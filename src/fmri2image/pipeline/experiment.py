@@ -24,8 +24,9 @@ Under the output folder::
     run.log              the log of the run
     tables/              scores / summary / paired / decoding, CSV and parquet
     images/s<S>-<ROI>/   ground_truth/ and <model>/<generator>/<condition>/
+    maps/s<S>-<ROI>/     per model: the fitted map (mapping/), its predictions and scores
     grid-s<S>-<ROI>.png  ground truth, then each model × generator (``visualize``)
-    cache/               the stage artifacts (fitted maps under cache/mapping_*)
+    cache/               the stage artifacts
 """
 
 from __future__ import annotations
@@ -104,8 +105,11 @@ class ExperimentResult:
         )
 
     def format(self) -> str:
-        """Decoding tables per subject × ROI, then the reconstruction comparison."""
+        """Decoding tables per subject × ROI (with the retrieved label of every test
+        image when there is one subject × ROI), then the reconstruction comparison."""
         parts = [d.table() for d in self.decodings.values()]
+        if len(self.decodings) == 1:
+            parts.append(next(iter(self.decodings.values())).labels_table())
         parts.append(self.comparison)
         return "\n\n".join(p for p in parts if p)
 
@@ -436,6 +440,7 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
         for (s, roi), d in decodings.items()
     }
     outputs.export_images(out, entries, gt_by_key)
+    outputs.export_maps(out, {k: values[name].folder for k, name in plan.mapping.items()})
     if config.visualize:
         for (s, roi), gt in gt_by_key.items():
             rows = [
@@ -476,7 +481,7 @@ def _decoding_result(plan: _Plan, values: dict, result: Any, key: tuple[int, str
                 dim=values[plan.features[model]].dim,
                 out_dir=mapped.folder,
                 prediction=mapped.metrics,
-                alpha_median=float(mapped.fit.get("alpha_median", float("nan"))),
+                alpha_median=float(mapped.fit.get("alpha_median") or float("nan")),
                 seconds=round(result.record(m_name).seconds, 2),
                 retrievals=tuple(
                     RetrievalSummary(

@@ -62,6 +62,7 @@ __all__ = [
     "ReconstructionScores",
     "decoding_rows",
     "export_images",
+    "export_maps",
     "format_comparison",
     "holm_adjust",
     "image_grid",
@@ -729,6 +730,28 @@ def export_images(
 
 _GREY = (128, 128, 128)
 _PAD = 6
+
+
+def export_maps(folder: str | os.PathLike, maps: Mapping[tuple[int, str, str], Path]) -> Path:
+    """Lay the fitted maps out by subject, ROI and model.
+
+    ``maps`` gives the artifact folder of each (subject, roi, model) mapping stage;
+    every file under it is placed (hard link, else copy) in
+    ``folder/maps/s<subject>-<roi>/<model>/`` with the same relative path: the
+    fitted model (``mapping/``, readable with :func:`fmri2image.mapping.load_mapping`),
+    the predicted embeddings, the prediction metrics and ``fit.json``.  The stage's
+    own manifest is left out.  Returns ``folder/maps``.
+    """
+    from fmri2image.features.shards import store_dirname
+    from fmri2image.pipeline.graph import MANIFEST
+
+    root = Path(folder) / "maps"
+    for (subject, roi, model), src in maps.items():
+        dst = root / f"s{subject}-{_safe_roi(roi)}" / store_dirname(model)
+        for path in sorted(Path(src).rglob("*")):
+            if path.is_file() and path.name != MANIFEST:
+                _place(path, dst / path.relative_to(src))
+    return root
 
 
 def image_grid(

@@ -396,9 +396,9 @@ def mapping_stage(name: str, config: DecodingConfig, data_name: str, features_na
     samples, score the predictions (``decode``'s mapping step)."""
     from fmri2image.pipeline.decoding import CLI_FLAGS, _fit_summary, fit_map
 
-    mapper = config.mapper()
+    mapper = config.make_mapper()
     cfg = {
-        "mapper": type(mapper).__name__,
+        "mapper": config.mapper,
         "params": _io.strict_json(mapper.get_params()),
         "cv_groups": config.cv_groups,
         "seed": config.seed,
@@ -414,7 +414,8 @@ def mapping_stage(name: str, config: DecodingConfig, data_name: str, features_na
             config, data.X_train, feats.train[data.train_rows], data.X_eval,
             feats.test[data.test_rows], ctx.folder, groups=groups, stems=data.test_stems,
         )  # fmt: skip
-        warnings = list(fit_warnings(model, flags=CLI_FLAGS))
+        has_diagnostics = getattr(model, "diagnostics_", None) is not None
+        warnings = list(fit_warnings(model, flags=CLI_FLAGS)) if has_diagnostics else []
         for msg in warnings:
             log.warning("[%s] %s", name, msg)
         _io.save_npy(ctx.folder / "train_mean.npy", y_mean)
