@@ -322,3 +322,20 @@ def test_a_registered_mapper_is_chosen_by_config(god, first, tmp_path):
             _run(bad)
     finally:
         MAPPERS.unregister("test-mean")
+
+
+def test_a_model_that_cannot_load_stops_the_run_before_any_stage(god, tmp_path):
+    from fmri2image.errors import ModelUnavailableError
+    from fmri2image.features import ENCODERS, register_encoder
+
+    def unavailable(**kw):
+        raise ModelUnavailableError("the weights of test-missing are not on this machine")
+
+    register_encoder("test-missing", unavailable, overwrite=True)
+    try:
+        config = _config(god, tmp_path / "out", models=("test-missing",))
+        with pytest.raises(ModelUnavailableError, match="not on this machine"):
+            run_experiment(config, progress=False)  # encoders from the registry
+        assert not list((tmp_path / "out" / "cache").rglob("artifact.json"))
+    finally:
+        ENCODERS.unregister("test-missing")

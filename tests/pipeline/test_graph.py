@@ -125,3 +125,29 @@ def test_bad_graphs_are_refused():
     with pytest.raises(ConfigError, match="cycle"):
         Graph([npy_stage("x", lambda c, y: y, inputs=("y",)),
                npy_stage("y", lambda c, x: x, inputs=("x",))])  # fmt: skip
+
+
+def test_stages_to_compute_prepare_before_any_stage_runs(tmp_path):
+    """A model that cannot be loaded stops the run before any stage's work."""
+    import dataclasses
+
+    events = []
+
+    def broken():
+        events.append("prepare mapping_b")
+        raise ConfigError("the weights of mapping_b's model are not on this machine")
+
+    g = pipeline()
+    stages = [
+        dataclasses.replace(s, prepare=broken) if s.name == "mapping_b" else s
+        for s in g.stages.values()
+    ]
+    with pytest.raises(ConfigError, match="not on this machine"):
+        Graph(stages).run(tmp_path / "cache", progress=False)
+    assert events == ["prepare mapping_b"] and sum(CALLS.values()) == 0
+    assert not list((tmp_path / "cache").rglob(MANIFEST))
+    # Reused stages are not prepared (a fully cached run loads no model).
+    pipeline().run(tmp_path / "cache", progress=False)
+    events.clear()
+    Graph(stages).run(tmp_path / "cache", progress=False)
+    assert events == []

@@ -107,6 +107,11 @@ class Stage:
         Names of the stages it reads.
     version : str
         Bump when the stage's code changes what it writes.
+    prepare : callable, optional
+        ``prepare() -> None``: builds what ``run`` will need (loads its model, checks
+        its weights).  Before any stage runs, the graph prepares every stage it is
+        about to compute, so a missing model stops the run in seconds, not after an
+        hour of upstream work.
     resumable : bool
         The stage's ``run`` resumes from what an interrupted run of the same key left
         in its folder (per-image generation, sharded feature extraction), verifying
@@ -121,6 +126,7 @@ class Stage:
     inputs: tuple[str, ...] = ()
     version: str = "1"
     resumable: bool = False
+    prepare: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -336,10 +342,20 @@ class Graph:
         folders: dict[str, Path] = {}
         records: list[StageRecord] = []
         with output_lock(cache):
+            problems = {
+                name: "forced"
+                if name in forced
+                else _problem(self.folder(cache, name, keys[name]), keys[name])
+                for name in self.order
+            }
+            for name in self.order:  # models of every stage to compute, before any work
+                prepare = self.stages[name].prepare
+                if problems[name] is not None and prepare is not None:
+                    prepare()
             for name in self.order:
                 stage, key = self.stages[name], keys[name]
                 folder = self.folder(cache, name, key)
-                problem = "forced" if name in forced else _problem(folder, key)
+                problem = problems[name]
                 t0 = time.perf_counter()
                 if problem is None:
                     reused = True

@@ -309,7 +309,10 @@ def features_stage(
             test_stems=tuple(Path(p).stem for p in test.paths),
         )
 
-    return Stage(f"features/{model}", run, load, cfg, version="1", resumable=True)
+    return Stage(
+        f"features/{model}", run, load, cfg, version="1", resumable=True,
+        prepare=lambda: components.encoder(model),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- database
@@ -358,6 +361,7 @@ def database_stage(
         cfg,
         version="1",
         resumable=True,
+        prepare=lambda: components.encoder(model),
     )
 
 
@@ -510,7 +514,9 @@ def retrieval_stage(
             tuple(meta["top1"]),
         )  # fmt: skip
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="1")
+    needs_encoder = db.kind in ("prototypes", "text-prototypes")
+    prepare = (lambda: components.encoder(model)) if needs_encoder else None
+    return Stage(name, run, load, cfg, inputs=inputs, version="1", prepare=prepare)
 
 
 # ---------------------------------------------------------------- generation
@@ -635,7 +641,11 @@ def generation_stage(
             folder, tuple(meta["stems"]), meta["generator"], int(meta["n_flagged"])
         )
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="1", resumable=True)
+    def prepare() -> None:
+        if plan.database is None or generator != "retrieve":  # else its database comes later
+            components.generator(generator, dict(options)).check(model)
+
+    return Stage(name, run, load, cfg, inputs=inputs, version="1", resumable=True, prepare=prepare)
 
 
 # ---------------------------------------------------------------- evaluation
