@@ -120,3 +120,19 @@ def test_resolved_config_round_trips(tmp_path):
     assert path.name == "config.toml"
     assert load_config(path) == cfg
     assert load_config(RunConfig().save(tmp_path / "defaults")) == RunConfig()
+
+
+def test_demo_settings_reach_the_sections(tmp_path):
+    """`demo --alphas/--split/--normalization/--batch-size` are used, not dropped."""
+    from fmri2image.pipeline.demo import demo_config
+
+    cfg = demo_config(tmp_path, alphas=(0.1, 10.0), split="imagery", normalization="train",
+                      batch_size=8, cv=3)  # fmt: skip
+    dec = cfg.decoding_configs()[0]
+    assert dec.alphas == (0.1, 10.0) and dec.split == "imagery" and dec.cv == 3
+    assert dec.normalization == "train" and cfg.batch_size == 8
+    cfg.validate()
+    cfg.save(tmp_path)
+    assert load_config(tmp_path / "config.toml") == cfg  # a tuple of alphas round-trips
+    with pytest.raises(TypeError, match="nosuch"):
+        demo_config(tmp_path, nosuch=1)

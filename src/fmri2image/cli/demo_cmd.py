@@ -63,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from fmri2image.pipeline.demo import DEMO_ENCODERS, DEMO_GENERATORS, run_demo
 
     config = _options.mapping_config(args)
-    for key in ("seed", "roi", "device"):
-        config.pop(key)
-    for key in ("release", "drop_nan_voxels", "normalization", "split", "batch_size"):
+    for key in ("seed", "roi", "device", "k", "vote"):
         config.pop(key, None)
     result = run_demo(
         args.out,

@@ -8,7 +8,8 @@ from fmri2image.cli import _options
 
 _RUN_EPILOG = """\
 examples:
-  fmri2image run --god GOD --model clip --generators sd15 --device cuda --out runs/clip
+  fmri2image run --god GOD --model clip --database text-prototypes --generators sd15 \\
+      --device cuda --out runs/clip
   fmri2image run --config experiment.toml --set mapping.cv=loo --out runs/loo
   fmri2image run --config runs/clip/config.toml --force generation   # remake the pictures
 
@@ -21,7 +22,8 @@ parquet), OUT/images, OUT/grid-*.png, OUT/stages.json, OUT/run.log, OUT/cache.
 
 _COMPARE_EPILOG = """\
 examples:
-  fmri2image compare --god GOD --models resnet50 vit clip --generators sd15 --out cmp/
+  fmri2image compare --god GOD --models resnet50 vit clip --database IMAGENET_DIR \\
+      --generators sd15 --device cuda --out cmp/
   fmri2image compare --god GOD --models effnet-lite0 effnet-lite2 --generators invert \\
       retrieve --database prototypes --database IMAGENET_DIR --out cmp/
   fmri2image compare --config exp.toml --subjects 1 2 3 --rois ROI_V1 ROI_HVC ROI_VC

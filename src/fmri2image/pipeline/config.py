@@ -17,11 +17,11 @@
     alphas = "1e-2:1e10:13"
 
     [retrieval]
-    databases = ["prototypes"]
+    databases = ["/data/imagenet-val"]   # vit and clip have no 1k head: an image folder
 
     [generation]
     generators = ["sd15"]
-    options = { steps = 30 }
+    options = { sd15 = { steps = 30 } }
 
     [evaluation]
     metrics = ["pixcorr", "ssim", "alex2", "clip"]
@@ -46,7 +46,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.toml"
+#: Generator precisions (``auto``: float16 on CUDA, else float32).
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,9 @@ class MappingSection:
     ----------
     cv : int or "loo"
     cv_groups : {"none", "category"}
-    alphas : str or None
-        ``"LO:HI:N"`` (log-spaced), or None for the default grid.
+    alphas : str, tuple of float or None
+        ``"LO:HI:N"`` (log-spaced), the values themselves (``[0.1, 10, 1000]``), or
+        None for the default grid.
     alpha_per_target : bool
     n_voxels : int or None
     mapper : str
@@ -117,7 +120,7 @@ class MappingSection:
 
     cv: int | str = 5
     cv_groups: str = "none"
-    alphas: str | None = None
+    alphas: str | tuple[float, ...] | None = None
     alpha_per_target: bool = True
     n_voxels: int | None = None
     mapper: str = "ridge"
@@ -158,7 +161,8 @@ class GenerationSection:
     labels_from : str or None
         The retrieval database whose top-1 label conditions label-based generators
         (default: the first of ``retrieval.databases``).
-    dtype : str
+    dtype : {"auto", "float32", "float16", "bfloat16"}
+        Generator precision; ``auto``: float16 on CUDA, else float32.
     batch_size : int
     """
 
@@ -166,7 +170,7 @@ class GenerationSection:
     options: dict[str, Any] = field(default_factory=dict)
     conditions: tuple[str, ...] = ("predicted", "true", "random")
     labels_from: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
     batch_size: int = 4
 
     def options_for(self, generator: str) -> dict[str, Any]:
@@ -239,7 +243,9 @@ class RunConfig:
         from fmri2image.mapping import parse_alpha_grid
         from fmri2image.pipeline.decoding import DecodingConfig
 
-        alphas = parse_alpha_grid(self.mapping.alphas) if self.mapping.alphas else None
+        alphas: Any = self.mapping.alphas
+        if isinstance(alphas, str):
+            alphas = tuple(float(a) for a in parse_alpha_grid(alphas))
         return [
             DecodingConfig(
                 subject=subject,
@@ -267,8 +273,10 @@ class RunConfig:
             for roi in self.data.rois
         ]
 
-    def validate(self) -> None:
+    def validate(self, *, injected: Collection[str] = ()) -> None:
         """Check every value with the stages' own validators (no I/O, no weights).
+
+        ``injected``: model names given as built encoders (not in the registry).
 
         Raises
         ------
@@ -279,6 +287,11 @@ class RunConfig:
 
         if not self.models:
             raise ConfigError("models is empty; name at least one encoder (models = [...]).")
+        from fmri2image.features import ENCODERS
+
+        for name in self.models:
+            if name not in injected:
+                ENCODERS.get(name)  # unknown names: ConfigError with close matches
         if not self.data.subjects or not self.data.rois:
             raise ConfigError("data.subjects and data.rois must each name at least one value.")
         for cfg in self.decoding_configs():
@@ -300,7 +313,7 @@ class RunConfig:
             if name == "retrieve":
                 given.pop("database", None)  # the run passes its own image database
             cls = generator_options(name)
-            if cls is not None or given:
+            if cls is not None:  # a plain factory function: its options are its own
                 try:  # unknown names and bad values, as `generate --option` reports them
                     make_options(cls, given, generator=name)
                 except ConfigError as exc:
@@ -317,13 +330,19 @@ class RunConfig:
         if self.generation.batch_size < 1:
             raise ConfigError("generation.batch_size must be >= 1.")
         if self.generation.labels_from is not None:
-            names = [Path(d).name if d not in ("prototypes",) else d
-                     for d in self.retrieval.databases]  # fmt: skip
+            from fmri2image.pipeline.preflight import parse_database
+
+            names = [parse_database(d).name for d in self.retrieval.databases]
             if self.generation.labels_from not in names:
                 raise ConfigError(
                     f"generation.labels_from = {self.generation.labels_from!r} is not one of "
-                    f"the retrieval databases ({', '.join(names)})."
+                    f"the retrieval databases' names ({', '.join(names)})."
                 )
+        if self.generation.dtype not in DTYPES:
+            raise ConfigError(
+                f"generation.dtype must be one of {', '.join(DTYPES)}, got "
+                f"{self.generation.dtype!r}."
+            )
         resolve_metrics(self.evaluation.metrics, device=self.device)
         if self.evaluation.bootstrap < 1:
             raise ConfigError("evaluation.bootstrap must be >= 1.")

@@ -12,6 +12,7 @@ scored.  Needs no download.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -85,10 +86,23 @@ def demo_config(
     seed: int = 0,
     roi: str = DEMO_ROI,
     device: str = "cpu",
-    **mapping: Any,
+    batch_size: int = 32,
+    **sections: Any,
 ) -> RunConfig:
     """The run configuration of the demo under ``out_dir`` (data in ``out_dir/data``,
-    results in ``out_dir/results``).  ``mapping``: :class:`MappingSection` fields."""
+    results in ``out_dir/results``).
+
+    ``sections``: further :class:`~fmri2image.pipeline.config.MappingSection` or
+    :class:`~fmri2image.pipeline.config.DataSection` fields (``cv``, ``alphas``,
+    ``split``, ``normalization``, ...).
+    """
+    mapping_fields = {f.name for f in dataclasses.fields(MappingSection)}
+    data_fields = {f.name for f in dataclasses.fields(DataSection)} - {"god", "subjects", "rois"}
+    unknown = sorted(set(sections) - mapping_fields - data_fields)
+    if unknown:
+        raise TypeError(f"demo_config() got unexpected settings {unknown}")
+    mapping = {k: v for k, v in sections.items() if k in mapping_fields}
+    data = {k: v for k, v in sections.items() if k in data_fields}
     from fmri2image.features import encoder_capabilities
 
     out = Path(out_dir)
@@ -100,8 +114,9 @@ def demo_config(
         models=tuple(encoders),
         device=device,
         seed=seed,
+        batch_size=batch_size,
         out=str(out / "results"),
-        data=DataSection(god=str(out / "data"), subjects=(1,), rois=(roi,)),
+        data=DataSection(god=str(out / "data"), subjects=(1,), rois=(roi,), **data),
         mapping=MappingSection(**mapping),
         retrieval=RetrievalSection(databases=databases),
         generation=GenerationSection(generators=tuple(generators), options=options),
@@ -120,7 +135,8 @@ def run_demo(
     force: tuple[str, ...] = (),
     progress: bool = True,
     device: str = "cpu",
-    **mapping: Any,
+    batch_size: int = 32,
+    **sections: Any,
 ) -> ExperimentResult:
     """Write (or reuse) the demo dataset under ``out_dir/data`` and compare the encoders.
 
@@ -147,9 +163,10 @@ def run_demo(
     progress : bool
         Progress bars.
     device : str
-    **mapping
-        :class:`~fmri2image.pipeline.config.MappingSection` fields (``cv``,
-        ``cv_groups``, ``alphas``, ...).
+    batch_size : int
+        Images per encoder forward pass.
+    **sections
+        Further mapping or data settings (:func:`demo_config`).
 
     Raises
     ------
@@ -163,7 +180,7 @@ def run_demo(
     data_dir, results = out / "data", out / "results"
     config = demo_config(
         out, encoders=encoders, generators=generators, seed=seed, roi=roi, device=device,
-        **mapping,
+        batch_size=batch_size, **sections,
     )  # fmt: skip
     # Everything checkable before the dataset exists is checked now.
     config.validate()

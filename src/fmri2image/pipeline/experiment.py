@@ -154,7 +154,7 @@ def build_experiment(
     from fmri2image.pipeline.graph import Graph
     from fmri2image.pipeline.preflight import check_device, check_output_dir
 
-    config.validate()
+    config.validate(injected=set(encoders or {}))
     if not config.data.god:
         raise ConfigError("No data folder: pass --god DIR (or set data.god in --config).")
     if not config.out:
@@ -165,10 +165,12 @@ def build_experiment(
     if config.cache:
         check_output_dir(Path(config.cache), flag="--cache")
     god = Path(config.data.god)
+    dtype = config.generation.dtype
+    if dtype == "auto":
+        dtype = "float16" if str(config.device).startswith("cuda") else "float32"
     components = st.Components(
-        device=config.device, dtype=config.generation.dtype,
-        encoders=encoders, generators=generators,
-    )  # fmt: skip
+        device=config.device, dtype=dtype, encoders=encoders, generators=generators
+    )
     injected_gens = dict(generators or {})
 
     def conditioning(g: str) -> str:

@@ -44,7 +44,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerateConfig", "GenerateSummary", "make_images", "request_key", "run_generate"]
+__all__ = [
+    "GenerateConfig",
+    "GenerateSummary",
+    "build_requests",
+    "make_images",
+    "random_training_rows",
+    "request_key",
+    "run_generate",
+]
 
 EXECUTORS = ("local", "ray")
 
@@ -368,7 +376,6 @@ def _conditions(
     config: GenerateConfig,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Embeddings and labels the requests carry, per ``config.condition``."""
-    from fmri2image.generation import image_seed
 
     n = len(run.test_stems)
     if config.condition == "predicted":
@@ -376,13 +383,43 @@ def _conditions(
         return outputs.predictions, list(labels)
     if config.condition == "true":
         return run.true_test_embeddings(encoder), list(run.test_wnids)
-    # random: one training stimulus per image, drawn from the image's own seed
     wnids = run.training_wnids(encoder)
-    rows = [
-        int(np.random.default_rng(image_seed(config.seed, stem)).integers(len(train)))
-        for stem in run.test_stems
-    ]
+    rows = random_training_rows(config.seed, run.test_stems, len(train))
     return train[rows], [wnids[r] for r in rows]
+
+
+def random_training_rows(seed: int, stems: Sequence[str], n_train: int) -> list[int]:
+    """The floor's draw: one training stimulus per test image, from the image's own
+    seed (so the draw does not depend on which other images are made)."""
+    from fmri2image.generation import image_seed
+
+    return [int(np.random.default_rng(image_seed(seed, s)).integers(n_train)) for s in stems]
+
+
+def build_requests(
+    stems: Sequence[str],
+    wnids: Sequence[str | None],
+    embeddings: np.ndarray,
+    *,
+    seed: int,
+    encoder: str,
+    stats: Any,
+) -> list[GenerationRequest]:
+    """One request per test image: its label (and prompt name), embedding, seed."""
+    from fmri2image.generation import GenerationRequest
+
+    return [
+        GenerationRequest(
+            stem=stem,
+            seed=seed,
+            wnid=wnid,
+            name=prompt_name(wnid) if wnid else None,
+            embedding=embeddings[i],
+            encoder=encoder,
+            stats=stats,
+        )
+        for i, (stem, wnid) in enumerate(zip(stems, wnids))
+    ]
 
 
 def run_generate(
@@ -418,7 +455,7 @@ def run_generate(
     from tqdm.auto import tqdm
 
     from fmri2image.features.shards import store_dirname
-    from fmri2image.generation import EmbeddingStats, GenerationRequest, get_generator
+    from fmri2image.generation import EmbeddingStats, get_generator
     from fmri2image.generation.base import GENERATORS
     from fmri2image.pipeline import preflight
 
@@ -478,18 +515,9 @@ def run_generate(
             train = run.training_embeddings(enc)
             stats = EmbeddingStats.from_embeddings(train)
             embeddings, labels = _conditions(run, outputs[enc], enc, train, labels_from, config)
-            requests[enc] = [
-                GenerationRequest(
-                    stem=stem,
-                    seed=config.seed,
-                    wnid=wnid,
-                    name=prompt_name(wnid) if wnid else None,
-                    embedding=embeddings[i],
-                    encoder=enc,
-                    stats=stats,
-                )
-                for i, (stem, wnid) in enumerate(zip(run.test_stems, labels))
-            ]
+            requests[enc] = build_requests(
+                run.test_stems, labels, embeddings, seed=config.seed, encoder=enc, stats=stats
+            )
         if config.init == "invert":
             inits = _inverted_inits(requests, config, out)
         elif config.init:

@@ -244,6 +244,15 @@ def _problem(folder: Path, key: str) -> str | None:
     return None
 
 
+def _remove_leftovers(cache: Path) -> None:
+    """Staging and trash folders of runs that were killed (SIGKILL, power loss): with
+    the writer lock held, no live run owns one.  Resumable stages' ``.partial-*``
+    folders are kept: the next computation of their key resumes from them."""
+    for pattern in ("*/.staging-*", "*/.trash-*"):
+        for leftover in cache.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 class Graph:
     """Stages in dependency order, run with a verified cache.
 
@@ -341,7 +350,8 @@ class Graph:
         values: dict[str, Any] = {}
         folders: dict[str, Path] = {}
         records: list[StageRecord] = []
-        with output_lock(cache):
+        with output_lock(cache, flag="--cache"):
+            _remove_leftovers(cache)
             problems = {
                 name: "forced"
                 if name in forced

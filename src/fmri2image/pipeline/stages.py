@@ -580,6 +580,7 @@ def generation_stage(
         "model": model,
         "condition": plan.condition,
         "seed": seed,
+        "dtype": components.dtype,  # float16 pictures differ from float32 ones
         "stems": list(plan.stems) if plan.condition != "predicted" else None,
     }
     inputs = tuple(
@@ -587,9 +588,8 @@ def generation_stage(
     )
 
     def run(ctx: StageContext) -> None:
-        from fmri2image.generation import EmbeddingStats, GenerationRequest, image_seed
-        from fmri2image.imagenet import prompt_name
-        from fmri2image.pipeline.generate import make_images
+        from fmri2image.generation import EmbeddingStats
+        from fmri2image.pipeline.generate import build_requests, make_images, random_training_rows
 
         feats: StimulusFeatures = ctx.inputs[features_name]
         opts = dict(options)
@@ -605,26 +605,14 @@ def generation_stage(
         elif plan.condition == "true":
             embeddings = feats.test_embeddings(plan.stems)
             labels = plan.true_wnids
-        else:  # random: one training stimulus per image, drawn from the image's own seed
-            rows = [
-                int(np.random.default_rng(image_seed(seed, s)).integers(len(feats.train)))
-                for s in plan.stems
-            ]
+        else:  # random: one training stimulus per image (the floor)
+            rows = random_training_rows(seed, plan.stems, len(feats.train))
             embeddings = feats.train[rows]
             labels = [feats.train_wnids[r] for r in rows]
         stats = EmbeddingStats.from_embeddings(feats.train)
-        requests = [
-            GenerationRequest(
-                stem=stem,
-                seed=seed,
-                wnid=wnid,
-                name=prompt_name(wnid) if wnid else None,
-                embedding=embeddings[i],
-                encoder=model,
-                stats=stats,
-            )
-            for i, (stem, wnid) in enumerate(zip(plan.stems, labels))
-        ]
+        requests = build_requests(
+            plan.stems, labels, embeddings, seed=seed, encoder=model, stats=stats
+        )
         desc = gen.describe()
         made = make_images(
             gen, requests, ctx.folder, batch_size=batch_size, progress=ctx.progress,
@@ -676,8 +664,13 @@ def evaluation_stage(
     of the true images (:func:`image_source`).  Blank pictures (what a safety checker
     leaves) are excluded and listed, as ``fmri2image evaluate`` does.
     """
+    from fmri2image.evaluation.evaluate import resolve_metrics
+
+    chosen, _ = resolve_metrics(metrics, device=components.device)
     cfg = {
-        "metrics": list(metrics) if metrics is not None else None,
+        # The metrics that will run: with metrics unset that depends on the device.
+        "metrics": [m.name for m in chosen],
+        "device_kind": str(components.device).split(":")[0],
         "seed": seed,
         "bootstrap": bootstrap,
         "ground_truth": gt_identity,
