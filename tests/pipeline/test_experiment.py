@@ -339,3 +339,60 @@ def test_a_model_that_cannot_load_stops_the_run_before_any_stage(god, tmp_path):
         assert not list((tmp_path / "out" / "cache").rglob("artifact.json"))
     finally:
         ENCODERS.unregister("test-missing")
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path[:0] = {paths!r}
+import test_experiment as t
+from fmri2image.generation import register_generator
+
+class Slow(t.PaintGenerator):
+    def generate(self, requests):
+        time.sleep(0.3)
+        return super().generate(requests)
+
+register_generator("test-paint", Slow, conditioning="embedding", description="test",
+                   offline=True, overwrite=True)
+import dataclasses
+config = t._config(({god!r}, {db!r}), {out!r})
+config = dataclasses.replace(config, generation=dataclasses.replace(config.generation,
+                             batch_size=1))
+t._run(config)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_resumes_to_identical_tables(god, first, tmp_path):
+    """SIGKILL (no cleanup runs) while pictures are being made, then rerun."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    here = Path(__file__).resolve().parent
+    script = _KILLED_RUN.format(
+        paths=[str(here), str(here.parent / "features")], god=str(god[0]), db=str(god[1]),
+        out=str(out),
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = list((out / "cache").glob("generation_*/.partial-*"))
+            if any(len(list(p.glob("*.png"))) >= 2 for p in partial):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    resumed = _run(dataclasses.replace(first.config, out=str(out), cache=None))
+    assert not list((out / "cache").glob("*/.partial-*"))
+    assert not list((out / "cache").glob("*/.staging-*"))
+    assert _tables(resumed.out_dir) == _tables(first.out_dir)
