@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "fmri2image.cli.demo_cmd",
     "fmri2image.cli.demo_data_cmd",
     "fmri2image.cli.data_cmds",
+    "fmri2image.cli.download_cmd",
     "fmri2image.cli.extract_cmd",
     "fmri2image.cli.decode_cmd",
     "fmri2image.cli.generate_cmd",
