@@ -1,0 +1,79 @@
+"""``fmri2image doctor``: what is installed, what is missing, and how to fix each problem."""
+
+from __future__ import annotations
+
+import argparse
+
+from fmri2image.cli._options import HelpFormatter
+
+__all__ = ["register", "run"]
+
+_EPILOG = """\
+checks (JSON keys of "sections"):
+  system           Python, platform, fmri2image, torch (CUDA devices, MPS), torchvision
+  packages         core dependencies and each optional extra (pip install 'fmri2image[X]')
+  encoders         each --model: weights available offline now, or how to get them
+  generators       each --generator: offline or downloads weights, and the extra it needs
+  metric_networks  each metric network of `evaluate`: standard weights file present or not
+  wordnet          WordNet 3.0 files (Wu-Palmer similarity of retrieved labels)
+  god              with --god: subjects' fMRI files, stimulus id files, images present
+  disk             free space at the download caches (or --cache) and the current folder
+
+It reads only local files (package metadata, the Hugging Face hub cache, the torch hub
+checkpoint folder, WordNet, the GOD folder): no network access, no weights loaded.
+Optional packages count as installed when their metadata and module are found; they
+are not imported.
+
+exit status:
+  0  no check failed (warnings, such as less than 10 GB free, do not count)
+  1  at least one check failed; each failed check is printed with its fix
+  2  usage error
+
+examples:
+  fmri2image doctor
+  fmri2image doctor --god /data/GOD --json
+  fmri2image doctor --cache /scratch/hf-cache
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "doctor",
+        help="check what is installed and what is missing (each problem with its fix)",
+        description=(
+            "Check this machine for everything fmri2image uses: Python, torch and its\n"
+            "devices, the optional extras, the encoders' and metric networks' weights,\n"
+            "the generators, WordNet, a GOD data folder and free disk space. Every\n"
+            "failed check says how to fix it."
+        ),
+        epilog=_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one strict JSON object: {"sections": {KEY: [{"name", "ok", "detail", '
+        '"fix", "warning"}, ...]}, "problems": N, "warnings": N}',
+    )
+    p.add_argument(
+        "--god",
+        metavar="DIR",
+        help="a GOD data folder to check: subjects found (SPM / fmriprep release), stimulus "
+        "id files, image folders and how many images are present (default: not checked)",
+    )
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="folder whose free space to check (default: the Hugging Face hub cache, "
+        "HF_HOME/hub, and the torch checkpoint folder, TORCH_HOME/hub/checkpoints: the two "
+        "caches fmri2image downloads weights to)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fmri2image.doctor import diagnose
+
+    report = diagnose(god=args.god, cache=args.cache)
+    print(report.to_json() if args.json else report.format())
+    return report.exit_status

@@ -1,0 +1,1031 @@
+"""``fmri2image doctor``: what this machine has, what it lacks, and how to get it.
+
+:func:`diagnose` returns a :class:`Report`: :class:`Section` s of :class:`Check` s, each
+saying whether something is in place and, when not, the command or step that fixes
+it.  It reads only what is on disk — installed distributions' metadata, the Hugging
+Face hub cache, the torch hub checkpoint folder, the WordNet files, a GOD folder — and
+never opens a socket, loads weights or imports the optional model libraries
+(transformers, diffusers, ray, ...; a package counts as installed when its
+distribution metadata and its top-level module are found).  It imports torch and
+torchvision, for their versions and the CUDA / MPS devices, so it takes a few
+seconds at most.
+
+Sections (the keys of :meth:`Report.to_dict`):
+
+``system``
+    Python, the platform, fmri2image, torch (CUDA devices, MPS), torchvision.
+``packages``
+    The core dependencies and each optional extra of ``pyproject.toml``
+    (``[project.optional-dependencies]``, read from the installed metadata), with the
+    pip command that installs what is missing.
+``encoders``
+    Every registered encoder: weights available offline now or how to get them
+    (:func:`fmri2image.features.model_catalog`, the rows of ``fmri2image models``),
+    then the loadable hub-cache models.
+``generators``
+    Every registered generator: offline or downloading its weights on first use, and
+    the extra it needs.
+``metric_networks``
+    Every metric network of ``fmri2image evaluate``: its standard weights file present
+    (where :func:`~fmri2image.evaluation.networks.load_network` looks for it) or the fix.
+``wordnet``
+    The WordNet 3.0 files used for the Wu–Palmer similarity of retrieved labels.
+``god``
+    With a GOD folder: the subjects' fMRI files (SPM or fmriprep release), the stimulus
+    id files and how many of their images are present.
+``disk``
+    Free space at the download caches (or a given folder) and the current folder;
+    a warning below :data:`LOW_DISK_BYTES`.
+
+A check that fails counts as a problem (:attr:`Report.problems`); a warning (low
+disk space) is reported but is not a problem.
+
+This module is at the level of the CLI: it imports the stages (lazily, inside the
+functions) and nothing imports it but :mod:`fmri2image.cli.doctor_cmd`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LOW_DISK_BYTES",
+    "Check",
+    "PackageStatus",
+    "Report",
+    "Section",
+    "diagnose",
+    "metric_weights_path",
+    "module_available",
+]
+
+#: Free space below which the disk checks warn (10 GB; Stable Diffusion 1.5 alone is ~5 GB).
+LOW_DISK_BYTES = 10 * 10**9
+
+#: Extras that are not features: the developer tools and the union of the others.
+_SKIPPED_EXTRAS = ("test", "all")
+
+#: Import names of distributions whose name is not their module's.
+_MODULE_NAMES = {
+    "pillow": "PIL",
+    "scikit-learn": "sklearn",
+    "scikit-image": "skimage",
+    "faiss-cpu": "faiss",
+    "faiss-gpu": "faiss",
+    "open-clip-torch": "open_clip",
+    "pyyaml": "yaml",
+    "import-linter": "importlinter",
+}
+
+#: What each generator module imports when the generator is built: (extra, distributions).
+_GENERATOR_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "diffusion": ("diffusion", ("diffusers", "transformers")),
+    "unclip": ("diffusion", ("diffusers", "transformers")),
+    "ip_adapter": ("diffusion", ("diffusers", "transformers")),
+}
+
+#: What each encoder family imports when the encoder is built: (extra, distributions).
+_FAMILY_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hf": ("hf", ("transformers",)),
+    "timm": ("hf", ("timm",)),
+    "open_clip": ("openclip", ("open-clip-torch",)),
+}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing looked at.
+
+    Attributes
+    ----------
+    name : str
+        What was checked (``"torch"``, ``"fmri2image[hf]"``, ``"clip-l14"``, ...).
+    ok : bool
+        In place and usable; ``False`` is a problem.
+    detail : str
+        What was found (a version, a path, what is missing).
+    fix : str or None
+        What to do about it: always given when ``ok`` is false or ``warning`` is true.
+    warning : bool
+        Usable, but worth a look (e.g. little free disk space); not a problem.
+    """
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    warning: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "fix": self.fix,
+            "warning": self.warning,
+        }
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of checks (``key`` in the JSON, ``title`` in the text report)."""
+
+    key: str
+    title: str
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything :func:`diagnose` found, in report order."""
+
+    sections: tuple[Section, ...]
+
+    def section(self, key: str) -> Section:
+        for s in self.sections:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    @property
+    def problems(self) -> tuple[Check, ...]:
+        """The failed checks."""
+        return tuple(c for s in self.sections for c in s.checks if not c.ok)
+
+    @property
+    def warnings(self) -> tuple[Check, ...]:
+        return tuple(c for s in self.sections for c in s.checks if c.ok and c.warning)
+
+    @property
+    def exit_status(self) -> int:
+        """0 when nothing is wrong, 1 when some check failed (warnings do not count)."""
+        return 1 if self.problems else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"sections": {key: [check, ...]}, "problems": n, "warnings": n}``."""
+        return {
+            "sections": {s.key: [c.to_dict() for c in s.checks] for s in self.sections},
+            "problems": len(self.problems),
+            "warnings": len(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        """Strict JSON (no NaN)."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def format(self) -> str:
+        """The aligned text report: one line per check, its fix on the line below."""
+        width = max((len(c.name) for s in self.sections for c in s.checks), default=0)
+        width = min(width, 32)
+        lines: list[str] = []
+        for s in self.sections:
+            if lines:
+                lines.append("")
+            lines.append(s.title)
+            for c in s.checks:
+                mark = "FAIL" if not c.ok else ("warn" if c.warning else "ok")
+                lines.append(f"  {mark:<4}  {c.name:<{width}}  {c.detail}".rstrip())
+                if c.fix and (not c.ok or c.warning):
+                    lines.append(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
+        n, w = len(self.problems), len(self.warnings)
+        lines.append("")
+        if n:
+            lines.append(
+                f"{n} problem{'s' if n != 1 else ''}"
+                + (f", {w} warning{'s' if w != 1 else ''}" if w else "")
+                + ": each FAIL line above is followed by its fix."
+            )
+        elif w:
+            lines.append(f"No problems; {w} warning{'s' if w != 1 else ''} (see 'warn' above).")
+        else:
+            lines.append("No problems found.")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- packages
+
+
+def module_available(module: str) -> bool:
+    """Whether the top-level module ``module`` can be found (it is not imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _module_of(dist: str) -> str:
+    """The import name of distribution ``dist``."""
+    key = _normalize(dist)
+    if key in _MODULE_NAMES:
+        return _MODULE_NAMES[key]
+    try:
+        top = importlib.metadata.distribution(dist).read_text("top_level.txt")
+    except importlib.metadata.PackageNotFoundError:
+        top = None
+    if top:
+        names = [n.strip() for n in top.splitlines() if n.strip() and not n.startswith("_")]
+        if names:
+            return names[0]
+    return key.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    """A parsed requirement line (``"ray[data]>=2.9; extra == 'ray'"``)."""
+
+    text: str  # without the marker, as pip takes it
+    name: str
+    extras: tuple[str, ...]
+    specifier: str
+    group: str | None  # the extra this line belongs to (None: core)
+    applies: bool  # its other markers (python_version, ...) hold here
+
+
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_REQ_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*([^;]*)")
+
+
+def _parse_requirement(line: str) -> _Requirement:
+    spec_part, _, marker = line.partition(";")
+    m = _EXTRA_MARKER.search(marker)
+    group = m.group(1) if m else None
+    applies = True
+    try:
+        from packaging.requirements import Requirement
+
+        req = Requirement(line)
+        name, extras, specifier = req.name, tuple(sorted(req.extras)), str(req.specifier)
+        if req.marker is not None:
+            applies = req.marker.evaluate({"extra": group or ""})
+    except Exception:  # packaging missing or a line it rejects: the plain parse below
+        lm = _REQ_LINE.match(spec_part)
+        name = lm.group(1) if lm else spec_part.strip()
+        extras = tuple(e.strip() for e in (lm.group(2) or "").split(",") if e.strip()) if lm else ()
+        specifier = (lm.group(3) if lm else "").strip().strip("()").replace(" ", "")
+    return _Requirement(spec_part.strip(), name, extras, specifier, group, applies)
+
+
+def _version_ok(version: str, specifier: str) -> bool:
+    if not specifier:
+        return True
+    try:
+        from packaging.specifiers import SpecifierSet
+
+        return SpecifierSet(specifier).contains(version, prereleases=True)
+    except Exception:  # no packaging, or a version it cannot read: do not guess
+        return True
+
+
+def _own_requirements() -> tuple[list[str], list[str]]:
+    """(requirement lines, extras) of fmri2image: installed metadata, else pyproject.toml."""
+    try:
+        meta = importlib.metadata.metadata("fmri2image")
+        lines = importlib.metadata.requires("fmri2image") or []
+        return list(lines), list(meta.get_all("Provides-Extra") or [])
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, ValueError, ImportError):
+        return [], []
+    lines = list(project.get("dependencies", []))
+    extras = dict(project.get("optional-dependencies", {}))
+    for extra, reqs in extras.items():
+        lines += [f"{r}; extra == '{extra}'" for r in reqs]
+    return lines, list(extras)
+
+
+@dataclass(frozen=True)
+class PackageStatus:
+    """One required distribution: installed (at a good version) or what is wrong.
+
+    Attributes
+    ----------
+    requirement : str
+        As pip takes it (``"transformers>=4.40"``).
+    name : str
+        Distribution name.
+    version : str or None
+        Installed version (``None``: not installed).
+    ok : bool
+        Installed, at an accepted version, with its module (and those of its own
+        extras, e.g. ``ray[data]``) findable.
+    problem : str
+        Why not (empty when ok).
+    """
+
+    requirement: str
+    name: str
+    version: str | None
+    ok: bool
+    problem: str = ""
+
+
+def _package_status(req: _Requirement) -> PackageStatus:
+    version = _dist_version(req.name)
+    module = _module_of(req.name)
+    if version is None or not module_available(module):
+        why = "not installed" if version is None else f"module '{module}' not found"
+        return PackageStatus(req.text, req.name, version, False, f"{req.text} ({why})")
+    if not _version_ok(version, req.specifier):
+        return PackageStatus(
+            req.text, req.name, version, False, f"{req.name} {version} (needs {req.specifier})"
+        )
+    for extra in req.extras:  # one level down: ray[data] needs pandas, ...
+        sub = [_parse_requirement(r) for r in importlib.metadata.requires(req.name) or []]
+        for r in sub:
+            if r.group is None or _normalize(r.group) != _normalize(extra) or not r.applies:
+                continue
+            if _dist_version(r.name) is None or not module_available(_module_of(r.name)):
+                return PackageStatus(
+                    req.text,
+                    req.name,
+                    version,
+                    False,
+                    f"{req.name}[{extra}] needs {r.text} (not installed)",
+                )
+    return PackageStatus(req.text, req.name, version, True)
+
+
+@dataclass
+class _Packages:
+    core: list[PackageStatus] = field(default_factory=list)
+    extras: dict[str, list[PackageStatus]] = field(default_factory=dict)
+
+    def status(self, dist: str) -> PackageStatus | None:
+        key = _normalize(dist)
+        for s in [*self.core, *(s for group in self.extras.values() for s in group)]:
+            if _normalize(s.name) == key:
+                return s
+        return None
+
+    def missing(self, dists: Iterable[str]) -> list[PackageStatus]:
+        """The statuses of ``dists`` that are not ok (checked here if no extra lists one)."""
+        out = []
+        for d in dists:
+            s = self.status(d) or _package_status(_parse_requirement(d))
+            if not s.ok:
+                out.append(s)
+        return out
+
+
+def _collect_packages() -> _Packages:
+    lines, extras = _own_requirements()
+    out = _Packages(extras={e: [] for e in extras if e not in _SKIPPED_EXTRAS})
+    for line in lines:
+        req = _parse_requirement(line)
+        if not req.applies or _normalize(req.name) == "fmri2image":
+            continue
+        if req.group is None:
+            out.core.append(_package_status(req))
+        elif req.group in out.extras:
+            out.extras[req.group].append(_package_status(req))
+    return out
+
+
+def _pip(requirements: Sequence[str]) -> str:
+    return "pip install " + " ".join(
+        f"'{r}'" if set(r) & set("<>=![]; ") else r for r in requirements
+    )
+
+
+def _package_checks(pk: _Packages) -> list[Check]:
+    checks = []
+    bad = [s for s in pk.core if not s.ok]
+    if bad:
+        checks.append(
+            Check(
+                "core dependencies",
+                False,
+                "missing or too old: " + ", ".join(s.problem for s in bad),
+                f"{_pip([s.requirement for s in bad])} (or reinstall fmri2image: pip install "
+                "fmri2image, from a checkout pip install -e .)",
+            )
+        )
+    else:
+        checks.append(Check("core dependencies", True, f"all {len(pk.core)} installed"))
+    for extra, statuses in pk.extras.items():
+        name = f"fmri2image[{extra}]"
+        bad = [s for s in statuses if not s.ok]
+        if not bad:
+            found = ", ".join(f"{s.name} {s.version}" for s in statuses)
+            checks.append(Check(name, True, found or "(no packages)"))
+            continue
+        have = [f"{s.name} {s.version}" for s in statuses if s.ok]
+        detail = "missing: " + ", ".join(s.problem for s in bad)
+        if have:
+            detail += "; installed: " + ", ".join(have)
+        fix = f"{_pip([s.requirement for s in bad])} (or the whole extra: pip install '{name}')"
+        checks.append(Check(name, False, detail, fix))
+    return checks
+
+
+def _needs_check(
+    pk: _Packages, name: str, what: str, needs: tuple[str, tuple[str, ...]]
+) -> tuple[bool, str, str | None]:
+    """(ok, detail, fix) of ``what`` needing the distributions of one extra."""
+    extra, dists = needs
+    bad = pk.missing(dists)
+    if not bad:
+        return True, f"needs fmri2image[{extra}] ({', '.join(dists)}): installed", None
+    return (
+        False,
+        f"needs fmri2image[{extra}]; missing: {', '.join(s.problem for s in bad)}",
+        f"{_pip([s.requirement for s in bad])} (or pip install 'fmri2image[{extra}]') "
+        f"to use {what} {name}",
+    )
+
+
+# --------------------------------------------------------------------------- system
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver's version line, or ``None`` when there is none."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "present" if Path("/dev/nvidia0").exists() else None
+    m = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9][0-9.]+)", text)
+    return m.group(1) if m else "present"
+
+
+def _system_checks() -> list[Check]:
+    """Python, platform, fmri2image, torch and its devices, torchvision."""
+    import fmri2image
+
+    checks = [
+        Check("python", True, platform.python_version()),
+        Check("python executable", True, f"{sys.executable} ({platform.python_implementation()})"),
+        Check("platform", True, f"{platform.platform()} ({os.cpu_count()} CPUs)"),
+        Check("fmri2image", True, f"{fmri2image.__version__} ({Path(fmri2image.__file__).parent})"),
+    ]
+    torch_fix = (
+        "pip install torch torchvision (the Makefile's TORCH_PIN names the pair the project "
+        "tests; for a CUDA build pick the index URL for your CUDA version on pytorch.org)"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torch
+    except Exception as exc:
+        checks.append(Check("torch", False, f"cannot be imported ({exc})", torch_fix))
+        return checks
+    checks.append(Check("torch", True, torch.__version__))
+    checks.append(_cuda_check(torch))
+    try:
+        mps = bool(torch.backends.mps.is_available())
+    except Exception:
+        mps = False
+    checks.append(
+        Check(
+            "MPS",
+            True,
+            "available (Apple GPU: --device mps)"
+            if mps
+            else "not available (Apple silicon GPUs under macOS only)",
+        )
+    )
+    checks.append(_torchvision_check(torch.__version__))
+    return checks
+
+
+def _torchvision_check(torch_version: str) -> Check:
+    """torchvision's version and whether it was built for this torch, without importing it.
+
+    Importing torchvision takes seconds (it loads torch._dynamo); its ``version.py`` is
+    read as text instead, and its metadata's torch requirement and CUDA tag are
+    compared with torch's (a mismatch breaks its compiled operators).
+    """
+    fix = (
+        f"pip install torchvision, at the release made for torch {torch_version} (see the "
+        "compatibility table at github.com/pytorch/vision; the Makefile's TORCH_PIN names "
+        "the pair the project tests)"
+    )
+    meta = _dist_version("torchvision")
+    spec = importlib.util.find_spec("torchvision") if module_available("torchvision") else None
+    if meta is None or spec is None:
+        return Check("torchvision", False, "not installed", fix)
+    version = meta
+    for folder in spec.submodule_search_locations or ():
+        try:
+            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        m = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, flags=re.M)
+        if m:
+            version = m.group(1)
+            break
+    problems = []
+    base_torch = torch_version.split("+")[0]
+    for line in importlib.metadata.requires("torchvision") or []:
+        req = _parse_requirement(line)
+        if _normalize(req.name) == "torch" and req.group is None and req.applies:
+            if not _version_ok(base_torch, req.specifier):
+                problems.append(f"it needs torch {req.specifier}, this is torch {torch_version}")
+    tag_tv, tag_torch = version.partition("+")[2], torch_version.partition("+")[2]
+    if tag_tv.startswith("cu") and tag_torch.startswith("cu") and tag_tv != tag_torch:
+        problems.append(f"it is built for {tag_tv}, torch for {tag_torch}")
+    if problems:
+        return Check(
+            "torchvision", False, f"{version}, not made for this torch: " + "; ".join(problems), fix
+        )
+    return Check("torchvision", True, version)
+
+
+def _cuda_check(torch: Any) -> Check:
+    built = torch.version.cuda
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            available = bool(torch.cuda.is_available())
+        except Exception as exc:  # pragma: no cover - a broken CUDA runtime
+            available, caught = False, [warnings.WarningMessage(str(exc), Warning, "", 0)]
+    if available:
+        n = torch.cuda.device_count()
+        names = []
+        for i in range(n):
+            try:
+                names.append(f"cuda:{i} {torch.cuda.get_device_name(i)}")
+            except Exception as exc:  # pragma: no cover
+                names.append(f"cuda:{i} (name unavailable: {exc})")
+        return Check(
+            "CUDA",
+            True,
+            f"available, CUDA {built}, {n} device{'s' if n != 1 else ''}: " + ", ".join(names),
+        )
+    build = f"torch built for CUDA {built}" if built else "CPU-only torch build"
+    driver = _nvidia_driver()
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if driver is None:
+        return Check("CUDA", True, f"not available ({build}; no NVIDIA GPU found): CPU only")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return Check(
+            "CUDA", True, f"not available: CUDA_VISIBLE_DEVICES={hidden!r} hides the GPUs ({build})"
+        )
+    said = "; ".join(str(w.message).strip().splitlines()[0] for w in caught if str(w.message))
+    detail = f"an NVIDIA GPU is present (driver {driver}) but torch cannot use it ({build})"
+    if said:
+        detail += f": {said}"
+    if built:
+        fix = (
+            f"torch needs a driver that supports CUDA {built}: update the NVIDIA driver "
+            "(nvidia-smi shows the newest CUDA version it supports), or install a torch "
+            "build for an older CUDA from the matching index URL on pytorch.org"
+        )
+    else:
+        fix = (
+            "install a CUDA build of torch: pip install torch torchvision --index-url "
+            "https://download.pytorch.org/whl/cuXYZ (XYZ: a CUDA version your driver "
+            "supports, see nvidia-smi)"
+        )
+    return Check("CUDA", False, detail, fix)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _encoder_checks(pk: _Packages) -> tuple[list[Check], dict[str, Any]]:
+    """One check per registered encoder, then the loadable hub-cache models.
+
+    Also returns the catalogue rows by name (the metric networks reuse the Lites').
+    """
+    from fmri2image.features import model_catalog
+
+    rows = model_catalog(cached=True)
+    by_name = {r.name: r for r in rows}
+    checks = []
+    for row in rows:
+        if ":" in row.name and not row.cached:
+            continue  # a family's pattern ("hf:<hub id or folder>"), not a model
+        notes = "; ".join(row.notes)
+        if row.available is None:
+            checks.append(Check(row.name, True, "not checked" + (f" ({notes})" if notes else "")))
+            continue
+        if row.available:
+            detail = f"available offline ({row.location or row.weights})"
+            if row.cached:
+                detail = f"in the hub cache ({row.location})"
+        else:
+            detail = f"not available offline (weights: {row.weights})"
+        if notes:
+            detail += f"; {notes}"
+        ok, fix = bool(row.available), (row.how_to_get or None)
+        needs = _FAMILY_NEEDS.get(row.family)
+        if needs is not None:
+            dep_ok, dep_detail, dep_fix = _needs_check(pk, row.name, "--model", needs)
+            if not dep_ok:
+                ok = False
+                detail += f"; {dep_detail}"
+                fix = f"{dep_fix}" + (f"; and {fix}" if fix else "")
+        checks.append(Check(row.name, ok, detail, None if ok else fix))
+    return checks, by_name
+
+
+def _generator_checks(pk: _Packages) -> list[Check]:
+    from fmri2image.generation import GENERATORS
+
+    checks = []
+    names = [(n, n) for n in GENERATORS.names()]
+    names += [(f"{p}:<...>", f"{p}:x") for p in GENERATORS.prefixes()]
+    for shown, name in names:
+        entry = GENERATORS.get(name)
+        module = getattr(entry.factory, "module", None)
+        how = (
+            "offline (no weights to download)"
+            if entry.offline
+            else "downloads its weights from the Hugging Face hub on first use (then cached)"
+        )
+        detail = f"{entry.conditioning}-conditioned; {how}"
+        needs = _GENERATOR_NEEDS.get(module or "")
+        if needs is None:
+            if module is None:
+                detail += "; registered by user code, dependencies not checked"
+            checks.append(Check(shown, True, detail))
+            continue
+        ok, dep_detail, fix = _needs_check(pk, shown, "--generator", needs)
+        checks.append(Check(shown, ok, f"{detail}; {dep_detail}", fix))
+    return checks
+
+
+#: Where torchvision's weights are downloaded from (the file name is the spec's).
+_TORCHVISION_MODELS_URL = "https://download.pytorch.org/models/"
+
+
+def metric_weights_path(name: str) -> tuple[Path, str] | None:
+    """``(path, url)`` of the standard weights of torch-hub metric network ``name``.
+
+    The file :func:`~fmri2image.evaluation.networks.load_network` reads (and would
+    download) when no ``weights`` are given: ``torch.hub.get_dir()/checkpoints/<file>``
+    (``$TORCH_HOME/hub/checkpoints``), ``<file>`` being the last part of the weights'
+    URL — torchvision's (``download.pytorch.org/models/`` + the spec's
+    ``weights_file``) or the network's own (SwAV).  torchvision is not imported for
+    this (tests check that the result is the loader's path).  ``None`` for networks
+    outside the torch hub cache (CLIP, the packaged Lites).  Nothing is opened.
+    """
+    from fmri2image.evaluation.networks import _TORCH_HUB_NETS, network_spec
+
+    cfg = _TORCH_HUB_NETS.get(name)
+    if cfg is None:
+        return None
+    if cfg.weights_enum is None:
+        url = cfg.url
+        file = os.path.basename(url)
+    else:
+        file = network_spec(name).weights_file
+        url = _TORCHVISION_MODELS_URL + file
+    try:
+        import torch
+
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+    except Exception:  # torch unusable: the same folder, resolved as torch would
+        from fmri2image.features.encoders._net import torch_checkpoint_dir
+
+        folder = Path(torch_checkpoint_dir())
+    return folder / file, url
+
+
+def _metric_network_checks(pk: _Packages, encoders: dict[str, Any]) -> list[Check]:
+    from fmri2image.evaluation.networks import _CLIP_ID, _LOADERS, NETWORKS
+
+    checks = []
+    for name in NETWORKS.names():
+        spec = NETWORKS.get(name)
+        skip = f"or pass --metric-weights {name}=PATH to `fmri2image evaluate`"
+        found = metric_weights_path(name)
+        if found is not None:
+            path, url = found
+            if path.is_file():
+                checks.append(Check(name, True, f"standard weights present: {path}"))
+            else:
+                checks.append(
+                    Check(
+                        name,
+                        False,
+                        f"standard weights ({spec.weights}) missing: {path} does not exist",
+                        f"on a machine with internet download {url} and copy it to {path} "
+                        f"(TORCH_HOME/hub/checkpoints/, TORCH_HOME defaulting to "
+                        f"~/.cache/torch), {skip}",
+                    )
+                )
+        elif name == "clip" and _LOADERS.get(name) is not None:
+            checks.append(_clip_network_check(pk, name, _CLIP_ID, skip))
+        elif spec.offline and f"effnet-{name}" in encoders:
+            row = encoders[f"effnet-{name}"]
+            if row.available:
+                checks.append(Check(name, True, f"packaged weights present: {row.location}"))
+            else:
+                checks.append(
+                    Check(
+                        name,
+                        False,
+                        f"packaged weights missing ({'; '.join(row.notes)})",
+                        row.how_to_get or "reinstall fmri2image's core dependencies",
+                    )
+                )
+        else:
+            checks.append(Check(name, True, "weights not checked (no standard weights known)"))
+    return checks
+
+
+def _clip_network_check(pk: _Packages, name: str, repo: str, skip: str) -> Check:
+    from fmri2image.features.catalog import _cached_file
+    from fmri2image.features.encoders._net import hf_cache_dir, offline_help
+
+    cache = hf_cache_dir()
+    files = ("config.json", "model.safetensors")
+    have = {f: _cached_file(repo, f, cache) for f in files}
+    ok, dep_detail, dep_fix = _needs_check(pk, name, "metric network", _FAMILY_NEEDS["hf"])
+    if all(have.values()):
+        where = Path(str(have["config.json"])).parent
+        detail = f"standard weights ({repo}) in the hub cache: {where}"
+        return Check(name, ok, detail if ok else f"{detail}; {dep_detail}", dep_fix)
+    missing = ", ".join(f for f, hit in have.items() if not hit)
+    detail = f"standard weights ({repo}) not in the hub cache {cache} (missing: {missing})"
+    fix = f"{offline_help(repo, files=' '.join(files), cache_dir=cache)} Or {skip[3:]}."
+    if not ok:
+        detail += f"; {dep_detail}"
+        fix = f"{dep_fix}; {fix}"
+    return Check(name, False, detail, fix)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _wordnet_checks() -> list[Check]:
+    from fmri2image.errors import Fmri2ImageError
+    from fmri2image.wordnet import ENV_VAR, WordNet, find_wordnet_dir
+
+    fix = (
+        "apt-get install wordnet-base (Debian/Ubuntu), or `python -m nltk.downloader wordnet` "
+        "and unzip nltk_data/corpora/wordnet.zip next to itself, or set "
+        f"{ENV_VAR}=DIR to a folder holding the WordNet 3.0 files data.noun and index.noun"
+    )
+    try:
+        folder = find_wordnet_dir()
+    except Fmri2ImageError as exc:
+        return [Check("WordNet 3.0", False, str(exc).split(" WordNet similarity")[0], fix)]
+    try:
+        WordNet.load(folder)  # memory-maps the files and checks the version header
+    except Fmri2ImageError as exc:
+        return [Check("WordNet 3.0", False, f"{folder}: {exc}", fix)]
+    source = f" (from {ENV_VAR})" if os.environ.get(ENV_VAR) else ""
+    return [Check("WordNet 3.0", True, f"{folder}{source}")]
+
+
+_SUBJECT_FILE = re.compile(r"^Subject(\d+)(?:_(ImageNetTraining|ImageNetTest|Imagery))?\.h5$")
+
+
+def _god_checks(god: str | os.PathLike | None) -> list[Check]:
+    if god is None:
+        return [Check("GOD folder", True, "not checked: pass --god DIR to check a GOD folder")]
+    from fmri2image.data.god import find_subject_files, parse_subject
+    from fmri2image.errors import Fmri2ImageError, MissingDataFileError
+
+    folder = Path(god).expanduser()
+    get = (
+        "pass the folder that holds SubjectN.h5 (SPM release) or SubjectN_ImageNetTraining.h5 "
+        "and SubjectN_ImageNetTest.h5 (fmriprep release) and the stimulus id files; "
+        "`fmri2image make-demo-data DIR` writes a demo folder in this layout"
+    )
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        return [Check("GOD folder", False, f"{folder} {what}", get)]
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        return [
+            Check(
+                "GOD folder",
+                False,
+                f"{folder} cannot be read ({exc})",
+                f"check the permissions of {folder}",
+            )
+        ]
+    checks = [Check("GOD folder", True, str(folder))]
+    numbers: set[int] = set()
+    for entry in entries:
+        m = _SUBJECT_FILE.match(entry)
+        if m:
+            try:
+                numbers.add(parse_subject(f"Subject{m.group(1)}"))
+            except Fmri2ImageError:
+                continue
+    if not numbers:
+        checks.append(
+            Check("subjects", False, f"no SubjectN.h5 or SubjectN_<part>.h5 files in {folder}", get)
+        )
+    for n in sorted(numbers):
+        found, errors = [], []
+        for release in ("spm", "fmriprep"):
+            try:
+                files = find_subject_files(folder, n, release)
+            except MissingDataFileError as exc:
+                errors.append(str(exc))
+                continue
+            found.append(f"{release} release: {', '.join(p.name for p in files)}")
+        if not found:
+            checks.append(
+                Check(
+                    f"subject {n}",
+                    False,
+                    errors[-1],
+                    f"add the missing files of subject {n} (the fmriprep release needs "
+                    f"Subject{n}_ImageNetTraining.h5 and Subject{n}_ImageNetTest.h5), or "
+                    "remove the partial ones",
+                )
+            )
+            continue
+        detail = "; ".join(found)
+        if len(found) > 1:
+            detail += " (both releases: choose one with --release spm|fmriprep)"
+        checks.append(Check(f"subject {n}", True, detail))
+    checks += [_stimulus_check(folder, split) for split in ("training", "test")]
+    return checks
+
+
+def _stimulus_check(folder: Path, split: str) -> Check:
+    from fmri2image.data.stimuli import ID_FILE_NAMES, load_stimulus_set
+    from fmri2image.errors import Fmri2ImageError, MissingDataFileError
+
+    name = f"{split} stimuli"
+    try:
+        stim = load_stimulus_set(folder, split, allow_missing=True)
+    except MissingDataFileError:
+        names = " or ".join(ID_FILE_NAMES[split])
+        return Check(
+            name,
+            False,
+            f"no {split} stimulus id file ({names}) in {folder} or its "
+            "images/ or stimuli/ subfolder",
+            f"put {ID_FILE_NAMES[split][0]} there with the {split}/ image folder beside it; the "
+            "GOD stimulus images and id files are not public: request them from the dataset "
+            "authors",
+        )
+    except Fmri2ImageError as exc:
+        return Check(name, False, str(exc), "get a fresh copy of the stimulus id file")
+    n = len(stim)
+    present = n - len(stim.missing)
+    detail = f"{present} of {n} images listed in {stim.id_file.name} present in {stim.image_dir}"
+    if not stim.missing:
+        return Check(name, True, detail)
+    if not stim.image_dir.is_dir():
+        detail += " (the folder does not exist)"
+    else:
+        detail += f"; missing e.g. {Path(stim.missing[0]).name}"
+    return Check(
+        name,
+        False,
+        detail,
+        f"put the {len(stim.missing)} missing {split} images in {stim.image_dir} (the GOD "
+        "stimulus images come from the dataset authors); `fmri2image data-info --god "
+        f"{folder} --subject N` lists every missing image",
+    )
+
+
+# --------------------------------------------------------------------------- disk
+
+
+def _disk_check(name: str, path: str | os.PathLike, what: str) -> Check:
+    target = Path(path).expanduser().absolute()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError as exc:
+        return Check(
+            name,
+            False,
+            f"cannot read the free space at {target} ({exc})",
+            f"check that {probe} is readable",
+        )
+    gb = usage.free / 1e9
+    where = str(target) if probe == target else f"{target} (not created yet; measured at {probe})"
+    detail = f"{gb:.1f} GB free of {usage.total / 1e9:.1f} GB at {where}; {what}"
+    if usage.free >= LOW_DISK_BYTES:
+        return Check(name, True, detail)
+    return Check(
+        name,
+        True,
+        detail,
+        f"less than {LOW_DISK_BYTES / 1e9:.0f} GB free: free some space, or put the caches on "
+        "a bigger disk (HF_HOME for the Hugging Face hub, TORCH_HOME for torch checkpoints) "
+        "and outputs elsewhere (--out); a Stable Diffusion model alone is ~5 GB",
+        warning=True,
+    )
+
+
+def _disk_checks(cache: str | os.PathLike | None) -> list[Check]:
+    from fmri2image.features.encoders._net import hf_cache_dir, torch_checkpoint_dir
+
+    if cache is not None:
+        checks = [_disk_check("cache (--cache)", cache, "the folder given with --cache")]
+    else:
+        checks = [
+            _disk_check(
+                "hub cache",
+                hf_cache_dir(),
+                "Hugging Face hub downloads (HF_HOME / HF_HUB_CACHE): transformers "
+                "encoders, CLIP, Stable Diffusion",
+            ),
+            _disk_check(
+                "torch checkpoints",
+                torch_checkpoint_dir(),
+                "torch hub downloads (TORCH_HOME): torchvision encoders and metric networks",
+            ),
+        ]
+    checks.append(
+        _disk_check("current folder", os.getcwd(), "where relative --out folders are written")
+    )
+    return checks
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def diagnose(
+    *, god: str | os.PathLike | None = None, cache: str | os.PathLike | None = None
+) -> Report:
+    """Check this machine (never the network) and return the :class:`Report`.
+
+    Parameters
+    ----------
+    god : path, optional
+        A GOD data folder to check (subjects, stimulus id files, images).
+    cache : path, optional
+        The folder whose free space is checked instead of the download caches (the
+        Hugging Face hub cache and the torch checkpoint folder).
+    """
+    try:
+        packages = _collect_packages()
+    except Exception:  # unreadable metadata: every package then looks missing
+        packages = _Packages()
+    rows: dict[str, Any] = {}
+
+    def encoders() -> list[Check]:
+        checks, found = _encoder_checks(packages)
+        rows.update(found)
+        return checks
+
+    parts = [
+        ("system", "System", _system_checks),
+        ("packages", "Packages and optional extras", lambda: _package_checks(packages)),
+        ("encoders", "Encoders (--model)", encoders),
+        ("generators", "Generators (--generator)", lambda: _generator_checks(packages)),
+        (
+            "metric_networks",
+            "Metric networks (fmri2image evaluate)",
+            lambda: _metric_network_checks(packages, rows),
+        ),
+        ("wordnet", "WordNet (label similarity)", _wordnet_checks),
+        ("god", "GOD data (--god)", lambda: _god_checks(god)),
+        ("disk", "Disk space", lambda: _disk_checks(cache)),
+    ]
+    return Report(tuple(_section(key, title, build) for key, title, build in parts))
+
+
+def _section(key: str, title: str, build: Callable[[], list[Check]]) -> Section:
+    """A section; an unexpected error while checking becomes one failed check, not a crash."""
+    try:
+        return Section(key, title, tuple(build()))
+    except Exception as exc:
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        fix = (
+            f"pip install {missing}"
+            if missing
+            else "reinstall fmri2image (pip install --force-reinstall fmri2image); if the "
+            "error stays, report it with this message"
+        )
+        detail = f"could not be checked ({type(exc).__name__}: {exc})"
+        return Section(key, title, (Check(f"{key} checks", False, detail, fix),))

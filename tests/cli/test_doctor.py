@@ -1,0 +1,377 @@
+"""``fmri2image doctor``: this machine's real state, and simulated missing pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import time
+from collections import namedtuple
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from _planted import write_planted_god
+
+from fmri2image import doctor
+from fmri2image.cli.main import main
+
+SECTIONS = {
+    "system",
+    "packages",
+    "encoders",
+    "generators",
+    "metric_networks",
+    "wordnet",
+    "god",
+    "disk",
+}
+CHECK_KEYS = {"name", "ok", "detail", "fix", "warning"}
+
+
+def _json(capsys, *argv):
+    rc = main(["doctor", "--json", *argv])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+def _check(data, section, name):
+    (hit,) = [c for c in data["sections"][section] if c["name"] == name]
+    return hit
+
+
+def test_real_state_as_json(capsys):
+    import torch
+
+    rc, data = _json(capsys)
+    assert set(data) == {"sections", "problems", "warnings"}
+    assert set(data["sections"]) == SECTIONS
+    failed = [c for checks in data["sections"].values() for c in checks if not c["ok"]]
+    for checks in data["sections"].values():
+        assert checks
+        for c in checks:
+            assert set(c) == CHECK_KEYS and isinstance(c["ok"], bool) and c["detail"]
+    assert all(c["fix"] for c in failed), "every failed check says how to fix it"
+    assert data["problems"] == len(failed)
+    assert rc == (1 if failed else 0)
+
+    assert _check(data, "system", "python")["detail"] == platform.python_version()
+    assert _check(data, "system", "torch")["detail"] == torch.__version__
+    lite0 = _check(data, "encoders", "effnet-lite0")
+    assert lite0["ok"] and "available offline" in lite0["detail"]
+    for name in ("invert", "retrieve"):
+        gen = _check(data, "generators", name)
+        assert gen["ok"] and "offline" in gen["detail"]
+    assert "downloads" in _check(data, "generators", "sd15")["detail"]
+    assert _check(data, "metric_networks", "lite0")["ok"]
+    god = _check(data, "god", "GOD folder")
+    assert god["ok"] and "pass --god DIR" in god["detail"]
+    disk = [c["name"] for c in data["sections"]["disk"]]
+    assert disk == ["hub cache", "torch checkpoints", "current folder"]
+
+
+def test_fmri2image_version_is_reported(capsys):
+    from fmri2image import __version__
+
+    _, data = _json(capsys)
+    assert _check(data, "system", "fmri2image")["detail"].startswith(__version__)
+
+
+def test_a_missing_extra_fails_with_its_pip_command(monkeypatch, capsys):
+    real = doctor.module_available
+    monkeypatch.setattr(doctor, "module_available", lambda m: m != "diffusers" and real(m))
+    rc, data = _json(capsys)
+    assert rc == 1
+    extra = _check(data, "packages", "fmri2image[diffusion]")
+    assert not extra["ok"] and "diffusers" in extra["detail"]
+    assert "pip install 'diffusers>=0.27'" in extra["fix"]
+    assert "fmri2image[diffusion]" in extra["fix"]
+    sd15 = _check(data, "generators", "sd15")
+    assert not sd15["ok"] and "diffusers" in sd15["fix"]
+    assert _check(data, "generators", "invert")["ok"]  # needs no extra
+
+    assert main(["doctor"]) == 1
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if "fmri2image[diffusion]" in ln)
+    assert line.split()[0] == "FAIL"
+    assert "fix: pip install 'diffusers>=0.27'" in text
+    assert "problem" in text.splitlines()[-1]
+
+
+def test_a_missing_transformers_fails_the_hf_encoders(monkeypatch, capsys):
+    real = doctor.module_available
+    monkeypatch.setattr(doctor, "module_available", lambda m: m != "transformers" and real(m))
+    _, data = _json(capsys)
+    vit = _check(data, "encoders", "vit")
+    assert not vit["ok"] and "pip install 'transformers>=4.40'" in vit["fix"]
+    assert _check(data, "encoders", "effnet-lite0")["ok"]
+
+
+def test_missing_wordnet_fails_with_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FMRI2IMAGE_WORDNET_DIR", str(tmp_path))  # an empty folder
+    rc, data = _json(capsys)
+    assert rc == 1
+    (check,) = data["sections"]["wordnet"]
+    assert not check["ok"] and str(tmp_path) in check["detail"]
+    assert "wordnet-base" in check["fix"] and "nltk" in check["fix"]
+    assert "FMRI2IMAGE_WORDNET_DIR" in check["fix"]
+    main(["doctor"])
+    assert "fix: apt-get install wordnet-base" in capsys.readouterr().out
+
+
+def test_wordnet_found_names_its_folder(monkeypatch, capsys):
+    from fmri2image.wordnet import find_wordnet_dir
+
+    try:
+        folder = find_wordnet_dir()
+    except Exception:
+        pytest.skip("no WordNet 3.0 data on this machine")
+    _, data = _json(capsys)
+    (check,) = data["sections"]["wordnet"]
+    assert check["ok"] and str(folder) in check["detail"]
+
+
+def test_metric_network_weights_present_or_missing(tmp_path, monkeypatch, capsys):
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "alexnet-owt-7be5be79.pth").write_bytes(b"never read")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    rc, data = _json(capsys)
+    assert rc == 1
+    alex = _check(data, "metric_networks", "alexnet")
+    assert alex["ok"] and str(checkpoints / "alexnet-owt-7be5be79.pth") in alex["detail"]
+    incep = _check(data, "metric_networks", "inception")
+    expected = checkpoints / "inception_v3_google-0cc3c7bd.pth"
+    assert not incep["ok"] and str(expected) in incep["detail"]
+    assert "--metric-weights inception=PATH" in incep["fix"]
+    assert "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth" in incep["fix"]
+    swav = _check(data, "metric_networks", "swav")
+    assert not swav["ok"] and "swav_800ep_pretrain.pth.tar" in swav["fix"]
+
+
+def test_a_metric_network_pointed_at_a_missing_file_fails(tmp_path, monkeypatch, capsys):
+    real = doctor.metric_weights_path
+    gone = tmp_path / "nowhere" / "alexnet.pth"
+
+    def fake(name):
+        return (gone, "https://example.invalid/alexnet.pth") if name == "alexnet" else real(name)
+
+    monkeypatch.setattr(doctor, "metric_weights_path", fake)
+    assert main(["doctor"]) == 1
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.split()[1:2] == ["alexnet"])
+    assert line.split()[0] == "FAIL" and str(gone) in line
+    assert "--metric-weights alexnet=PATH" in text
+
+
+def test_metric_weights_path_is_the_loaders_path(tmp_path, monkeypatch):
+    """The path checked is the one load_network reads (computed without torchvision)."""
+    import torch
+
+    from fmri2image.evaluation.networks import _TORCH_HUB_NETS
+    from fmri2image.features.encoders._torchvision import _resolve, checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    for name, cfg in _TORCH_HUB_NETS.items():
+        path, url = doctor.metric_weights_path(name)
+        if cfg.weights_enum is not None:
+            _, enum = _resolve(cfg.builder, cfg.weights_enum)
+            assert (path, url) == (checkpoint_path(enum), enum.url), name
+        else:
+            want = tmp_path / "th" / "hub" / "checkpoints" / os.path.basename(cfg.url)
+            assert (path, url) == (want, cfg.url)
+        assert path.parent == tmp_path / "th" / "hub" / "checkpoints"
+        assert path.parent == Path(torch.hub.get_dir()) / "checkpoints"
+    assert doctor.metric_weights_path("clip") is None
+    assert doctor.metric_weights_path("lite0") is None
+
+
+def test_clip_metric_network_found_in_the_hub_cache(tmp_path, monkeypatch, capsys):
+    repo = tmp_path / "hub" / "models--openai--clip-vit-large-patch14"
+    snap = repo / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for f in ("config.json", "model.safetensors"):
+        (snap / f).write_text("{}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _, data = _json(capsys)
+    clip = _check(data, "metric_networks", "clip")
+    assert clip["ok"] and str(snap) in clip["detail"]
+    (snap / "model.safetensors").unlink()
+    _, data = _json(capsys)
+    clip = _check(data, "metric_networks", "clip")
+    assert not clip["ok"] and "model.safetensors" in clip["detail"]
+    assert "hf download openai/clip-vit-large-patch14" in clip["fix"]
+    assert "--metric-weights clip=PATH" in clip["fix"]
+
+
+def test_god_folder_lists_subjects_and_images(small_god, capsys):
+    _, data = _json(capsys, "--god", str(small_god))
+    god = {c["name"]: c for c in data["sections"]["god"]}
+    assert god["GOD folder"]["ok"]
+    assert god["subject 1"]["ok"] and "Subject1.h5" in god["subject 1"]["detail"]
+    assert "spm" in god["subject 1"]["detail"]
+    train, test = god["training stimuli"], god["test stimuli"]
+    assert train["ok"] and train["detail"].startswith("48 of 48 images")
+    assert test["ok"] and test["detail"].startswith("3 of 3 images")
+    assert not [c for c in data["sections"]["god"] if not c["ok"]]
+
+    main(["doctor", "--god", str(small_god)])
+    text = capsys.readouterr().out
+    assert "subject 1" in text and "48 of 48 images" in text
+
+
+def test_god_folder_with_missing_images_and_split_release(tmp_path, capsys):
+    root = tmp_path / "god"
+    write_planted_god(
+        root,
+        n_train_categories=2,
+        images_per_category=2,
+        n_test_categories=1,
+        n_voxels=8,
+        planted=False,
+    )
+    victim = sorted((root / "training").iterdir())[0]
+    victim.unlink()
+    (root / "Subject2_ImageNetTraining.h5").write_bytes(b"")  # the test part is missing
+    rc, data = _json(capsys, "--god", str(root))
+    assert rc == 1
+    god = {c["name"]: c for c in data["sections"]["god"]}
+    assert god["subject 1"]["ok"]
+    assert not god["subject 2"]["ok"] and "Subject2_ImageNetTest.h5" in god["subject 2"]["fix"]
+    train = god["training stimuli"]
+    assert not train["ok"] and train["detail"].startswith("3 of 4 images")
+    assert victim.stem in train["detail"] and "data-info" in train["fix"]
+    assert god["test stimuli"]["ok"]
+
+
+def test_god_folder_without_stimuli(tmp_path, capsys):
+    (tmp_path / "Subject3.h5").write_bytes(b"")
+    _, data = _json(capsys, "--god", str(tmp_path))
+    god = {c["name"]: c for c in data["sections"]["god"]}
+    assert god["subject 3"]["ok"]
+    assert (
+        not god["training stimuli"]["ok"]
+        and "imageID_training.csv" in god["training stimuli"]["fix"]
+    )
+
+
+def test_missing_god_folder_is_a_failed_check_not_a_traceback(tmp_path, capsys):
+    missing = tmp_path / "no-such-god"
+    assert main(["doctor", "--god", str(missing)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    line = next(ln for ln in out.splitlines() if "GOD folder" in ln)
+    assert line.split()[0] == "FAIL" and "does not exist" in line
+    assert "fix: pass the folder that holds SubjectN.h5" in out
+    rc, data = _json(capsys, "--god", str(missing))
+    (check,) = data["sections"]["god"]
+    assert rc == 1 and not check["ok"] and "make-demo-data" in check["fix"]
+
+
+def test_low_disk_space_is_a_warning(tmp_path, monkeypatch, capsys):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(
+        doctor.shutil, "disk_usage", lambda p: usage(100 * 10**9, 97 * 10**9, 3 * 10**9)
+    )
+    cache = tmp_path / "cache" / "not-yet"
+    rc, data = _json(capsys, "--cache", str(cache))
+    disk = data["sections"]["disk"]
+    assert [c["name"] for c in disk] == ["cache (--cache)", "current folder"]
+    assert all(c["ok"] and c["warning"] and "free some space" in c["fix"] for c in disk)
+    assert "3.0 GB free" in disk[0]["detail"] and str(cache) in disk[0]["detail"]
+    assert "measured at" in disk[0]["detail"]
+    assert data["warnings"] >= 2
+    assert rc == (1 if data["problems"] else 0)  # warnings never fail the run
+
+
+def test_real_disk_space(tmp_path, capsys):
+    _, data = _json(capsys, "--cache", str(tmp_path))
+    check = _check(data, "disk", "cache (--cache)")
+    free = shutil.disk_usage(tmp_path).free
+    assert check["ok"] and check["warning"] == (free < doctor.LOW_DISK_BYTES)
+
+
+def test_cuda_checks_with_a_fake_torch(monkeypatch):
+    def fake_torch(available, cuda="12.1", names=()):
+        return SimpleNamespace(
+            version=SimpleNamespace(cuda=cuda),
+            cuda=SimpleNamespace(
+                is_available=lambda: available,
+                device_count=lambda: len(names),
+                get_device_name=lambda i: names[i],
+            ),
+        )
+
+    ok = doctor._cuda_check(fake_torch(True, names=("NVIDIA H200",)))
+    assert ok.ok and "NVIDIA H200" in ok.detail and "CUDA 12.1" in ok.detail
+    monkeypatch.setattr(doctor, "_nvidia_driver", lambda: None)
+    assert doctor._cuda_check(fake_torch(False)).ok  # no GPU: nothing wrong
+    monkeypatch.setattr(doctor, "_nvidia_driver", lambda: "470.82")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    bad = doctor._cuda_check(fake_torch(False))
+    assert not bad.ok and "470.82" in bad.detail and "driver" in bad.fix
+    cpu_build = doctor._cuda_check(fake_torch(False, cuda=None))
+    assert not cpu_build.ok and "--index-url" in cpu_build.fix
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert doctor._cuda_check(fake_torch(False)).ok
+
+
+def test_requirement_parsing():
+    r = doctor._parse_requirement("ray[data]>=2.9; extra == 'ray'")
+    assert (r.name, r.extras, r.specifier, r.group, r.text) == (
+        "ray",
+        ("data",),
+        ">=2.9",
+        "ray",
+        "ray[data]>=2.9",
+    )
+    core = doctor._parse_requirement('tomli>=2.0; python_version < "3.0"')
+    assert core.group is None and not core.applies
+
+
+def test_never_touches_the_network(monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("doctor opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    rc, data = _json(capsys)
+    assert rc in (0, 1) and set(data["sections"]) == SECTIONS
+
+
+def test_fast(capsys):
+    main(["doctor", "--json"])  # torch and the registries imported once
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    main(["doctor", "--json"])
+    assert time.perf_counter() - t0 < 5.0
+    capsys.readouterr()
+
+
+def test_help_documents_exit_status_and_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text and "1  at least one check failed" in text
+    assert "--god DIR" in text and "--cache DIR" in text and "--json" in text
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--no-such-flag"])
+    assert exc.value.code == 2
+
+
+def test_an_error_inside_a_check_is_a_failed_check_not_a_crash(monkeypatch, capsys):
+    def broken():
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(doctor, "_wordnet_checks", broken)
+    rc, data = _json(capsys)
+    assert rc == 1
+    (check,) = data["sections"]["wordnet"]
+    assert not check["ok"] and "disk on fire" in check["detail"] and check["fix"]
+    assert data["sections"]["disk"]  # the other sections are still checked
