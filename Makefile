@@ -25,14 +25,17 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Debian packages the project uses when it can (root + apt-get), each only if missing:
-# wordnet-base (WordNet 3.0, for the semantic metrics) and the photo packages that
+# wordnet-base (WordNet 3.0, for the semantic metrics), the photo packages that
 # give the demo dataset 65 categories instead of 19 (darknet, opencv-doc,
-# mate-backgrounds).  Without apt the demo uses the photos of the pip wheels and the
-# WordNet-dependent parts say how to get WordNet.
+# mate-backgrounds), and chromium (a headless browser: the test that opens
+# `fmri2image report`'s page and checks it logs no console error).  Without apt the
+# demo uses the photos of the pip wheels, the WordNet-dependent parts say how to get
+# WordNet, and the browser test is skipped.
 SYSTEM_DEPS := wordnet-base:/usr/share/wordnet/data.noun \
 	darknet:/usr/share/darknet/data/eagle.jpg \
 	opencv-doc:/usr/share/doc/opencv-doc/examples/data/baboon.jpg \
-	mate-backgrounds:/usr/share/backgrounds/mate/nature/LadyBird.jpg
+	mate-backgrounds:/usr/share/backgrounds/mate/nature/LadyBird.jpg \
+	chromium:/usr/bin/chromium
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 	  [ -e "$${dep#*:}" ] || missing="$$missing $${dep%%:*}"; \

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fmri2image.cli.generate_cmd",
     "fmri2image.cli.evaluate_cmd",
     "fmri2image.cli.run_cmd",
+    "fmri2image.cli.report_cmd",
     "fmri2image.cli.doctor_cmd",
     "fmri2image.cli.models_cmd",
 )
