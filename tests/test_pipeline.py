@@ -77,7 +77,8 @@ def test_demo_writes_every_result(demo_run):
     for name in ("scores", "summary", "paired", "decoding"):
         for ext in ("csv", "parquet"):
             assert (res / "tables" / f"{name}.{ext}").is_file()
-    for rel in ("config.toml", "stages.json", "run.log", "grid-s1-ROI_HVC.png"):
+    for rel in ("config.toml", "stages.json", "run.log", "grid-s1-ROI_HVC.png", "report.html",
+                "report.md"):  # fmt: skip
         assert (res / rel).is_file(), rel
     images = res / "images" / "s1-ROI_HVC"
     assert len(list((images / "ground_truth").iterdir())) == 10

@@ -120,6 +120,8 @@ def test_the_run_writes_every_output(first):
         assert (out / "tables" / f"{name}.parquet").is_file()
     assert (out / "grid-s1-ROI_VC.png").is_file()
     assert (out / "stages.json").is_file() and (out / "run.log").is_file()
+    html = (out / "report.html").read_text()
+    assert "pool-a" in html and "pool-b" in html and (out / "report.md").is_file()
     gt = sorted((out / "images" / "s1-ROI_VC" / "ground_truth").iterdir())
     assert len(gt) == 4  # one per test image
     for model in ("pool-a", "pool-b"):

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -74,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("fmri2image").setLevel(logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:
-        import os
-
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         with _warnings_as_log_lines():
@@ -88,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and a rerun resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fmri2image ... | head`: the reader left; not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
     except OSError as exc:
         message = environment_error(exc)
         if message is None or args.debug:

@@ -164,6 +164,7 @@ def print_result(result) -> None:
     print(result.format())
     print(f"\n{result.stage_summary()}")
     print(f"Results: {out}")
+    print(f"  report: {out / 'report.html'} (tables only: {out / 'report.md'})")
     print(f"  tables: {out / 'tables'} (scores.parquet: one row per image x metric)")
     print(f"  images: {out / 'images'}")
     grids = sorted(out.glob("grid-*.png"))

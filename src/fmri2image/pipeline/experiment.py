@@ -26,6 +26,7 @@ Under the output folder::
     images/s<S>-<ROI>/   ground_truth/ and <model>/<generator>/<condition>/
     maps/s<S>-<ROI>/     per model: the fitted map (mapping/), its predictions and scores
     grid-s<S>-<ROI>.png  ground truth, then each model × generator (``visualize``)
+    report.html          one self-contained page: tables, pictures, plots (report.md: tables)
     cache/               the stage artifacts
 """
 
@@ -420,7 +421,7 @@ def run_experiment(
 
 def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: float):
     """Tables, images and the grid from the artifacts."""
-    from fmri2image.pipeline import outputs
+    from fmri2image.pipeline import outputs, report
 
     values = result.values
     decodings = {key: _decoding_result(plan, values, result, key, out) for key in plan.decoding}
@@ -454,6 +455,7 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
     summary = outputs.summary_rows(entries)
     paired = outputs.paired_rows(entries, seed=config.seed)
     comparison = outputs.format_comparison(summary, paired)
+    report.write_report(out)
     return ExperimentResult(
         config=config,
         out_dir=out,

@@ -444,8 +444,8 @@ def paired_rows(
                 diff = _float(test.mean_difference)
                 if diff is None:
                     better = None
-                elif diff == 0:
-                    better = "equal"
+                elif abs(diff) <= 1e-12:  # float noise of equal scores (-5.6e-18)
+                    diff, better = 0.0, "equal"
                 else:
                     better = "model_a" if (diff > 0) == _higher_is_better(metric) else "model_b"
                 family.append(
