@@ -9,91 +9,21 @@ is read from the stage records, never from timing.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import numpy as np
 import pytest
-from _planted import PoolEncoder, write_planted_god
+from _experiment_setup import ENCODERS, PaintGenerator, _config
 
 from fmri2image.errors import ConfigError
-from fmri2image.generation import (
-    GENERATORS,
-    GenerationResult,
-    Generator,
-    image_seed,
-    register_generator,
-)
 from fmri2image.pipeline.config import (
     DataSection,
     EvaluationSection,
     GenerationSection,
     MappingSection,
     RetrievalSection,
-    RunConfig,
     load_config,
 )
 from fmri2image.pipeline.experiment import run_experiment
-
-
-@dataclasses.dataclass(frozen=True)
-class _Opts:
-    size: int = 8
-
-
-class PaintGenerator(Generator):
-    """Paints the sign pattern of the embedding plus seeded noise (deterministic)."""
-
-    name = "test-paint"
-    conditioning = "embedding"
-    Options = _Opts
-    fail_after: int | None = None  # class-level: a crash half-way, not an option
-    calls = 0
-
-    def generate(self, requests):
-        from PIL import Image
-
-        out = []
-        for r in requests:
-            if PaintGenerator.fail_after is not None and PaintGenerator.calls >= self.fail_after:
-                raise KeyboardInterrupt("killed half-way")
-            PaintGenerator.calls += 1
-            seed = image_seed(r.seed, r.stem)
-            rng = np.random.default_rng(seed)
-            s = self.options.size
-            emb = np.resize(np.asarray(r.embedding) > r.stats.mean, (s, s))
-            arr = (emb[..., None] * 200 + rng.integers(0, 30, (s, s, 3))).astype(np.uint8)
-            out.append(GenerationResult(r.stem, (Image.fromarray(arr),), "paint", seed))
-        return out
-
-
-@pytest.fixture(scope="module")
-def god(tmp_path_factory):
-    register_generator("test-paint", PaintGenerator, conditioning="embedding",
-                       description="test", offline=True, overwrite=True)  # fmt: skip
-    tmp = tmp_path_factory.mktemp("exp")
-    planted = write_planted_god(tmp / "god", n_train_categories=6, n_test_categories=4,
-                                n_voxels=30)  # fmt: skip
-    shutil.copy(planted.root / "Subject1.h5", planted.root / "Subject2.h5")
-    db = planted.write_database(tmp / "imagenet", per_category=2)
-    yield planted.root, db
-    GENERATORS.unregister("test-paint")
-
-
-ENCODERS = {"pool-a": PoolEncoder("pool-a"), "pool-b": PoolEncoder("pool-b")}
-
-
-def _config(god, out, **changes) -> RunConfig:
-    root, db = god
-    config = RunConfig(
-        models=("pool-a", "pool-b"),
-        out=str(out),
-        data=DataSection(god=str(root), rois=("ROI_VC",)),
-        mapping=MappingSection(cv=3),
-        retrieval=RetrievalSection(databases=("prototypes", str(db))),
-        generation=GenerationSection(generators=("test-paint", "retrieve")),
-        evaluation=EvaluationSection(metrics=("pixcorr", "ssim"), bootstrap=50),
-    )
-    return dataclasses.replace(config, **changes)
 
 
 def _run(config, **kw):

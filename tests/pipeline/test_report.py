@@ -13,30 +13,15 @@ import shutil
 import subprocess
 
 import pytest
-from _planted import write_planted_god
-from test_experiment import ENCODERS, PaintGenerator, _config
+from _experiment_setup import ENCODERS, _config
 
 from fmri2image.errors import ConfigError
-from fmri2image.generation import GENERATORS, register_generator
 from fmri2image.pipeline.config import DataSection
 from fmri2image.pipeline.experiment import run_experiment
 from fmri2image.pipeline.report import write_report
 
 MODELS = ("pool-a", "pool-b")
 GENERATORS_RUN = ("test-paint", "retrieve")
-
-
-@pytest.fixture(scope="module")
-def god(tmp_path_factory):
-    register_generator("test-paint", PaintGenerator, conditioning="embedding",
-                       description="test", offline=True, overwrite=True)  # fmt: skip
-    tmp = tmp_path_factory.mktemp("report")
-    planted = write_planted_god(tmp / "god", n_train_categories=6, n_test_categories=4,
-                                n_voxels=30)  # fmt: skip
-    shutil.copy(planted.root / "Subject1.h5", planted.root / "Subject2.h5")
-    db = planted.write_database(tmp / "imagenet", per_category=2)
-    yield planted.root, db
-    GENERATORS.unregister("test-paint")
 
 
 def _run(config):
