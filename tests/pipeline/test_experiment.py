@@ -182,6 +182,7 @@ def test_subjects_by_rois_give_the_indexed_table(god, tmp_path, first):
         ({"models": ()}, "models is empty"),
         ({"generation": GenerationSection(generators=("nosuch",))}, "nosuch"),
         ({"evaluation": EvaluationSection(metrics=("pixcor",))}, "pixcor"),
+        ({"evaluation": EvaluationSection(metrics=())}, "metrics is empty"),
         ({"retrieval": RetrievalSection(databases=("prototypes",))}, "retrieve"),
         ({"generation": GenerationSection(generators=("test-paint",),
                                           options={"size": "x", "nosuch": 1})}, "nosuch"),

@@ -343,6 +343,8 @@ class RunConfig:
                 f"generation.dtype must be one of {', '.join(DTYPES)}, got "
                 f"{self.generation.dtype!r}."
             )
+        if self.evaluation.metrics is not None and not self.evaluation.metrics:
+            raise ConfigError("evaluation.metrics is empty; name at least one metric.")
         resolve_metrics(self.evaluation.metrics, device=self.device)
         if self.evaluation.bootstrap < 1:
             raise ConfigError("evaluation.bootstrap must be >= 1.")

@@ -130,10 +130,6 @@ class _Plan:
     ground_truth: dict[str, Path]
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 def build_experiment(
     config: RunConfig,
     *,
@@ -152,7 +148,7 @@ def build_experiment(
     from fmri2image.generation.base import GENERATORS
     from fmri2image.pipeline import stages as st
     from fmri2image.pipeline.decoding import AUTO_K, _check_inputs
-    from fmri2image.pipeline.graph import Graph
+    from fmri2image.pipeline.graph import Graph, safe_name
     from fmri2image.pipeline.preflight import check_device, check_output_dir
 
     config.validate(injected=set(encoders or {}))
@@ -189,6 +185,7 @@ def build_experiment(
     evaluations: list[tuple[int, str, str, str, str, str, str]] = []
     features: dict[str, str] = {}
     databases_done: dict[tuple[str, str], str] = {}
+    scans: dict[str, Any] = {}
     ground_truth: dict[str, Path] = {}
     stimuli: dict[str, Any] = {}
     for dcfg in config.decoding_configs():
@@ -211,7 +208,7 @@ def build_experiment(
         )
         key = (dcfg.subject, dcfg.roi)
         decoding[key] = dcfg
-        tag = f"s{dcfg.subject}/{_safe(dcfg.roi)}"
+        tag = f"s{dcfg.subject}/{safe_name(dcfg.roi)}"
         files = find_subject_files(god, dcfg.subject, dcfg.release)
         data_names[key] = add(st.data_stage(f"data/{tag}", dcfg, st.files_identity(files), inputs))
         stems, wnids = tuple(inputs.test_stems), tuple(inputs.true_wnids)
@@ -230,9 +227,13 @@ def build_experiment(
             for db in dbs:
                 db_stage = None
                 if db.kind == "images":
+                    if db.name not in scans:  # one scan of the folder for every model
+                        scans[db.name] = st.scan_database(db)
                     if (model, db.name) not in databases_done:
                         databases_done[(model, db.name)] = add(
-                            st.database_stage(model, db, components, batch_size=config.batch_size)
+                            st.database_stage(
+                                model, scans[db.name], components, batch_size=config.batch_size
+                            )
                         )
                     db_stage = databases_done[(model, db.name)]
                 db_stage_of[db.name] = db_stage
@@ -310,14 +311,9 @@ def build_experiment(
 
 
 def _label_database(config: RunConfig, dbs: Sequence[Any], label_gens: Sequence[str]) -> str:
-    """The database whose top-1 label conditions label-based generators."""
+    """The database whose top-1 label conditions label-based generators
+    (``labels_from`` was checked against the databases by ``RunConfig.validate``)."""
     if config.generation.labels_from:
-        names = [d.name for d in dbs]
-        if config.generation.labels_from not in names:
-            raise ConfigError(
-                f"generation.labels_from = {config.generation.labels_from!r} is not one of "
-                f"the retrieval databases ({', '.join(names)})."
-            )
         return config.generation.labels_from
     if label_gens and not dbs:
         raise ConfigError(
@@ -437,7 +433,11 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
         )
         for s, roi, m, g, cond, g_name, e_name in plan.evaluations
     )
-    tables = outputs.write_tables(out / "tables", entries, decodings, seed=config.seed)
+    summary = outputs.summary_rows(entries)
+    paired = outputs.paired_rows(entries, seed=config.seed)
+    tables = outputs.write_tables(
+        out / "tables", entries, decodings, summary=summary, paired=paired
+    )
     gt_by_key = {
         (s, roi): {stem: plan.ground_truth[stem] for stem in d.test_stems}
         for (s, roi), d in decodings.items()
@@ -451,9 +451,9 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
                 for e in entries
                 if (e.subject, e.roi) == (s, roi) and e.condition == "predicted"
             ]
-            outputs.image_grid(out / f"grid-s{s}-{_safe(roi)}.png", gt, rows, list(gt))
-    summary = outputs.summary_rows(entries)
-    paired = outputs.paired_rows(entries, seed=config.seed)
+            outputs.image_grid(
+                out / f"grid-s{s}-{outputs.safe_component(roi)}.png", gt, rows, list(gt)
+            )
     comparison = outputs.format_comparison(summary, paired)
     report.write_report(out)
     return ExperimentResult(

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -290,27 +290,42 @@ def make_images(
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            results = generator.generate(chunk)
-            if len(results) != len(chunk):
-                raise RuntimeError(
-                    f"generator {generator.name!r} returned {len(results)} results for "
-                    f"{len(chunk)} requests"
-                )
-            for req, res in zip(chunk, results):
-                _save_result(folder, req, res, keys[req.stem])
-                if res.flagged:
-                    log.warning(
-                        "%s: the safety checker flagged every attempt (%d); the image is "
-                        "marked flagged and must not be scored as a reconstruction",
-                        req.stem, res.attempts,
-                    )  # fmt: skip
+            _save_chunk(generator.name, chunk, generator.generate(chunk),
+                        lambda r: folder, lambda r: keys[r.stem])  # fmt: skip
             bar.update(len(chunk))
     finally:
         bar.close()
     stems = [r.stem for r in requests]
     _write_table(folder, stems)
-    flagged = sum(bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in stems)
-    return {"made": len(todo), "reused": len(requests) - len(todo), "flagged": flagged}
+    made = len(todo)
+    return {"made": made, "reused": len(requests) - made, "flagged": _n_flagged(folder, stems)}
+
+
+def _save_chunk(
+    name: str,
+    chunk: Sequence[GenerationRequest],
+    results: Sequence[GenerationResult],
+    folder_of: Callable[[GenerationRequest], Path],
+    key_of: Callable[[GenerationRequest], str],
+) -> None:
+    """Save one generator call's pictures with their records; say which were flagged."""
+    if len(results) != len(chunk):
+        raise RuntimeError(
+            f"generator {name!r} returned {len(results)} results for {len(chunk)} requests"
+        )
+    for req, res in zip(chunk, results):
+        _save_result(folder_of(req), req, res, key_of(req))
+        if res.flagged:
+            log.warning(
+                "[%s] %s: the safety checker flagged every attempt (%d); the image is "
+                "marked flagged and must not be scored as a reconstruction",
+                req.encoder, req.stem, res.attempts,
+            )  # fmt: skip
+
+
+def _n_flagged(folder: Path, stems: Sequence[str]) -> int:
+    """How many of the pictures in ``folder`` their records mark flagged."""
+    return sum(bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in stems)
 
 
 class _LocalRunner:
@@ -562,22 +577,11 @@ def run_generate(
                    **_io.tqdm_kwargs(progress and bool(todo)))  # fmt: skip
         try:
             for chunk, results in runner.map(chunks):
-                if len(results) != len(chunk):
-                    raise RuntimeError(
-                        f"generator {config.generator!r} returned {len(results)} results for "
-                        f"{len(chunk)} requests"
-                    )
-                for req, res in zip(chunk, results):
-                    _save_result(
-                        out / store_dirname(req.encoder), req, res, keys[(req.encoder, req.stem)]
-                    )
+                _save_chunk(config.generator, chunk, results,
+                            lambda r: out / store_dirname(r.encoder),
+                            lambda r: keys[(r.encoder, r.stem)])  # fmt: skip
+                for req in chunk:
                     n_made[req.encoder] += 1
-                    if res.flagged:
-                        log.warning(
-                            "[%s] %s: the safety checker flagged every attempt (%d); the image "
-                            "is marked flagged and must not be scored as a reconstruction",
-                            req.encoder, req.stem, res.attempts,
-                        )  # fmt: skip
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -586,9 +590,7 @@ def run_generate(
         for enc in encoders:
             folder = out / store_dirname(enc)
             _write_table(folder, run.test_stems)
-            n_flagged[enc] = sum(
-                bool(_io.load_json(folder / f"{s}.json").get("flagged")) for s in run.test_stems
-            )
+            n_flagged[enc] = _n_flagged(folder, run.test_stems)
         return GenerateSummary(out, desc, n_made, n_reused, n_flagged, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------------- Ray

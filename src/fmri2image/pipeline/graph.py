@@ -53,6 +53,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "read_manifest",
+    "safe_name",
     "stage_key",
 ]
 
@@ -244,6 +245,12 @@ def _problem(folder: Path, key: str) -> str | None:
     return None
 
 
+def safe_name(text: str) -> str:
+    """``text`` with every character but letters, digits, ``-``, ``_`` and ``.``
+    replaced by ``_``: stage names and ROI expressions as path components."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
 def _remove_leftovers(cache: Path) -> None:
     """Staging and trash folders of runs that were killed (SIGKILL, power loss): with
     the writer lock held, no live run owns one.  Resumable stages' ``.partial-*``
@@ -321,8 +328,7 @@ class Graph:
         return out
 
     def folder(self, cache: Path, name: str, key: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        return cache / safe / key[:20]
+        return cache / safe_name(name) / key[:20]
 
     def run(
         self,

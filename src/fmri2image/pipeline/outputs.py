@@ -67,6 +67,7 @@ __all__ = [
     "holm_adjust",
     "image_grid",
     "paired_rows",
+    "safe_component",
     "scores_long",
     "summary_rows",
     "write_tables",
@@ -599,6 +600,8 @@ def write_tables(
     *,
     seed: int = 0,
     n_permutations: int = 10_000,
+    summary: Sequence[Mapping[str, Any]] | None = None,
+    paired: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write the scores, summary, paired and decoding tables as CSV and parquet.
 
@@ -610,6 +613,9 @@ def write_tables(
     decodings : mapping of (subject, roi) to DecodingResult
     seed, n_permutations : int
         Of the paired tests (:func:`paired_rows`).
+    summary, paired : sequence of dict, optional
+        :func:`summary_rows` / :func:`paired_rows` of ``entries`` when the caller has
+        them already (the permutation tests are then not run again).
 
     Returns
     -------
@@ -627,8 +633,10 @@ def write_tables(
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "scores": scores_long(entries),
-        "summary": summary_rows(entries),
-        "paired": paired_rows(entries, n_permutations=n_permutations, seed=seed),
+        "summary": summary_rows(entries) if summary is None else summary,
+        "paired": paired_rows(entries, n_permutations=n_permutations, seed=seed)
+        if paired is None
+        else paired,
         "decoding": decoding_rows(decodings),
     }
     paths: dict[str, Path] = {}
@@ -641,7 +649,7 @@ def write_tables(
 
 
 # ------------------------------------------------------------------ images
-def _safe_roi(roi: str) -> str:
+def safe_component(roi: str) -> str:
     """``roi`` as a path component: alphanumerics, ``-``, ``_`` and ``.`` kept, others ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", roi) or "_"
 
@@ -711,7 +719,7 @@ def export_images(
     root.mkdir(parents=True, exist_ok=True)
     gt_stems: dict[tuple[int, str], dict[str, None]] = {}
     for e in entries:
-        base = root / f"s{e.subject}-{_safe_roi(e.roi)}"
+        base = root / f"s{e.subject}-{safe_component(e.roi)}"
         target = base / store_dirname(e.model) / store_dirname(e.generator) / e.condition
         for stem in e.evaluation.stems:
             src = Path(e.images) / f"{stem}.png"
@@ -720,7 +728,7 @@ def export_images(
             gt_stems.setdefault((e.subject, e.roi), {})[stem] = None
     for (subject, roi), stems in gt_stems.items():
         images = ground_truth.get((subject, roi)) or {}
-        target = root / f"s{subject}-{_safe_roi(roi)}" / "ground_truth"
+        target = root / f"s{subject}-{safe_component(roi)}" / "ground_truth"
         for stem in stems:
             src = images.get(stem)
             if src is not None and Path(src).is_file():
@@ -747,7 +755,7 @@ def export_maps(folder: str | os.PathLike, maps: Mapping[tuple[int, str, str], P
 
     root = Path(folder) / "maps"
     for (subject, roi, model), src in maps.items():
-        dst = root / f"s{subject}-{_safe_roi(roi)}" / store_dirname(model)
+        dst = root / f"s{subject}-{safe_component(roi)}" / store_dirname(model)
         for path in sorted(Path(src).rglob("*")):
             if path.is_file() and path.name != MANIFEST:
                 _place(path, dst / path.relative_to(src))

@@ -45,6 +45,8 @@ from typing import Any
 from fmri2image import __version__
 from fmri2image._io import atomic_write, load_json
 from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image.pipeline.graph import safe_name
+from fmri2image.pipeline.outputs import safe_component
 
 __all__ = [
     "REPORT_DIR",
@@ -282,16 +284,6 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
 
 
 # ---------------------------------------------------------------- the report's model
-def _stage_tag(roi: str) -> str:
-    """The ROI as stage names spell it (``experiment._safe``)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in roi)
-
-
-def _folder_roi(roi: str) -> str:
-    """The ROI as ``images/`` and ``maps/`` spell it (``outputs._safe_roi``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", roi) or "_"
-
-
 def _dirname(name: str) -> str:
     from fmri2image.features.shards import store_dirname
 
@@ -342,7 +334,7 @@ class _Block:
 
     @property
     def images(self) -> str:
-        return f"s{self.subject}-{_folder_roi(self.roi)}"
+        return f"s{self.subject}-{safe_component(self.roi)}"
 
     @property
     def anchor(self) -> str:
@@ -359,7 +351,7 @@ def _name(wnid: str) -> str:
 
 
 def _load_labels(run: RunFolder, block: _Block, model: str, database: str) -> None:
-    name = f"retrieval/{model}/{database}/s{block.subject}/{_stage_tag(block.roi)}"
+    name = f"retrieval/{model}/{database}/s{block.subject}/{safe_name(block.roi)}"
     folder = run.folders.get(name)
     if folder is None:
         return
@@ -411,7 +403,7 @@ def _load_r2(run: RunFolder, block: _Block, model: str) -> None:
     import pyarrow.parquet as pq
 
     paths = [run.root / "maps" / block.images / _dirname(model) / "prediction"]
-    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{_stage_tag(block.roi)}")
+    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{safe_name(block.roi)}")
     if folder is not None:
         paths.append(folder / "prediction")
     for p in paths:
@@ -475,7 +467,7 @@ def _build(run: RunFolder) -> _Report:
     for subject, roi in keys:
         block = _Block(subject=subject, roi=roi)
         if not block.is_mean:
-            data = run.folders.get(f"data/s{subject}/{_stage_tag(roi)}")
+            data = run.folders.get(f"data/s{subject}/{safe_name(roi)}")
             meta: dict[str, Any] = {}
             if data is not None and (data / "data.json").is_file():
                 try:

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmri2image import _io
-from fmri2image.errors import ConfigError
 from fmri2image.pipeline.graph import Stage, StageContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +54,7 @@ __all__ = [
     "ImagesArtifact",
     "MapArtifact",
     "RetrievalArtifact",
+    "ScannedDatabase",
     "StimulusFeatures",
     "SubjectData",
     "data_stage",
@@ -66,6 +66,7 @@ __all__ = [
     "image_source",
     "mapping_stage",
     "retrieval_stage",
+    "scan_database",
 ]
 
 
@@ -95,8 +96,7 @@ class Components:
         self.device = device
         self.dtype = dtype
         self._encoders: dict[str, Encoder] = dict(encoders or {})
-        self._generators: dict[str, Generator] = dict(generators or {})
-        self._injected_generators = set(self._generators)
+        self._generators: dict[str, Generator] = dict(generators or {})  # injected
         self._built_generators: dict[str, Generator] = {}
         #: Metric networks, loaded once per run (see ``evaluate_images(networks=)``).
         self.networks: dict[str, Any] = {}
@@ -110,7 +110,7 @@ class Components:
         return self._encoders[name]
 
     def generator(self, name: str, options: Mapping[str, Any]) -> Generator:
-        if name in self._injected_generators:
+        if name in self._generators:
             return self._generators[name]
         key = _io.json_sha256({"name": name, "options": dict(options)})
         if key not in self._built_generators:
@@ -331,19 +331,39 @@ class DatabaseFeatures:
         return self.root / store_dirname(self.model)
 
 
-def database_stage(
-    model: str, db: DatabaseSpec, components: Components, *, batch_size: int
-) -> Stage:
-    """Embed an ImageNet-style image folder with ``model`` (resumable)."""
+@dataclass(frozen=True, eq=False)
+class ScannedDatabase:
+    """An image-folder database scanned once per run, whatever the number of models.
+
+    Attributes
+    ----------
+    spec : DatabaseSpec
+    images : ImageDatabase
+        Its labelled images.
+    identity : str
+        :func:`files_identity` of every image (part of each model's stage key).
+    """
+
+    spec: DatabaseSpec
+    images: Any
+    identity: str
+
+
+def scan_database(db: DatabaseSpec) -> ScannedDatabase:
+    """Scan an ImageNet-style image folder and fingerprint its files."""
     from fmri2image.features import scan_image_folder
 
     assert db.path is not None
     images = scan_image_folder(db.path, progress=False)
-    cfg = {
-        "model": model,
-        "database": db.name,
-        "images": files_identity([db.path / p for p in images.paths]),
-    }
+    return ScannedDatabase(db, images, files_identity([db.path / p for p in images.paths]))
+
+
+def database_stage(
+    model: str, scanned: ScannedDatabase, components: Components, *, batch_size: int
+) -> Stage:
+    """Embed an ImageNet-style image folder with ``model`` (resumable)."""
+    db, images = scanned.spec, scanned.images
+    cfg = {"model": model, "database": db.name, "images": scanned.identity}
 
     def run(ctx: StageContext) -> None:
         from fmri2image.features import extract_features
@@ -698,6 +718,4 @@ def evaluation_stage(
 
         return Evaluation.load(folder / "scores.csv")
 
-    if not metrics and metrics is not None:
-        raise ConfigError("evaluation.metrics is empty; name at least one metric.")
     return Stage(name, run, load, cfg, inputs=(generation_name,), version="1")
