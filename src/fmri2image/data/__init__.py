@@ -3,6 +3,8 @@
 Public names are imported lazily (PEP 562), so ``import fmri2image.data`` is cheap.
 
 =============================  ===============================================
+``Dataset``, ``DATASETS``       the dataset seam (``register_dataset``), ``split_recording``
+``GODDataset``                  GOD as a :class:`Dataset` (``data.dataset = "god"``)
 ``read_bdata``, ``BDataFile``   read BData HDF5 files (bdpy format) with h5py
 ``BDataBuilder``                write BData HDF5 files that bdpy loads
 ``stimulus_id_to_wnid`` ...     exact GOD stimulus-id encoding
@@ -38,8 +40,20 @@ _EXPORTS = {
     "stimulus_ids_to_image_names": "ids",
     "stimulus_ids_to_wnids": "ids",
     "wnid_to_category": "ids",
+    # dataset (the seam every dataset plugs into)
+    "DATASETS": "dataset",
+    "Dataset": "dataset",
+    "DatasetEntry": "dataset",
+    "DecodingSplit": "dataset",
+    "Recording": "dataset",
+    "Stimuli": "dataset",
+    "dataset_class": "dataset",
+    "get_dataset": "dataset",
+    "register_dataset": "dataset",
+    "split_recording": "dataset",
     # god
     "DATA_TYPES": "god",
+    "GODDataset": "god",
     "GODSubject": "god",
     "parse_subject": "god",
     "find_subject_files": "god",

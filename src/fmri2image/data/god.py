@@ -24,12 +24,15 @@ from typing import Literal
 import numpy as np
 
 from fmri2image.data.bdata import BDataFile, MetadataKeyError, MissingDataFileError, read_bdata
+from fmri2image.data.dataset import Dataset, Recording, Stimuli
 from fmri2image.data.ids import stimulus_ids_to_wnids
 from fmri2image.errors import ConfigError, DataFormatError
 
 __all__ = [
     "DATA_TYPES",
     "SPLIT_RELEASE_PARTS",
+    "GODDataset",
+    "GODOptions",
     "GODSubject",
     "find_subject_files",
     "load_god_subject",
@@ -450,3 +453,127 @@ def load_god_subject(
         ),
         n_dropped_nan_voxels=n_nan,
     )
+
+
+# ---------------------------------------------------------------------- the dataset seam
+@dataclass(frozen=True)
+class GODOptions:
+    """Options of the GOD dataset (``data.options``).
+
+    Attributes
+    ----------
+    release : {"auto", "spm", "fmriprep"}
+        Which release to read when the folder holds both: ``SubjectN.h5`` (spm) or
+        ``SubjectN_ImageNetTraining.h5`` ... (fmriprep).
+    """
+
+    release: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.release not in ("auto", "spm", "fmriprep"):
+            raise ConfigError(
+                f"release must be auto, spm or fmriprep, got {self.release!r} (--release)."
+            )
+
+
+#: GOD's split names (``DataType`` codes and stimulus folders) in the pipeline's words.
+_SPLIT_OF_TYPE = {1: "train", 2: "test", 3: "imagery"}
+_FOLDER_OF_SPLIT = {"train": "training", "test": "test"}
+
+
+class GODDataset(Dataset):
+    """The Generic Object Decoding dataset (Horikawa & Kamitani 2017) in its release
+    layout: BData HDF5 subject files (SPM or fmriprep release), the stimulus id files
+    and the ``training/`` and ``test/`` image folders.
+
+    Training samples show each training image once; test samples repeat each test
+    image (averaged by :func:`~fmri2image.data.dataset.split_recording`); imagery
+    samples imagine a test category and are scored against its test image.  Labels
+    are WordNet ids (the integer part of the stimulus id).
+    """
+
+    name = "god"
+    description = (
+        "Generic Object Decoding (Horikawa & Kamitani 2017): BData HDF5 subject files "
+        "(SPM SubjectN.h5 or the fmriprep split release), id files and image folders"
+    )
+    vocabulary = "wordnet"
+    Options = GODOptions
+
+    def subjects(self) -> tuple[int, ...]:
+        found = {
+            int(m.group(1))
+            for p in self.path.glob("Subject*.h5")
+            if (m := re.match(r"Subject(\d+)", p.name))
+        }
+        return tuple(sorted(found))
+
+    def files(self, subject: int) -> tuple[Path, ...]:
+        return find_subject_files(self.path, subject, self.options.release)  # type: ignore[arg-type]
+
+    def _stimulus_set(self, split: str):
+        from fmri2image.data.stimuli import load_stimulus_set
+
+        if split not in _FOLDER_OF_SPLIT:
+            raise ConfigError(f"GOD has train and test stimuli, not {split!r}.")
+        return load_stimulus_set(self.path, _FOLDER_OF_SPLIT[split])  # type: ignore[arg-type]
+
+    def stimuli(self, split: str) -> Stimuli:
+        stim = self._stimulus_set(split)
+        return Stimuli(
+            split=split,
+            stems=tuple(stim.image_names),
+            labels=tuple(stim.wnids),
+            files=tuple(Path(p) for p in stim.paths),  # load_stimulus_set raises on a missing one
+            source=stim.id_file,
+        )
+
+    def check_images(self, stimuli: Stimuli, *, progress: bool = True) -> None:
+        from fmri2image.data.images import check_images_readable
+
+        assert stimuli.files is not None
+        check_images_readable(
+            stimuli.files,
+            what=f"{_FOLDER_OF_SPLIT[stimuli.split]} stimulus images",
+            position_name=f"row of {Path(str(stimuli.source)).name}",
+            progress=progress,
+        )
+
+    def load(self, subject: int, roi: str, *, drop_nan_voxels: bool = False) -> Recording:
+        subj = load_god_subject(
+            self.path,
+            subject,
+            roi=roi,
+            release=self.options.release,  # type: ignore[arg-type]
+            drop_nan_voxels=drop_nan_voxels,
+        )
+        split = np.array([_SPLIT_OF_TYPE[int(t)] for t in subj.data_types], dtype=object)
+        stimulus = np.full(subj.n_samples, -1, dtype=np.int64)
+        sets = {s: self._stimulus_set(s) for s in ("train", "test")}
+        for s, stim in sets.items():
+            m = split == s
+            if m.any():
+                stimulus[m] = stim.index_of(subj.stimulus_ids[m])
+        imagery = split == "imagery"
+        if imagery.any():  # the test image of the imagined category, when it has exactly one
+            test = sets["test"]
+            test_cats = test.keys // 1_000_000
+            cats, counts = np.unique(test_cats, return_counts=True)
+            row_of = {
+                int(c): int(np.flatnonzero(test_cats == c)[0])
+                for c, k in zip(cats, counts)
+                if k == 1
+            }
+            stimulus[imagery] = [row_of.get(int(c), -1) for c in subj.categories[imagery]]
+        return Recording(
+            subject=subj.subject,
+            roi=roi,
+            voxels=subj.voxels,
+            split=split,
+            stimulus=stimulus,
+            runs=subj.run_groups,
+            groups=subj.categories.astype(np.int64),
+            roi_sizes=dict(subj.roi_sizes),
+            sources=subj.sources,
+            n_dropped_nan_voxels=subj.n_dropped_nan_voxels,
+        )

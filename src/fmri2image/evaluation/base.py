@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fmri2image.registry import Registry
+from fmri2image.errors import ConfigError
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
 
 __all__ = [
     "IMAGE_KINDS",
@@ -82,7 +83,14 @@ class Metric:
     min_images : int
         Fewest image pairs the score is defined for (2-way identification: 2).
     score : callable or None
-        ``score(y_true, y_pred, *, seed) -> ndarray (n_images,)`` for image metrics.
+        ``score(y_true, y_pred, *, seed) -> ndarray (n_images,)``: for image metrics
+        on their network's features (or pixels), for ``embedding`` metrics on the
+        predicted and true embeddings (one value per image; the table shows the
+        mean, beside the training-mean baseline's).  Built-in embedding and label
+        metrics are computed together by :func:`.prediction_metrics` and
+        :func:`.semantic_metrics` and have none.
+    needs : Needs
+        What computing it needs beyond its network (an extra, packages).
     """
 
     name: str
@@ -96,6 +104,7 @@ class Metric:
     reference: str = ""
     min_images: int = 1
     score: Score | None = field(default=None, repr=False, compare=False)
+    needs: Needs = field(default_factory=Needs, compare=False)
 
     def chance_for(self, n_images: int | None = None) -> float | None:
         """The chance level as a number (``"1/n"`` needs ``n_images``)."""
@@ -119,7 +128,18 @@ class Metric:
         }
 
 
-METRICS: Registry[Metric] = Registry("metric")
+def _plugin(name: str, obj: Any) -> None:
+    if not isinstance(obj, Metric) or obj.name != name:
+        raise ConfigError(
+            f"the entry point {name!r} must point to a fmri2image.evaluation.Metric named "
+            f"{name!r}, got {obj!r}."
+        )
+    register_metric(obj)
+
+
+#: The metrics; plugins register through the ``fmri2image.metrics`` entry points
+#: (object: a :class:`Metric`).
+METRICS: Registry[Metric] = Registry("metric", group=ENTRY_POINT_GROUPS["metric"], plugin=_plugin)
 
 
 #: Registration order: the column order of tables.
@@ -127,7 +147,20 @@ _ORDER: list[str] = []
 
 
 def register_metric(metric: Metric, *, overwrite: bool = False) -> Metric:
-    """Add ``metric`` to :data:`METRICS` under its name (tables list it after the others)."""
+    """Add ``metric`` to :data:`METRICS` under its name (tables list it after the others).
+
+    An image metric (kind ``pixels``, ``features`` or ``classifier``) or an
+    ``embedding`` metric needs a ``score`` function; then ``evaluate``, ``run`` and
+    the tables compute and show it with no other change.
+    """
+    if not isinstance(metric, Metric):
+        raise ConfigError(f"register_metric takes a Metric, got {metric!r}.")
+    needs_score = metric.kind in (*IMAGE_KINDS, "embedding")
+    if needs_score and metric.score is None and metric.name not in _BUILTIN_NAMES:
+        raise ConfigError(
+            f"Metric {metric.name!r} of kind {metric.kind!r} needs a score function "
+            "(score(y_true, y_pred, *, seed) -> one value per image)."
+        )
     METRICS.register(metric.name, metric, overwrite=overwrite)
     if metric.name not in _ORDER:
         _ORDER.append(metric.name)
@@ -140,7 +173,9 @@ def get_metric(name: str) -> Metric:
 
 
 def list_metrics(kind: str | tuple[str, ...] | None = None) -> list[Metric]:
-    """Registered metrics in registration order, optionally of the given kind(s)."""
+    """Registered metrics in registration order, optionally of the given kind(s)
+    (installed metric plugins included)."""
+    METRICS.load_plugins()
     kinds = (kind,) if isinstance(kind, str) else kind
     metrics = [METRICS.get(name) for name in _ORDER]
     return [m for m in metrics if kinds is None or m.kind in kinds]
@@ -371,6 +406,9 @@ _BUILTIN: tuple[Metric, ...] = (
     ),
     Metric("coverage", True, "labels", "share of test categories present in the database"),
 )
+
+#: Built-in embedding and label metrics are computed together, without a score function.
+_BUILTIN_NAMES = frozenset(m.name for m in _BUILTIN)
 
 for _metric in _BUILTIN:
     register_metric(_metric)

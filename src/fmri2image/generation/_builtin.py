@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from fmri2image.generation.base import GENERATORS, GeneratorEntry, register_generator
+from fmri2image.registry import Needs
 
 
 class lazy:  # lower case on purpose: used like a function, lazy("invert", "InvertGenerator")
@@ -42,14 +43,18 @@ register_generator(
     description="feature inversion: optimise an image until the encoder's embedding of it "
     "matches the prediction (Fourier prior, blur schedule, random views; any encoder with a "
     "differentiable pixel path)",
-    offline=True,
+    needs=Needs(offline=True),
 )  # fmt: skip
 register_generator(
     "retrieve", lazy("retrieve", "RetrieveGenerator"), conditioning="embedding",
-    description="the image database's picture nearest to the prediction (cosine; needs "
-    "--option database=DIR, an image database's feature folder)",
-    offline=True,
+    description="the image database's picture nearest to the prediction (cosine; a run "
+    "gives it its first image database, or --option database=DIR)",
+    needs=Needs(offline=True, inputs=("database",)),
 )  # fmt: skip
+
+#: What the diffusion generators import when built, and where their weights come from.
+_DIFFUSION = Needs(extra="diffusion", packages=("diffusers", "transformers"),
+                   weights="the Hugging Face hub (or a local folder)", offline=False, gpu=True)
 
 
 # Diffusion: Stable Diffusion from the retrieved label (diffusion.py), unCLIP from the
@@ -58,21 +63,25 @@ register_generator(
     "sd15", lazy("diffusion", "SD15Generator"), conditioning="label",
     description="Stable Diffusion 1.5 from the retrieved label (DPM-Solver++, 25 steps, "
     "guidance 7.5, 512 px; stable-diffusion-v1-5/stable-diffusion-v1-5)",
+    needs=_DIFFUSION,
 )  # fmt: skip
 register_generator(
     "sd-turbo", lazy("diffusion", "SDTurboGenerator"), conditioning="label",
     description="SD-Turbo from the retrieved label (1 step, no guidance, 512 px; "
     "stabilityai/sd-turbo)",
+    needs=_DIFFUSION,
 )  # fmt: skip
 register_generator(
     "unclip", lazy("unclip", "UnclipGenerator"), conditioning="embedding",
     description="Stable unCLIP from the predicted CLIP ViT-L/14 image embedding (decode with "
     "clip-l14; stabilityai/stable-diffusion-2-1-unclip-small)",
+    needs=_DIFFUSION,
 )  # fmt: skip
 register_generator(
     "ip-adapter", lazy("ip_adapter", "IPAdapterGenerator"), conditioning="embedding",
     description="SD 1.5 with the predicted OpenCLIP ViT-H/14 embedding as IP-Adapter image "
     "prompt (decode with open_clip:ViT-H-14:laion2b_s32b_b79k; h94/IP-Adapter)",
+    needs=_DIFFUSION,
 )  # fmt: skip
 
 
@@ -82,6 +91,7 @@ def _diffusers_entry(source: str) -> GeneratorEntry:
         lazy("diffusion", "DiffusersGenerator", source),
         "label",
         f"diffusers text-to-image pipeline {source} from the retrieved label",
+        _DIFFUSION,
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fmri2image.errors import ConfigError
-from fmri2image.registry import Registry
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CONDITIONINGS",
     "GENERATORS",
+    "PIPELINE_INPUTS",
     "EmbeddingStats",
     "GenerationRequest",
     "GenerationResult",
@@ -44,6 +45,14 @@ __all__ = [
 
 #: What a generator is conditioned on.
 CONDITIONINGS = ("label", "embedding")
+
+#: Inputs the pipeline can hand a generator, by the option name it fills
+#: (:attr:`Needs.inputs <fmri2image.registry.Needs>`): a generator whose entry declares
+#: ``inputs=("database",)`` gets its ``database`` option set by the run.
+PIPELINE_INPUTS = {
+    "database": "the feature folder of the run's first image database (retrieval.databases: "
+    "an image folder, or a feature folder from `fmri2image extract`)",
+}
 
 
 def image_seed(run_seed: int, stem: str, attempt: int = 0) -> int:
@@ -170,7 +179,9 @@ class Generator(abc.ABC):
 
     Subclasses set :attr:`name`, :attr:`conditioning` and an ``Options`` dataclass
     (all fields with defaults), and implement :meth:`generate`.  The constructor
-    takes ``device``, ``dtype`` and the options as keyword arguments.
+    takes ``device``, ``dtype`` and the options as keyword arguments.  The class is
+    what :func:`register_generator` (and an ``fmri2image.generators`` entry point)
+    takes; its ``description`` and ``needs`` are read from it.
 
     Attributes
     ----------
@@ -178,6 +189,10 @@ class Generator(abc.ABC):
         Registry name.
     conditioning : {"label", "embedding"}
         What the requests must carry.
+    description : str
+        One line for listings.
+    needs : Needs
+        What it needs (extra, weights, pipeline inputs).
     options : dataclass instance
         The resolved options (recorded beside the images, and part of the key that
         decides whether an existing image can be reused).
@@ -185,6 +200,8 @@ class Generator(abc.ABC):
 
     name: ClassVar[str] = ""
     conditioning: ClassVar[str] = "label"
+    description: ClassVar[str] = ""
+    needs: ClassVar[Needs] = Needs()
     Options: ClassVar[type] = type("Options", (), {})
 
     def __init__(self, *, device: str = "cpu", dtype: str = "float32", **options: Any) -> None:
@@ -263,32 +280,80 @@ class GeneratorEntry:
     conditioning : {"label", "embedding"}
     description : str
         One line for ``--help`` and ``fmri2image models``-style listings.
-    offline : bool
-        Runs without downloading weights (the demo's generators).
+    needs : Needs
+        What it needs: extra and packages, weights, whether it runs offline, and the
+        pipeline inputs a run must give it (:data:`PIPELINE_INPUTS`).
     """
 
     factory: GeneratorFactory
     conditioning: str
     description: str
-    offline: bool = False
+    needs: Needs = field(default_factory=lambda: Needs(offline=False))
+
+    @property
+    def offline(self) -> bool:
+        """Runs without downloading weights (the demo's generators)."""
+        return self.needs.offline
 
 
-GENERATORS: Registry[GeneratorEntry] = Registry("generator")
+def _plugin(name: str, obj: Any) -> None:
+    register_generator(name, obj)
+
+
+#: The generators; plugins register through the ``fmri2image.generators`` entry points.
+GENERATORS: Registry[GeneratorEntry] = Registry(
+    "generator", group=ENTRY_POINT_GROUPS["generator"], plugin=_plugin
+)
 
 
 def register_generator(
     name: str,
     factory: GeneratorFactory,
     *,
-    conditioning: str,
-    description: str,
-    offline: bool = False,
+    conditioning: str | None = None,
+    description: str | None = None,
+    needs: Needs | None = None,
+    offline: bool | None = None,
     overwrite: bool = False,
 ) -> GeneratorEntry:
-    """Add a generator to :data:`GENERATORS` (one call per model)."""
+    """Add a generator to :data:`GENERATORS` (one call per model).
+
+    Parameters
+    ----------
+    name : str
+    factory : Generator subclass or callable
+        ``factory(*, device, dtype, **options) -> Generator``; a :class:`Generator`
+        subclass is one, and the object of an ``fmri2image.generators`` entry point.
+    conditioning, description, needs : optional
+        Default: the factory's class attributes of these names.
+    offline : bool, optional
+        Shorthand for ``needs.offline``.
+    overwrite : bool
+    """
+    if not callable(factory):
+        raise ConfigError(
+            f"register_generator({name!r}, ...): the factory must be a Generator subclass or "
+            f"a callable returning a Generator, got {factory!r}."
+        )
+    conditioning = conditioning or getattr(factory, "conditioning", None)
     if conditioning not in CONDITIONINGS:
-        raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}.")
-    entry = GeneratorEntry(factory, conditioning, description, offline)
+        raise ConfigError(
+            f"Generator {name!r}: conditioning must be one of {CONDITIONINGS}, got "
+            f"{conditioning!r} (set the class attribute or pass conditioning=)."
+        )
+    description = description or getattr(factory, "description", "") or name
+    if needs is None:
+        needs = getattr(factory, "needs", None)
+        needs = needs if isinstance(needs, Needs) else Needs(offline=False)
+    if offline is not None:
+        needs = dataclasses.replace(needs, offline=offline)
+    unknown = sorted(set(needs.inputs) - set(PIPELINE_INPUTS))
+    if unknown:
+        raise ConfigError(
+            f"Generator {name!r} declares pipeline inputs {unknown} that no run supplies; "
+            f"known: {', '.join(PIPELINE_INPUTS)}."
+        )
+    entry = GeneratorEntry(factory, conditioning, description, needs)
     GENERATORS.register(name, entry, overwrite=overwrite)
     return entry
 

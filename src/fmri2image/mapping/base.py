@@ -52,13 +52,13 @@ import importlib
 import inspect
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from fmri2image.errors import ConfigError, DataFormatError
-from fmri2image.registry import Registry
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
 
 __all__ = [
     "MAPPERS",
@@ -242,10 +242,13 @@ class MapperEntry:
         The registry (and format) name.
     target : type or str
         The class, or ``"package.module:ClassName"`` imported on first use.
+    needs : Needs
+        What it needs beyond fmri2image's core (an extra, packages, a GPU).
     """
 
     name: str
     target: type[Mapper] | str
+    needs: Needs = field(default_factory=Needs)
 
     def load(self) -> type[Mapper]:
         """The mapper class (imported now if registered by path)."""
@@ -273,11 +276,21 @@ def _check_mapper_class(name: str, cls: Any) -> None:
 #: Saved files name their mapper as ``FORMAT_PREFIX + name``.
 FORMAT_PREFIX = "fmri2image.mapping/"
 
-#: Registry of mapping models: ``get_mapper(name, **params)`` builds one.
-MAPPERS: Registry[MapperEntry] = Registry("mapping model")
+
+def _plugin(name: str, obj: Any) -> None:
+    register_mapper(name, obj)
 
 
-def register_mapper(name: str, cls: type[Mapper] | str, *, overwrite: bool = False) -> MapperEntry:
+#: Registry of mapping models: ``get_mapper(name, **params)`` builds one.  Plugins
+#: register through the ``fmri2image.mappers`` entry points (object: the class).
+MAPPERS: Registry[MapperEntry] = Registry(
+    "mapping model", group=ENTRY_POINT_GROUPS["mapping model"], plugin=_plugin
+)
+
+
+def register_mapper(
+    name: str, cls: type[Mapper] | str, *, needs: Needs | None = None, overwrite: bool = False
+) -> MapperEntry:
     """Add a mapping model to :data:`MAPPERS`.
 
     Parameters
@@ -285,8 +298,11 @@ def register_mapper(name: str, cls: type[Mapper] | str, *, overwrite: bool = Fal
     name : str
         Registry name, equal to the class's ``format_name``; no ``":"`` or ``"/"``.
     cls : type or str
-        A :class:`Mapper` subclass, or ``"package.module:ClassName"`` to import it
-        only when first used (keeps listing the registry cheap).
+        A :class:`Mapper` subclass (the object of an ``fmri2image.mappers`` entry
+        point), or ``"package.module:ClassName"`` to import it only when first used
+        (keeps listing the registry cheap).
+    needs : Needs, optional
+        Default: the class's ``needs`` attribute, else nothing beyond the core.
     overwrite : bool, default=False
         Replace an existing entry of the same name.
 
@@ -303,7 +319,10 @@ def register_mapper(name: str, cls: type[Mapper] | str, *, overwrite: bool = Fal
             )
     else:
         _check_mapper_class(name, cls)
-    entry = MapperEntry(name, cls)
+    if needs is None:
+        needs = getattr(cls, "needs", None)
+        needs = needs if isinstance(needs, Needs) else Needs()
+    entry = MapperEntry(name, cls, needs)
     MAPPERS.register(name, entry, overwrite=overwrite)
     return entry
 

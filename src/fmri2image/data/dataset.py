@@ -1,0 +1,522 @@
+"""The dataset seam: what every fMRI dataset gives the pipeline, and the dataset registry.
+
+A :class:`Dataset` is a folder of recordings and the stimuli they were recorded
+with.  The pipeline asks it for three things:
+
+* :meth:`Dataset.subjects` / :meth:`Dataset.files` — who is there and which files
+  hold a subject (their identity keys the cache);
+* :meth:`Dataset.load` — one subject restricted to one ROI as a :class:`Recording`:
+  every sample's voxels, its split (``train``, ``test`` or ``imagery``), the
+  stimulus it shows (a row of that split's stimuli), its run and its category;
+* :meth:`Dataset.stimuli` — the training or test stimuli as :class:`Stimuli`:
+  image files on disk, or arrays inside a container file (as NSD ships them),
+  each with its label in the dataset's vocabulary (WordNet ids when the dataset has
+  them, free text otherwise).
+
+Everything after that is generic (:func:`split_recording`): voxel normalization,
+averaging a test image's repetitions (or an imagined stimulus's trials), the rows
+the stimulus features are read from.  GOD is the first implementation
+(:class:`fmri2image.data.god.GODDataset`); adding one is one class and one
+:func:`register_dataset` call (or an ``fmri2image.datasets`` entry point whose
+object is the class)::
+
+    class MyDataset(Dataset):
+        name = "mine"
+        vocabulary = "text"
+        def subjects(self): ...
+        def files(self, subject): ...
+        def load(self, subject, roi, *, drop_nan_voxels=False): ...
+        def stimuli(self, split): ...
+
+    register_dataset("mine", MyDataset)
+
+and ``fmri2image run --dataset mine --data DIR`` runs the whole pipeline on it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
+
+__all__ = [
+    "DATASETS",
+    "NORMALIZATIONS",
+    "SPLITS",
+    "VOCABULARIES",
+    "Dataset",
+    "DatasetEntry",
+    "DecodingSplit",
+    "Recording",
+    "Stimuli",
+    "dataset_class",
+    "get_dataset",
+    "register_dataset",
+    "split_recording",
+]
+
+log = logging.getLogger(__name__)
+
+#: What a sample can be: a training or test perception trial, or an imagery trial.
+SPLITS = ("train", "test", "imagery")
+#: What a dataset's labels are: WordNet noun ids (``n01443537``) or free text.
+VOCABULARIES = ("wordnet", "text")
+#: Voxel normalizations (:func:`split_recording`).
+NORMALIZATIONS = ("run", "train", "none")
+
+
+# ---------------------------------------------------------------------- data types
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One subject's samples restricted to one ROI, every split.
+
+    Attributes
+    ----------
+    subject : int
+    roi : str
+        The ROI expression the voxels were selected with.
+    voxels : ndarray of shape (n_samples, n_voxels), float32
+    split : ndarray of shape (n_samples,) of str
+        ``"train"``, ``"test"`` or ``"imagery"`` per sample.
+    stimulus : ndarray of shape (n_samples,), int64
+        The stimulus each sample shows: a row of ``stimuli("train")`` for training
+        samples, of ``stimuli("test")`` for test samples.  For imagery samples the
+        row of ``stimuli("test")`` of the imagined stimulus (its category's test
+        image), -1 when there is none.
+    runs : ndarray of shape (n_samples,), int64
+        The run of each sample, unambiguous across files and splits (normalization
+        per run, contiguous cross-validation folds).
+    groups : ndarray of shape (n_samples,), int64
+        The category of each sample (cross-validation folds grouped by category).
+    roi_sizes : dict of str to int
+        Voxels of every ROI the files define.
+    sources : tuple of Path
+        The files read.
+    n_dropped_nan_voxels : int
+    """
+
+    subject: int
+    roi: str
+    voxels: np.ndarray
+    split: np.ndarray
+    stimulus: np.ndarray
+    runs: np.ndarray
+    groups: np.ndarray
+    roi_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    sources: tuple[Path, ...] = ()
+    n_dropped_nan_voxels: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.voxels.shape[0] if np.ndim(self.voxels) == 2 else -1
+        bad = [
+            name
+            for name in ("split", "stimulus", "runs", "groups")
+            if np.shape(getattr(self, name)) != (n,)
+        ]
+        if n < 0 or bad:
+            raise DataFormatError(
+                f"Recording of subject {self.subject}, {self.roi}: voxels must be "
+                f"(n_samples, n_voxels) and {', '.join(bad) or 'every per-sample array'} one "
+                f"value per sample; got voxels {np.shape(self.voxels)}."
+            )
+        unknown = sorted(set(np.unique(self.split).tolist()) - set(SPLITS))
+        if unknown:
+            raise DataFormatError(
+                f"Recording of subject {self.subject}: unknown split(s) {unknown}; a sample "
+                f"is one of {', '.join(SPLITS)}."
+            )
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.voxels.shape[0])
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.voxels.shape[1])
+
+    def mask(self, split: str) -> np.ndarray:
+        """Boolean mask of the samples of ``split``."""
+        return self.split == split
+
+
+@dataclass(frozen=True, eq=False)
+class Stimuli:
+    """The stimuli of one split: names, labels, and where the pixels are.
+
+    Attributes
+    ----------
+    split : {"train", "test"}
+    stems : tuple of str
+        A unique name per stimulus (``"n01443537_22563"``); pictures made for it
+        are named ``<stem>.png``.
+    labels : tuple of str
+        Its label in the dataset's vocabulary (a WordNet id, or free text).
+    files : tuple of Path, optional
+        One image file per stimulus, when they are files on disk.
+    read : callable, optional
+        ``read(rows) -> ndarray (len(rows), H, W, 3)`` of uint8 RGB, when the images
+        are arrays inside a container file (:attr:`source`); the pipeline writes
+        them out once, as PNG files in its cache.
+    source : Path, optional
+        The id file or container the stimuli are listed in (part of their identity).
+    """
+
+    split: str
+    stems: tuple[str, ...]
+    labels: tuple[str, ...]
+    files: tuple[Path, ...] | None = None
+    read: Callable[[Sequence[int]], np.ndarray] | None = None
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.stems)
+        if len(self.labels) != n or (self.files is not None and len(self.files) != n):
+            raise DataFormatError(
+                f"Stimuli of split {self.split!r}: {n} stems, {len(self.labels)} labels"
+                + (f", {len(self.files)} files" if self.files is not None else "")
+                + "; give one of each per stimulus."
+            )
+        if len(set(self.stems)) != n:
+            raise DataFormatError(f"Stimuli of split {self.split!r}: the stems are not unique.")
+        if (self.files is None) == (self.read is None):
+            raise DataFormatError(
+                f"Stimuli of split {self.split!r}: give either files (images on disk) or "
+                "read (arrays in a container), exactly one."
+            )
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def row_of(self, stems: Sequence[str]) -> np.ndarray:
+        """The row of each stem, int64."""
+        index = {s: i for i, s in enumerate(self.stems)}
+        missing = [s for s in stems if s not in index]
+        if missing:
+            raise DataFormatError(
+                f"{len(missing)} stimuli are not in the {self.split} stimuli "
+                f"(e.g. {', '.join(missing[:3])})."
+            )
+        return np.asarray([index[s] for s in stems], dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodingSplit:
+    """What a map is fitted on and predicts, for one subject × ROI.
+
+    Attributes
+    ----------
+    X_train : ndarray of shape (n_train, n_voxels), float32
+    train_rows : ndarray of shape (n_train,), int64
+        The training stimulus each training sample shows.
+    train_groups : ndarray of shape (n_train,), int64
+        Its category (grouped cross-validation).
+    X_eval : ndarray of shape (n_eval, n_voxels), float32
+        The samples the map predicts: each test image's repetitions averaged, or
+        each imagined stimulus's imagery trials averaged.
+    eval_rows : ndarray of shape (n_eval,), int64
+        The test stimulus each row of ``X_eval`` is scored against.
+    n_repeats : ndarray of shape (n_eval,), int64
+        Trials averaged into each row.
+    """
+
+    X_train: np.ndarray
+    train_rows: np.ndarray
+    train_groups: np.ndarray
+    X_eval: np.ndarray
+    eval_rows: np.ndarray
+    n_repeats: np.ndarray
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.X_train.shape[1])
+
+
+def _zscore(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    std = np.where(std > 0, std, 1.0)
+    return ((X - mean) / std).astype(np.float32)
+
+
+def _average(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of the samples of each distinct row (ascending), with the counts."""
+    uniq, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    sums = np.zeros((uniq.size, X.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse.reshape(-1), X)
+    return (sums / counts[:, None]).astype(np.float32), uniq.astype(np.int64), counts
+
+
+def split_recording(
+    recording: Recording, *, normalization: str = "run", split: str = "test"
+) -> DecodingSplit:
+    """Normalize a recording and split it into what a map is fitted on and predicts.
+
+    Parameters
+    ----------
+    recording : Recording
+    normalization : {"run", "train", "none"}
+        ``"run"``: z-score every voxel within each run (GOD's analysis);
+        ``"train"``: z-score with the training samples' mean and std; ``"none"``.
+    split : {"test", "imagery"}
+        What the map (always fitted on the training samples) predicts: the test
+        samples, averaged per test image; or the imagery samples, averaged per
+        imagined stimulus (samples with none are left out).
+
+    Returns
+    -------
+    DecodingSplit
+
+    Raises
+    ------
+    DataFormatError
+        No training samples, or nothing to predict.
+    """
+    from fmri2image.data.preprocess import zscore_by_run
+
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}."
+        )
+    if split not in ("test", "imagery"):
+        raise ConfigError(f"split must be test or imagery, got {split!r}.")
+    rec = recording
+    train = rec.mask("train")
+    if not train.any():
+        raise DataFormatError(
+            f"Subject {rec.subject} has no training samples in "
+            f"{', '.join(map(str, rec.sources)) or 'its files'}; a map needs them."
+        )
+    X = rec.voxels
+    if normalization == "run":
+        Xn = zscore_by_run(X, rec.runs).astype(np.float32, copy=False)
+    elif normalization == "train":
+        fit = X[train].astype(np.float64)
+        Xn = _zscore(X.astype(np.float64), fit.mean(axis=0), fit.std(axis=0))
+    else:
+        Xn = np.asarray(X, dtype=np.float32)
+    predicted = rec.mask(split) & (rec.stimulus >= 0)
+    if split == "imagery":
+        dropped = int((rec.mask("imagery") & (rec.stimulus < 0)).sum())
+        if dropped:
+            log.info("imagery: %d trials of stimuli without a test image left out", dropped)
+    X_eval, rows, counts = _average(Xn[predicted], rec.stimulus[predicted])
+    need = 2 if split == "imagery" else 1
+    if rows.size < need:
+        what = (
+            "imagined test stimuli with imagery trials"
+            if split == "imagery"
+            else "test images with test samples"
+        )
+        raise DataFormatError(
+            f"Subject {rec.subject} has {rows.size} {what}; at least {need} "
+            + ("are" if need > 1 else "is")
+            + " needed"
+            + (
+                " to score identification. Decode the perception test set with split test."
+                if split == "imagery"
+                else ". Check that the test files are present."
+            )
+        )
+    return DecodingSplit(
+        X_train=np.ascontiguousarray(Xn[train]),
+        train_rows=rec.stimulus[train].astype(np.int64),
+        train_groups=rec.groups[train].astype(np.int64),
+        X_eval=X_eval,
+        eval_rows=rows,
+        n_repeats=counts.astype(np.int64),
+    )
+
+
+# ---------------------------------------------------------------------- the protocol
+@dataclass(frozen=True)
+class _NoOptions:
+    """A dataset without options."""
+
+
+class Dataset(abc.ABC):
+    """An fMRI dataset in a folder (see the module docstring).
+
+    Subclasses set the class attributes and implement the four methods.  The
+    constructor takes the dataset folder and the dataset's options (``data.options``
+    of a run configuration) as keywords, checked against :attr:`Options`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``"god"``).
+    description : str
+        One line for listings.
+    vocabulary : {"wordnet", "text"}
+        What its labels are.  With ``"wordnet"`` the runs score retrieved labels with
+        WordNet (hit@k, Wu-Palmer) and prompt generators with the synset's name; with
+        ``"text"`` labels are compared as strings and are the prompts themselves.
+    needs : Needs
+        What reading it needs beyond the core (an extra, packages).
+    Options : dataclass
+        Its options, every field with a default.
+    path : Path
+    options : Options instance
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    vocabulary: ClassVar[str] = "wordnet"
+    needs: ClassVar[Needs] = Needs()
+    Options: ClassVar[type] = _NoOptions
+
+    def __init__(self, path: str | os.PathLike, **options: Any) -> None:
+        self.path = Path(path).expanduser()
+        self.options = make_dataset_options(self.Options, options, dataset=self.name)
+
+    @abc.abstractmethod
+    def subjects(self) -> tuple[int, ...]:
+        """The subjects whose files are in the folder (reads no fMRI)."""
+
+    @abc.abstractmethod
+    def files(self, subject: int) -> tuple[Path, ...]:
+        """The fMRI files of ``subject`` (their identity keys the cache).
+
+        Raises
+        ------
+        MissingDataFileError
+            Naming what was looked for.
+        """
+
+    @abc.abstractmethod
+    def load(self, subject: int, roi: str, *, drop_nan_voxels: bool = False) -> Recording:
+        """One subject's samples restricted to ``roi`` (see :class:`Recording`)."""
+
+    @abc.abstractmethod
+    def stimuli(self, split: str) -> Stimuli:
+        """The stimuli of ``split`` (``"train"`` or ``"test"``)."""
+
+    def check_images(self, stimuli: Stimuli, *, progress: bool = True) -> None:
+        """Raise a one-paragraph error when a stimulus image cannot be decoded (before
+        any network runs).  The default decodes the header of every file."""
+        if stimuli.files is None:
+            return
+        from fmri2image.data.images import check_images_readable
+
+        check_images_readable(
+            stimuli.files,
+            what=f"{stimuli.split} stimulus images",
+            position_name="stimulus",
+            progress=progress,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts: name, folder, vocabulary, options."""
+        return {
+            "dataset": self.name,
+            "path": str(self.path),
+            "vocabulary": self.vocabulary,
+            "options": dataclasses.asdict(self.options),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+def make_dataset_options(cls: type, given: Mapping[str, Any], *, dataset: str) -> Any:
+    """The options dataclass of a dataset, unknown names refused with the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"data.options {', '.join(unknown)} do(es) not apply to dataset {dataset!r}; its "
+            f"options: {', '.join(names) or '(none)'}."
+        )
+    try:
+        return cls(**dict(given))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.options of dataset {dataset!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A :data:`DATASETS` entry: the class, or where to import it from."""
+
+    name: str
+    target: type[Dataset] | str
+    needs: Needs = field(default_factory=Needs)
+
+    def load(self) -> type[Dataset]:
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        else:
+            cls = self.target
+        if not (isinstance(cls, type) and issubclass(cls, Dataset)):
+            raise ConfigError(
+                f"dataset {self.name!r} must be a subclass of fmri2image.data.Dataset, got {cls!r}."
+            )
+        return cls
+
+
+def _plugin(name: str, obj: Any) -> None:
+    register_dataset(name, obj)
+
+
+#: The datasets; plugins register through the ``fmri2image.datasets`` entry points
+#: (object: the :class:`Dataset` subclass).
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset", group=ENTRY_POINT_GROUPS["dataset"], plugin=_plugin
+)
+
+
+def register_dataset(
+    name: str, cls: type[Dataset] | str, *, needs: Needs | None = None, overwrite: bool = False
+) -> DatasetEntry:
+    """Add a dataset to :data:`DATASETS`.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``data.dataset``, ``--dataset``); no ``":"`` or ``"/"``.
+    cls : Dataset subclass or str
+        The class, or ``"package.module:ClassName"`` imported on first use.
+    needs : Needs, optional
+        Default: the class's ``needs``.
+    overwrite : bool
+    """
+    if not name or ":" in name or "/" in name:
+        raise ConfigError(f"dataset name {name!r} must be non-empty, without ':' or '/'.")
+    if isinstance(cls, str):
+        if ":" not in cls:
+            raise ConfigError(f"dataset {name!r}: {cls!r} must be 'package.module:ClassName'.")
+    elif not (isinstance(cls, type) and issubclass(cls, Dataset)):
+        raise ConfigError(f"dataset {name!r} must be a subclass of Dataset, got {cls!r}.")
+    elif cls.vocabulary not in VOCABULARIES:
+        raise ConfigError(
+            f"dataset {name!r}: vocabulary must be one of {', '.join(VOCABULARIES)}, got "
+            f"{cls.vocabulary!r}."
+        )
+    if needs is None:
+        needs = getattr(cls, "needs", None) if not isinstance(cls, str) else None
+        needs = needs if isinstance(needs, Needs) else Needs()
+    entry = DatasetEntry(name, cls, needs)
+    DATASETS.register(name, entry, overwrite=overwrite)
+    return entry
+
+
+def dataset_class(name: str) -> type[Dataset]:
+    """The class registered as ``name`` (ConfigError with close matches if unknown)."""
+    return DATASETS.get(name).load()
+
+
+def get_dataset(name: str, path: str | os.PathLike, **options: Any) -> Dataset:
+    """Open dataset ``name`` in the folder ``path`` with its options."""
+    return dataset_class(name)(path, **options)
+
+
+register_dataset("god", "fmri2image.data.god:GODDataset")
