@@ -256,3 +256,11 @@ def tqdm_kwargs(progress: bool) -> dict[str, Any]:
     or ``None`` would override ``TQDM_DISABLE=1`` (set by ``--quiet``).
     """
     return {} if progress else {"disable": True}
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one path component: every character but ASCII letters, digits,
+    ``-``, ``_`` and ``.`` replaced by ``_`` (stage names, ROI expressions)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(text)) or "_"

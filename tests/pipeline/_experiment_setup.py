@@ -57,7 +57,7 @@ def _config(god, out, **changes) -> RunConfig:
     config = RunConfig(
         models=("pool-a", "pool-b"),
         out=str(out),
-        data=DataSection(god=str(root), rois=("ROI_VC",)),
+        data=DataSection(path=str(root), rois=("ROI_VC",)),
         mapping=MappingSection(cv=3),
         retrieval=RetrievalSection(databases=("prototypes", str(db))),
         generation=GenerationSection(generators=("test-paint", "retrieve")),

@@ -43,8 +43,8 @@ def first(god, tmp_path_factory):
 def test_the_run_writes_every_output(first):
     out = first.out_dir
     kinds = {r.name.split("/")[0] for r in first.records}
-    assert kinds == {"data", "features", "database", "mapping", "retrieval", "generation",
-                     "evaluation"}  # fmt: skip
+    assert kinds == {"data", "features", "database", "prototypes", "mapping", "retrieval",
+                     "generation", "evaluation"}  # fmt: skip
     for name in ("scores", "summary", "paired", "decoding"):
         assert (out / "tables" / f"{name}.csv").is_file()
         assert (out / "tables" / f"{name}.parquet").is_file()
@@ -154,7 +154,7 @@ def test_subjects_by_rois_give_the_indexed_table(god, tmp_path, first):
 
     config = _config(
         god, tmp_path / "out", cache=str(first.out_dir / "cache"),
-        data=DataSection(god=str(god[0]), subjects=(1, 2), rois=("ROI_V1", "ROI_LOC")),
+        data=DataSection(path=str(god[0]), subjects=(1, 2), rois=("ROI_V1", "ROI_LOC")),
     )  # fmt: skip
     result = _run(config)
     rows = pq.read_table(result.out_dir / "tables" / "summary.parquet").to_pylist()
@@ -186,7 +186,8 @@ def test_subjects_by_rois_give_the_indexed_table(god, tmp_path, first):
         ({"retrieval": RetrievalSection(databases=("prototypes",))}, "retrieve"),
         ({"generation": GenerationSection(generators=("test-paint",),
                                           options={"size": "x", "nosuch": 1})}, "nosuch"),
-        ({"generation": GenerationSection(conditions=("true",))}, "predicted"),
+        ({"generation": GenerationSection(conditions=("oracle",))}, "conditions"),
+        ({"generation": GenerationSection(conditions=("true", "true"))}, "at most once"),
     ],
 )  # fmt: skip
 def test_bad_settings_stop_before_any_stage(god, tmp_path, changes, match):
@@ -197,8 +198,8 @@ def test_bad_settings_stop_before_any_stage(god, tmp_path, changes, match):
 
 
 def test_cli_precedence_config_then_set_then_flags(god, tmp_path):
+    from fmri2image.cli._options import config_from_args
     from fmri2image.cli.main import build_parser
-    from fmri2image.cli.run_cmd import run_config
 
     toml = tmp_path / "exp.toml"
     toml.write_text('models = ["a"]\nseed = 3\n[mapping]\ncv = 4\n[data]\nsubjects = [1]\n')
@@ -206,7 +207,7 @@ def test_cli_precedence_config_then_set_then_flags(god, tmp_path):
         ["compare", "--config", str(toml), "--set", "mapping.cv=loo", "--set", "seed=5",
          "--models", "pool-a", "pool-b", "--subjects", "1", "2", "--no-bounds", "--out", "o"]
     )  # fmt: skip
-    config = run_config(args)
+    config = config_from_args(args)
     assert config.models == ("pool-a", "pool-b")
     assert config.seed == 5 and config.mapping.cv == "loo"
     assert config.data.subjects == (1, 2)
@@ -245,10 +246,10 @@ def test_a_registered_mapper_is_chosen_by_config(god, first, tmp_path):
         result = _run(config)
         kinds = {n.split("/")[0] for n in result.computed}
         assert "mapping" in kinds and "features" not in kinds and "data" not in kinds
-        art = result.decodings[(1, "ROI_VC")].results[0]
+        art = result.decodings[(1, "ROI_VC")].models[0]
         assert art.fit["mapper"] == "MeanMapping"
         # The prediction is the shrunk training mean: identification at chance.
-        assert art.prediction["pairwise_identification"]["value"] == pytest.approx(0.5)
+        assert art.metrics["pairwise_identification"]["value"] == pytest.approx(0.5)
         bad = _config(god, tmp_path / "bad", mapping=MappingSection(mapper="test-mean",
                                                                      options={"nosuch": 1}))  # fmt: skip
         with pytest.raises(ConfigError, match="does not accept"):

@@ -120,7 +120,7 @@ def test_cache_is_reused_and_invalidated(tmp_path):
     sidecar = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert sidecar["encoder"]["name"] == "hash-text" and sidecar["count"] == 1000
     assert sidecar["template"] == DEFAULT_TEMPLATE and sidecar["vocabulary"] == "1k"
-    assert len(sidecar["sha256"]) == 64 and sidecar["prompts_sha256"]
+    assert len(sidecar["files"][files[1]]) == 64 and sidecar["prompts_sha256"]  # the matrix
 
     again, again_wnids = text_prototypes(enc, "1k", cache_dir=tmp_path, progress=False)
     assert enc.calls == 4 and again_wnids == wnids  # reused: no new embedding

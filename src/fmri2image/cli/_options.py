@@ -1,8 +1,15 @@
-"""Flags shared by several commands: one definition, the same names everywhere.
+"""Flags shared by the pipeline commands: one definition, the same names everywhere.
+
+``run``, ``compare``, ``decode``, ``generate`` and ``demo`` all build one
+:class:`~fmri2image.pipeline.config.RunConfig`.  Every flag here defaults to None
+("not given"), so the precedence is the same for all of them: defaults <
+``--config FILE`` < ``--set KEY=VALUE`` < the flags (:func:`config_from_args`).  The
+help states each default, read from the configuration's own dataclasses, so it
+cannot drift from them.
 
 Parsing here only checks the *form* of a value (an integer, ``LO:HI:N``); what a
-value means for the data (more folds than categories, more voxels than the ROI
-has) is checked by the pipeline's preflight before any work starts.
+value means (an unknown encoder, more folds than categories) is checked by
+``RunConfig.validate`` and the run's planning, before any work starts.
 """
 
 from __future__ import annotations
@@ -10,19 +17,34 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fmri2image.pipeline.config import (
+    DataSection,
+    EvaluationSection,
+    GenerationSection,
+    MappingSection,
+    RetrievalSection,
+    RunConfig,
+)
+
 __all__ = [
     "HelpFormatter",
+    "add_config_options",
     "add_data_options",
     "add_force_option",
+    "add_generation_options",
     "add_mapping_options",
+    "add_output_options",
     "add_retrieval_options",
     "add_runtime_options",
+    "config_from_args",
     "int_at_least",
-    "mapping_config",
     "parse_alphas",
     "parse_cv",
     "positive_int",
 ]
+
+_RUN, _DATA, _MAP = RunConfig(), DataSection(), MappingSection()
+_RET, _GEN, _EVAL = RetrievalSection(), GenerationSection(), EvaluationSection()
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -96,105 +118,190 @@ def parse_alphas(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_data_options(p: argparse.ArgumentParser, *, roi_default: str = "ROI_VC") -> None:
-    """``--roi``, ``--release``, ``--drop-nan-voxels``, ``--normalization``."""
-    p.add_argument(
-        "--roi", default=roi_default, metavar="EXPR",
-        help="ROI expression in bdpy syntax, e.g. ROI_VC, ROI_HVC, 'ROI_V1 + ROI_V2'",
+def _d(value: Any) -> str:
+    """A default as the help shows it."""
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value) or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# ---------------------------------------------------------------------- flag groups
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--set KEY=VALUE``."""
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", metavar="FILE", help="a TOML run configuration (docs/pipeline.md)")
+    g.add_argument(
+        "--set", action="append", dest="overrides", metavar="KEY=VALUE",
+        help="override one configuration value, e.g. --set mapping.cv=loo --set "
+        "data.subjects=[1,2] (repeatable; TOML values)",
     )  # fmt: skip
-    p.add_argument(
-        "--release", choices=("auto", "spm", "fmriprep"), default="auto",
-        help="GOD release to read when the folder holds both (SubjectN.h5 = spm; "
-        "SubjectN_ImageNetTraining.h5 ... = fmriprep)",
+
+
+def add_data_options(
+    p: argparse.ArgumentParser, *, roi: str | None = None, data: bool = True
+) -> None:
+    """The dataset, its folder, subjects, ROIs, split and normalization."""
+    g = p.add_argument_group("data")
+    if data:
+        g.add_argument(
+            "--dataset", metavar="NAME",
+            help=f"the dataset (data.dataset; default: {_DATA.dataset}); `fmri2image doctor` "
+            "lists the registered ones",
+        )  # fmt: skip
+        g.add_argument(
+            "--data", "--god", dest="data", metavar="DIR",
+            help="the dataset's folder (data.path; for GOD: SubjectN.h5 or the split "
+            "files, the id files and the images; --god is the same flag)",
+        )  # fmt: skip
+        g.add_argument(
+            "--subjects", "--subject", dest="subjects", nargs="+", type=positive_int,
+            metavar="N",
+            help=f"subjects, each decoded on its own (data.subjects; default: {_d(_DATA.subjects)})",
+        )  # fmt: skip
+    g.add_argument(
+        "--rois", "--roi", dest="rois", nargs="+", metavar="EXPR",
+        help="ROI expressions in bdpy syntax (ROI_VC, ROI_HVC, 'ROI_V1 + ROI_V2'), each "
+        f"decoded on its own (data.rois; default: {roi or _d(_DATA.rois)})",
     )  # fmt: skip
-    p.add_argument(
-        "--drop-nan-voxels", action="store_true",
-        help="drop voxel columns that contain NaN instead of failing",
-    )  # fmt: skip
-    p.add_argument(
-        "--normalization", choices=("run", "train", "none"), default="run",
-        help="voxel normalization: z-score per run (GOD's), with training statistics, or none",
-    )  # fmt: skip
-    p.add_argument(
-        "--split", choices=("test", "imagery"), default="test",
+    g.add_argument(
+        "--split", choices=("test", "imagery"),
         help="what the map (fitted on perception) predicts: the seen test images, or the "
-        "imagery trials, averaged per imagined category and scored against its test image",
+        "imagery trials, averaged per imagined stimulus and scored against its test image "
+        f"(data.split; default: {_DATA.split})",
     )  # fmt: skip
-
-
-#: Defaults of the mapping flags; equal to ``DecodingConfig``'s (a test checks it),
-#: written out so that building the parser imports neither numpy nor the pipeline.
-MAPPING_DEFAULTS: dict[str, Any] = {"cv": 5, "cv_groups": "none", "alpha_per_target": True}
+    g.add_argument(
+        "--release", choices=("auto", "spm", "fmriprep"),
+        help="GOD release to read when the folder holds both (SubjectN.h5 = spm; "
+        "SubjectN_ImageNetTraining.h5 ... = fmriprep) (data.options.release; default: auto)",
+    )  # fmt: skip
+    g.add_argument(
+        "--drop-nan-voxels", action="store_true", default=None,
+        help="drop voxel columns that contain NaN instead of failing (data.drop_nan_voxels)",
+    )  # fmt: skip
+    g.add_argument(
+        "--normalization", choices=("run", "train", "none"),
+        help="voxel normalization: z-score per run (GOD's), with training statistics, or "
+        f"none (data.normalization; default: {_DATA.normalization})",
+    )  # fmt: skip
 
 
 def add_mapping_options(p: argparse.ArgumentParser) -> None:
-    """The ridge map: CV scheme, alpha grid, voxel selection."""
-    d = argparse.Namespace(**MAPPING_DEFAULTS)
-    g = p.add_argument_group("ridge mapping (fMRI -> embedding)")
+    """The map from voxels to embeddings: the mapper, its CV scheme, alphas, voxels."""
+    g = p.add_argument_group("mapping (fMRI -> embedding)")
     g.add_argument(
-        "--cv", type=parse_cv, default=d.cv, metavar="N|loo",
-        help="folds of the per-dimension alpha search, or loo (exact leave-one-out; "
-        "needs --cv-groups none)",
+        "--mapper", metavar="NAME",
+        help=f"the mapping model (mapping.mapper; default: {_MAP.mapper}); its further "
+        "arguments: --set 'mapping.options={ ... }'",
     )  # fmt: skip
     g.add_argument(
-        "--cv-groups", choices=("none", "category"), default=d.cv_groups,
+        "--cv", type=parse_cv, metavar="N|loo",
+        help="folds of the per-dimension alpha search, or loo (exact leave-one-out; "
+        f"needs --cv-groups none) (mapping.cv; default: {_MAP.cv})",
+    )  # fmt: skip
+    g.add_argument(
+        "--cv-groups", choices=("none", "category"),
         help="none: contiguous folds (whole runs), which identified held-out images best "
         "on every data set measured, unseen test categories included (docs/mapping.md); "
-        "category: no category on both sides of a fold",
+        f"category: no category on both sides of a fold (mapping.cv_groups; default: "
+        f"{_MAP.cv_groups})",
     )  # fmt: skip
     g.add_argument(
-        "--alphas", type=parse_alphas, default=None, metavar="LO:HI:N",
-        help="ridge alpha grid, N values log-spaced from LO to HI (default: 1e-2:1e10:13, "
-        "one value per decade)",
+        "--alphas", type=parse_alphas, metavar="LO:HI:N",
+        help="ridge alpha grid, N values log-spaced from LO to HI (mapping.alphas; default: "
+        "1e-2:1e10:13, one value per decade)",
     )  # fmt: skip
     g.add_argument(
-        "--alpha-per-target", dest="alpha_per_target", action="store_true",
-        default=d.alpha_per_target,
-        help="choose one alpha per embedding dimension (the default)",
+        "--alpha-per-target", dest="alpha_per_target", action="store_true", default=None,
+        help="choose one alpha per embedding dimension (mapping.alpha_per_target; the default)",
     )  # fmt: skip
     g.add_argument(
         "--shared-alpha", dest="alpha_per_target", action="store_false",
         help="choose one alpha for all dimensions instead",
     )  # fmt: skip
     g.add_argument(
-        "--n-voxels", type=positive_int, default=None, metavar="N",
+        "--n-voxels", type=positive_int, metavar="N",
         help="keep the N voxels most correlated with the targets, chosen inside each fold "
-        "from training data (default: all voxels)",
+        "from training data (mapping.n_voxels; default: all voxels)",
     )  # fmt: skip
 
 
-def add_retrieval_options(p: argparse.ArgumentParser, *, database_help: str = "") -> None:
+def add_retrieval_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("label retrieval")
     g.add_argument(
         "--database", action="append", dest="databases", metavar="DB",
-        help=database_help
-        or "retrieval database (repeatable): prototypes (the encoder's ImageNet-1k "
+        help="retrieval database (repeatable): prototypes (the encoder's ImageNet-1k "
         "classifier head), text-prototypes or text-prototypes:21k (CLIP text embeddings "
         "of 'a photo of a {name}'), a folder written by `fmri2image extract`, or an "
-        "ImageNet-style image folder (default: prototypes)",
+        f"ImageNet-style image folder (retrieval.databases; default: {_d(_RET.databases)})",
     )  # fmt: skip
     g.add_argument(
-        "--k", type=positive_int, default=None, metavar="K",
-        help="neighbours per query (default: 5 for prototype databases, 50 for image "
-        "databases)",
+        "--k", type=positive_int, metavar="K",
+        help="neighbours per query (retrieval.k; default: 5 for prototype databases, 50 for "
+        "image databases)",
     )  # fmt: skip
     g.add_argument(
-        "--vote", choices=("nearest", "majority", "weighted"), default="nearest",
-        help="how neighbour labels are ranked",
+        "--vote", choices=("nearest", "majority", "weighted"),
+        help=f"how neighbour labels are ranked (retrieval.vote; default: {_RET.vote})",
     )  # fmt: skip
 
 
-def add_runtime_options(p: argparse.ArgumentParser, *, device: str = "cpu") -> None:
-    g = p.add_argument_group("runtime")
-    auto = "auto (a CUDA GPU when there is one), " if device == "auto" else ""
-    g.add_argument("--device", default=device, help=f"torch device: {auto}cpu, cuda, cuda:N or mps")
+def add_generation_options(p: argparse.ArgumentParser, *, generators: bool = True) -> None:
+    """Generators, bounds, labels, initial images and where the pictures are made."""
+    g = p.add_argument_group("generation (pictures)")
+    if generators:
+        g.add_argument(
+            "--generators", nargs="+", metavar="NAME",
+            help=f"generators (generation.generators; default: {_d(_GEN.generators)}); "
+            "`fmri2image generate --help` lists them",
+        )  # fmt: skip
+        g.add_argument(
+            "--no-bounds", action="store_true",
+            help="generate from the predictions only, without the true / random bounds",
+        )  # fmt: skip
     g.add_argument(
-        "--batch-size", type=positive_int, default=32, metavar="N",
-        help="images per encoder forward pass",
+        "--labels-from", metavar="DB",
+        help="the database whose retrieved label drives label-based generators, by its "
+        "name in the tables (generation.labels_from; default: the first database)",
     )  # fmt: skip
     g.add_argument(
-        "--seed", type=non_negative_int, default=0, metavar="S",
-        help="seed of every random choice",
+        "--init", metavar="invert|DIR",
+        help="initial image of img2img: 'invert' (the feature inversion of the same "
+        "embedding, made by the run) or a folder of <stem>.png pictures (generation.init)",
+    )  # fmt: skip
+    g.add_argument(
+        "--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+        help="generator precision (generation.dtype; default: auto = float16 on CUDA, "
+        "else float32)",
+    )  # fmt: skip
+    g.add_argument(
+        "--executor", choices=("local", "ray"),
+        help="ray: one generator replica per Ray actor, one GPU each with --device cuda "
+        f"(generation.executor; default: {_GEN.executor})",
+    )  # fmt: skip
+    g.add_argument(
+        "--workers", type=positive_int, metavar="N",
+        help="Ray actors (generation.workers; default: the cluster's GPUs, or 1 on CPU)",
+    )  # fmt: skip
+
+
+def add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument_group("evaluation").add_argument(
+        "--metrics", nargs="+", metavar="NAME",
+        help="image metrics (evaluation.metrics; default: every one that runs here); "
+        "`fmri2image evaluate --list-metrics`",
+    )  # fmt: skip
+
+
+def add_output_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--out`` and ``--cache``."""
+    p.add_argument(
+        "--out", metavar="DIR", required=required,
+        help="the output folder (out)" + ("" if required else "; required unless --config sets it"),
+    )  # fmt: skip
+    p.add_argument(
+        "--cache", metavar="DIR",
+        help="where stage artifacts are kept, shared by the runs that name it (cache; "
+        "default: OUT/cache)",
     )  # fmt: skip
 
 
@@ -203,18 +310,65 @@ def add_force_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force", action="append", metavar="STAGE",
         help="recompute a stage and what depends on it: a kind (data, features, database, "
-        "mapping, retrieval, generation, evaluation) or a longer name prefix such as "
-        "mapping/clip (repeatable)",
+        "prototypes, mapping, retrieval, generation, evaluation) or a longer name prefix "
+        "such as mapping/clip (repeatable)",
     )  # fmt: skip
 
 
-_CONFIG_FLAGS = (
-    "roi", "release", "drop_nan_voxels", "normalization", "cv", "cv_groups", "alphas",
-    "alpha_per_target", "n_voxels", "k", "vote", "device", "batch_size", "seed", "split",
-)  # fmt: skip
+def add_runtime_options(p: argparse.ArgumentParser, *, visualize: bool = True) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument(
+        "--device", help=f"torch device: cpu, cuda, cuda:N or mps (device; default: {_RUN.device})"
+    )
+    g.add_argument(
+        "--batch-size", type=positive_int, metavar="N",
+        help=f"images per encoder forward pass (batch_size; default: {_RUN.batch_size})",
+    )  # fmt: skip
+    g.add_argument(
+        "--seed", type=non_negative_int, metavar="S",
+        help=f"seed of every random choice (seed; default: {_RUN.seed})",
+    )  # fmt: skip
+    if visualize:
+        g.add_argument(
+            "--no-visualize", dest="visualize", action="store_false", default=None,
+            help="do not write the image grids (OUT/grid-*.png)",
+        )  # fmt: skip
 
 
-def mapping_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~fmri2image.pipeline.DecodingConfig` fields of the shared flags
-    that the command offers."""
-    return {key: getattr(args, key) for key in _CONFIG_FLAGS if hasattr(args, key)}
+# ---------------------------------------------------------------------- flags -> config
+#: flag (argparse dest) -> RunConfig.replace keyword, for the flags that set one value.
+_FLAGS = {
+    "models": "models", "out": "out", "cache": "cache", "device": "device", "seed": "seed",
+    "batch_size": "batch_size", "visualize": "visualize",
+    "dataset": "data__dataset", "data": "data__path", "subjects": "data__subjects",
+    "rois": "data__rois", "split": "data__split", "normalization": "data__normalization",
+    "drop_nan_voxels": "data__drop_nan_voxels",
+    "mapper": "mapping__mapper", "cv": "mapping__cv", "cv_groups": "mapping__cv_groups",
+    "alphas": "mapping__alphas", "alpha_per_target": "mapping__alpha_per_target",
+    "n_voxels": "mapping__n_voxels",
+    "databases": "retrieval__databases", "k": "retrieval__k", "vote": "retrieval__vote",
+    "generators": "generation__generators", "labels_from": "generation__labels_from",
+    "init": "generation__init", "dtype": "generation__dtype",
+    "executor": "generation__executor", "workers": "generation__workers",
+    "metrics": "evaluation__metrics",
+}  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The :class:`RunConfig` of a command line: ``base`` (default: ``--config`` with
+    the ``--set`` overrides), then every flag that was given."""
+    from fmri2image.pipeline.config import load_config
+
+    if base is None:
+        base = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or ())
+    changes: dict[str, Any] = {}
+    for dest, key in _FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            changes[key] = tuple(value) if isinstance(value, list) else value
+    config = base.replace(**changes)
+    if getattr(args, "release", None) is not None:
+        config = config.replace(data__options={**config.data.options, "release": args.release})
+    if getattr(args, "no_bounds", False):
+        config = config.replace(generation__conditions=("predicted",))
+    return config

@@ -17,7 +17,8 @@ The dataset (OUT/data, GOD release layout, with an ImageNet-style image database
 in OUT/data/database) is reused on a rerun only if it is exactly what --seed and
 the installed photos would write; otherwise it is written anew and OUT/results is
 replaced.  OUT/results is what `fmri2image compare` writes (tables, images, grid,
-config.toml, the stage cache); a rerun reuses every stage that verifies.  See
+report.html, config.toml, the stage cache); a rerun reuses every stage that verifies,
+and `fmri2image generate --from OUT/results ...` reuses them too.  See
 docs/demo-dataset.md for how the dataset is made.
 """
 
@@ -52,30 +53,40 @@ def register(subparsers) -> None:
     p.add_argument(
         "--regenerate", action="store_true", help="write the demo dataset anew even if it matches"
     )
-    _options.add_data_options(p, roi_default="ROI_HVC")
+    _options.add_data_options(p, roi="ROI_HVC", data=False)
     _options.add_mapping_options(p)
-    _options.add_runtime_options(p)
+    _options.add_runtime_options(p, visualize=False)
     p.set_defaults(func=run)
+
+
+#: Demo flags that are settings of the data or mapping sections (run_demo's **sections).
+_SECTION_FLAGS = (
+    "split", "normalization", "drop_nan_voxels", "mapper", "cv", "cv_groups", "alphas",
+    "alpha_per_target", "n_voxels",
+)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from fmri2image.cli.run_cmd import print_result
-    from fmri2image.pipeline.demo import DEMO_ENCODERS, DEMO_GENERATORS, run_demo
+    from fmri2image.errors import ConfigError
+    from fmri2image.pipeline.demo import DEMO_ENCODERS, DEMO_GENERATORS, DEMO_ROI, run_demo
 
-    config = _options.mapping_config(args)
-    for key in ("seed", "roi", "device", "k", "vote"):
-        config.pop(key, None)
+    if args.rois and len(args.rois) > 1:
+        raise ConfigError("demo decodes one ROI; pass one --roi (e.g. --roi ROI_VC).")
+    if args.release not in (None, "auto", "spm"):
+        raise ConfigError("--release: the demo dataset is written in the SPM release layout.")
+    sections = {k: getattr(args, k) for k in _SECTION_FLAGS if getattr(args, k) is not None}
+    runtime = {k: getattr(args, k) for k in ("seed", "device", "batch_size")}
     result = run_demo(
         args.out,
         encoders=tuple(args.models or DEMO_ENCODERS),
         generators=tuple(args.generators or DEMO_GENERATORS),
-        seed=args.seed,
-        roi=args.roi,
-        device=args.device,
+        roi=args.rois[0] if args.rois else DEMO_ROI,
         regenerate=args.regenerate,
         force=tuple(args.force or ()),
         progress=not args.quiet,
-        **config,
+        **{k: v for k, v in runtime.items() if v is not None},
+        **sections,
     )
     print(f"\nDemo ({result.seconds:.0f} s)")
     print_result(result)

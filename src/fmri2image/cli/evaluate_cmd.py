@@ -82,7 +82,19 @@ def register(subparsers) -> None:
         help="bootstrap resamples of each mean's 95%% CI",
     )  # fmt: skip
     p.add_argument("--list-metrics", action="store_true", help="print every metric and exit")
-    _options.add_runtime_options(p, device="auto")
+    g = p.add_argument_group("runtime")
+    g.add_argument(
+        "--device", default="auto",
+        help="torch device: auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps",
+    )  # fmt: skip
+    g.add_argument(
+        "--batch-size", type=_options.positive_int, default=32, metavar="N",
+        help="images per metric-network forward pass",
+    )  # fmt: skip
+    g.add_argument(
+        "--seed", type=_options.non_negative_int, default=0, metavar="S",
+        help="seed of every random choice (bootstrap, n-way trials, unpaired references)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 

@@ -1,4 +1,9 @@
-"""``fmri2image generate``: pictures from a decode run, one per test image and encoder."""
+"""``fmri2image generate``: pictures for a run's test images, one generator at a time.
+
+``generate --from RUN`` reads the run's resolved configuration (``RUN/config.toml``),
+sets its generator and lets the engine reuse every stage upstream of the pictures
+from the run's cache: nothing is decoded twice.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,19 @@ from fmri2image.cli import _options
 
 _EPILOG = """\
 examples:
-  # offline, on the demo: invert each predicted embedding through its own encoder
-  fmri2image generate --from demo-output/results --generator invert --out gen-invert/
+  # offline, on the demo: the nearest image of the demo's image database
+  fmri2image generate --from demo-output/results --generator retrieve --out gen-retrieve/
+
+  # feature inversion of each predicted embedding through its own encoder
+  fmri2image generate --from demo-output/results --generator invert \\
+      --option iterations=8 --option size=64 --out gen-invert/
+
+  # the bounds: the same generator fed the true embedding / label, and a random one
+  fmri2image generate --from demo-output/results --generator retrieve --condition true \\
+      --condition random --out gen-bounds/
+
+  # the generator's options and their defaults
+  fmri2image generate --generator invert --list-options
 
   # the original pipeline: Stable Diffusion 1.5 from the retrieved label, on a GPU
   fmri2image generate --from results/ --generator sd15 --device cuda --out gen-sd15/
@@ -22,59 +38,48 @@ examples:
   # from the predicted CLIP ViT-L/14 embedding itself (decode with --model clip-l14)
   fmri2image generate --from results/ --generator unclip --device cuda --out gen-unclip/
 
-  # the bounds: the same generator fed the true embedding / label, and a random one
-  fmri2image generate --from results/ --generator invert --condition true --out gen-true/
-  fmri2image generate --from results/ --generator invert --condition random --out gen-random/
-
-  # the generator's options and their defaults
-  fmri2image generate --generator sd15 --list-options
-
-Output: OUT/<model>/<stimulus stem>.png, OUT/<model>/generation.parquet (prompt or
-conditioning, seed, flagged, seconds per image) and OUT/generation.json (resolved
-options).  A rerun skips images already made with the same options; a killed run
-resumes.  Images the safety checker flagged on every attempt are marked flagged.
+RUN is the output folder of `run`, `compare`, `decode` or `generate` (of `demo`:
+OUT/results).  OUT is a run folder like theirs: images/s<S>-<ROI>/<model>/<generator>/
+<condition>/<stem>.png with a <stem>.json record each (prompt or conditioning, seed,
+flagged, seconds), the scores of the pictures (tables/, report.html), config.toml.
+The run's stage cache is shared (--cache to choose another): a rerun skips pictures
+already made with the same options, and a killed run resumes.  Pictures the safety
+checker flagged on every attempt are marked flagged.
 """
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
-        help="make a picture for every test image of a decode run",
+        help="make a picture for every test image of a run (decode, run, compare, demo)",
         description=(
-            "Read what `fmri2image decode` (or `demo`) wrote and make one picture per test "
-            "image and encoder: Stable Diffusion from the retrieved label (sd15, sd-turbo, "
-            "diffusers:<id or folder>), unCLIP from the predicted embedding itself, or, "
-            "offline, the feature inversion of the predicted embedding (invert) or the "
-            "nearest image of the run's image database (retrieve)."
+            "Read a run's configuration and make one picture per test image and encoder "
+            "with one generator: Stable Diffusion from the retrieved label (sd15, "
+            "sd-turbo, diffusers:<id or folder>), unCLIP / IP-Adapter from the predicted "
+            "embedding itself, or, offline, the feature inversion of the predicted "
+            "embedding (invert) or the nearest image of the run's image database "
+            "(retrieve); then score them like the run does."
         ),
         epilog=_EPILOG,
         formatter_class=_options.HelpFormatter,
     )
     p.add_argument(
-        "--from", dest="decode_dir", metavar="DIR",
-        help="the --out of `fmri2image decode` (or a demo folder's results/)",
+        "--from", dest="run_dir", metavar="RUN",
+        help="the output folder of `decode`, `run`, `compare` or `generate` (of a demo: "
+        "OUT/results)",
     )  # fmt: skip
     p.add_argument("--generator", required=True, metavar="NAME", help="generator (see examples)")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    _options.add_output_options(p)
     p.add_argument(
-        "--encoder", action="append", dest="encoders", metavar="NAME",
-        help="encoder of the decode run to generate for (repeatable; default: all)",
+        "--encoder", "--model", action="append", dest="encoders", metavar="NAME",
+        help="encoder of the run to generate for (repeatable; default: all of them)",
     )  # fmt: skip
     p.add_argument(
-        "--labels-from", metavar="DB",
-        help="database whose retrieved label drives label-based generators (default: the "
-        "decode run's first)",
-    )  # fmt: skip
-    p.add_argument(
-        "--condition", choices=("predicted", "true", "random"), default="predicted",
-        help="feed the generator the decoded embedding and label (the method), the true "
-        "stimulus embedding and label (the ceiling), or a random training stimulus's "
-        "(the floor): evaluate all three to see what the brain contributes",
-    )  # fmt: skip
-    p.add_argument(
-        "--init", metavar="invert|DIR",
-        help="initial image for img2img: 'invert' (feature inversion of the same "
-        "prediction) or the --out of an earlier generate run",
+        "--condition", action="append", dest="conditions",
+        choices=("predicted", "true", "random"),
+        help="feed the generator the decoded embedding and label (predicted: the method), "
+        "the true stimulus's (true: the ceiling) or a random training stimulus's (random: "
+        "the floor); repeatable (default: predicted)",
     )  # fmt: skip
     p.add_argument(
         "--option", "-O", action="append", dest="options", metavar="KEY=VALUE", default=[],
@@ -84,25 +89,19 @@ def register(subparsers) -> None:
     p.add_argument(
         "--list-options", action="store_true", help="print the generator's options and exit"
     )
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-        help="precision (auto: float16 on CUDA, else float32)",
+    _options.add_generation_options(p, generators=False)
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", help="torch device: cpu, cuda, cuda:N or mps (default: the run's)")
+    g.add_argument(
+        "--batch-size", dest="generation_batch_size", type=_options.positive_int, metavar="N",
+        help="images per generator call (generation.batch_size; default: the run's)",
     )  # fmt: skip
-    p.add_argument(
-        "--batch-size", type=_options.positive_int, default=4, metavar="N",
-        help="images per generator call",
+    g.add_argument(
+        "--seed", dest="generation_seed", type=_options.non_negative_int, metavar="S",
+        help="seed of the pictures (generation.seed; each image's derives from it and the "
+        "stimulus stem; default: the run's seed)",
     )  # fmt: skip
-    p.add_argument("--seed", type=_options.non_negative_int, default=0, metavar="S",
-                   help="run seed (each image's seed derives from it and the stimulus stem)")  # fmt: skip
-    p.add_argument(
-        "--executor", choices=("local", "ray"), default="local",
-        help="ray: one generator replica per Ray actor (one GPU each with --device cuda)",
-    )  # fmt: skip
-    p.add_argument(
-        "--workers", type=_options.positive_int, default=None, metavar="N",
-        help="Ray actors (default: the cluster's GPUs, or 1 on CPU)",
-    )  # fmt: skip
+    _options.add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -172,6 +171,11 @@ def _list_options(generator: str) -> str:
     entry = GENERATORS.get(generator)
     cls = generator_options(generator)
     lines = [f"{generator}: {entry.description} (conditioned on the {entry.conditioning})"]
+    if entry.needs.inputs:
+        from fmri2image.generation import PIPELINE_INPUTS
+
+        for name in entry.needs.inputs:
+            lines.append(f"  --option {name}=... is given by the run: {PIPELINE_INPUTS[name]}")
     if cls is None or not dataclasses.fields(cls):
         lines.append("  no options")
         return "\n".join(lines)
@@ -199,34 +203,57 @@ def _field_docs(cls: type) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def generate_config(args: argparse.Namespace):
+    """The run's resolved configuration with this command's generator and flags."""
     from fmri2image.errors import ConfigError
-    from fmri2image.pipeline.generate import GenerateConfig, run_generate
+    from fmri2image.pipeline.results import load_run
+
+    run_ = load_run(args.run_dir)
+    if run_.config is None:
+        raise ConfigError(
+            f"--from {args.run_dir}: its config.toml is not a configuration of this "
+            "fmri2image version; rerun the command that made it."
+        )
+    config = run_.config
+    gen = args.generator
+    options = {**config.generation.options_for(gen), **parse_options(args.options, gen)}
+    models = tuple(args.encoders) if args.encoders else config.models
+    unknown = [m for m in models if m not in config.models]
+    if unknown:
+        raise ConfigError(
+            f"--encoder {', '.join(unknown)} is not in the run {args.run_dir}; it has: "
+            f"{', '.join(config.models)}."
+        )
+    cache = args.cache or (str(run_.cache) if run_.cache else None)
+    config = config.replace(
+        models=models,
+        out=args.out,
+        cache=cache,
+        visualize=True,
+        generation__generators=(gen,),
+        generation__options={gen: options} if options else {},
+        generation__conditions=tuple(dict.fromkeys(args.conditions or ("predicted",))),
+        generation__seed=args.generation_seed,
+        generation__batch_size=args.generation_batch_size,
+    )
+    return _options.config_from_args(args, base=config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fmri2image.cli.run_cmd import print_result
+    from fmri2image.errors import ConfigError
+    from fmri2image.pipeline.experiment import run_experiment
 
     if args.list_options:
         print(_list_options(args.generator))
         return 0
-    missing = [f for f, v in (("--from", args.decode_dir), ("--out", args.out)) if not v]
+    missing = [f for f, v in (("--from", args.run_dir), ("--out", args.out)) if not v]
     if missing:
         raise ConfigError(f"generate needs {' and '.join(missing)} (or --list-options).")
-    options = parse_options(args.options, args.generator)
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "float16" if str(args.device).startswith("cuda") else "float32"
-    config = GenerateConfig(
-        generator=args.generator,
-        encoders=tuple(args.encoders) if args.encoders else None,
-        labels_from=args.labels_from,
-        init=args.init,
-        seed=args.seed,
-        device=args.device,
-        dtype=dtype,
-        batch_size=args.batch_size,
-        executor=args.executor,
-        workers=args.workers,
-        options=options,
-        condition=args.condition,
+    result = run_experiment(
+        generate_config(args), force=tuple(args.force or ()), progress=not args.quiet
     )
-    summary = run_generate(args.decode_dir, args.out, config, progress=not args.quiet)
-    print(summary.format())
+    print(f"\nGenerated with {args.generator} into {result.out_dir}:")
+    print(result.format_pictures())
+    print_result(result)
     return 0

@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
         PermutationTest,
         ScoreSummary,
         bootstrap_ci,
+        holm_adjust,
         paired_permutation_test,
         summarize_scores,
     )
@@ -84,6 +85,7 @@ _MODULES = {
         "PermutationTest",
         "ScoreSummary",
         "bootstrap_ci",
+        "holm_adjust",
         "paired_permutation_test",
         "summarize_scores",
     ),
@@ -107,6 +109,7 @@ __all__ = [
     "correlation_matrix",
     "evaluate_images",
     "get_metric",
+    "holm_adjust",
     "image_metrics",
     "list_metrics",
     "load_network",

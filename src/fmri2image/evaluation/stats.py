@@ -10,6 +10,8 @@
   an exact test) and compare the mean difference with the flipped ones.  The p-value
   counts the observed pattern itself, ``(1 + #{|flipped| >= |observed|}) / (1 + B)``,
   so it is never 0.
+* :func:`holm_adjust` — Holm–Bonferroni step-down adjustment of a family of p-values
+  (e.g. every pair of models compared on one metric).
 
 Per-image scores that are NaN (undefined, e.g. the Pearson r of a constant image)
 are left out and the number of scored images is reported beside the mean.
@@ -30,6 +32,7 @@ __all__ = [
     "PermutationTest",
     "ScoreSummary",
     "bootstrap_ci",
+    "holm_adjust",
     "paired_permutation_test",
     "summarize_scores",
 ]
@@ -216,3 +219,30 @@ def paired_permutation_test(
     else:
         p = float((1 + extreme.sum()) / (1 + n_permutations))
     return PermutationTest(observed, p, n, int(signs.shape[0]), exact, alternative)
+
+
+def holm_adjust(p: Any) -> list[float]:
+    """Holm–Bonferroni step-down adjusted p-values.
+
+    Parameters
+    ----------
+    p : sequence of float
+        The p-values of one family of tests.  NaN (an undefined test) stays NaN and
+        does not count in the family.
+
+    Returns
+    -------
+    list of float
+        In the order of ``p``: the ``k``-th smallest of ``m`` p-values becomes
+        ``max_{j <= k} min(1, (m - j + 1) p_(j))``, so the adjusted values keep the
+        order of the raw ones and never exceed 1.
+    """
+    values = np.asarray(p, dtype=np.float64).ravel()
+    out = np.full(values.shape, math.nan)
+    finite = np.flatnonzero(~np.isnan(values))
+    m = finite.size
+    if m:
+        order = finite[np.argsort(values[finite], kind="stable")]
+        scaled = np.minimum(1.0, (m - np.arange(m)) * values[order])
+        out[order] = np.maximum.accumulate(scaled)
+    return [float(v) for v in out]

@@ -74,10 +74,9 @@ import numpy as np
 from fmri2image._io import (
     atomic_write,
     file_sha256,
-    json_sha256,
     package_versions,
-    save_json,
 )
+from fmri2image._manifest import CHECKSUM, manifest_digest, write_manifest
 from fmri2image.errors import ConfigError, DataFormatError, MissingDataFileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -274,10 +273,6 @@ def _shard_problems(store: Path, entries: Sequence[Mapping[str, Any]], deep: boo
     return out
 
 
-def _manifest_digest(manifest: Mapping[str, Any]) -> str:
-    return json_sha256({k: v for k, v in manifest.items() if k != "manifest_sha256"})
-
-
 def _load_manifest(path: Path, hint: str = "") -> dict[str, Any]:
     """Read ``<path>/manifest.json``: missing, non-JSON, foreign or too-new is an error."""
     mpath = path / MANIFEST
@@ -317,7 +312,7 @@ def _is_verifiable(manifest: Mapping[str, Any]) -> bool:
 
 def _validate_manifest(path: Path, m: Mapping[str, Any]) -> None:
     """Check the manifest checksum, its structure and the image table (cheap: no shard reads)."""
-    if m.get("manifest_sha256") != _manifest_digest(m):
+    if m.get(CHECKSUM) != manifest_digest(m):
         raise DataFormatError(
             _damaged(
                 path,
@@ -841,9 +836,7 @@ class FeatureStoreWriter:
 
     def _save(self) -> None:
         self.manifest["updated"] = _now()
-        self.manifest.pop("manifest_sha256", None)
-        self.manifest["manifest_sha256"] = _manifest_digest(self.manifest)
-        save_json(self.path / MANIFEST, self.manifest)
+        self.manifest = write_manifest(self.path / MANIFEST, self.manifest)
 
     # -- writing --------------------------------------------------------------------
     def write_shard(

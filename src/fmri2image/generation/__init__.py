@@ -15,6 +15,7 @@ from fmri2image.generation import _builtin  # noqa: F401  (registers the built-i
 from fmri2image.generation.base import (
     CONDITIONINGS,
     GENERATORS,
+    PIPELINE_INPUTS,
     EmbeddingStats,
     GenerationRequest,
     GenerationResult,
@@ -30,6 +31,7 @@ from fmri2image.generation.base import (
 __all__ = [
     "CONDITIONINGS",
     "GENERATORS",
+    "PIPELINE_INPUTS",
     "EmbeddingStats",
     "GenerationRequest",
     "GenerationResult",

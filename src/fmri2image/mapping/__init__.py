@@ -25,7 +25,7 @@ from fmri2image._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.mapping._cv import score_columns
-    from fmri2image.mapping._diagnostics import FitDiagnostics, fit_warnings
+    from fmri2image.mapping._diagnostics import FitDiagnostics, fit_summary, fit_warnings
     from fmri2image.mapping._grid import DEFAULT_ALPHAS, parse_alpha_grid
     from fmri2image.mapping._io import load_mapping, save_mapping
     from fmri2image.mapping._ridge import RidgeMapping, rescale_predictions_transductive
@@ -44,6 +44,7 @@ _EXPORTS = {
     "parse_alpha_grid": "fmri2image.mapping._grid",
     "FitDiagnostics": "fmri2image.mapping._diagnostics",
     "fit_warnings": "fmri2image.mapping._diagnostics",
+    "fit_summary": "fmri2image.mapping._diagnostics",
     "RidgeMapping": "fmri2image.mapping._ridge",
     "rescale_predictions_transductive": "fmri2image.mapping._ridge",
     "SOLVERS": "fmri2image.mapping._solvers",
@@ -68,6 +69,7 @@ __all__ = [
     "MapperEntry",
     "RidgeMapping",
     "RidgeSolver",
+    "fit_summary",
     "fit_warnings",
     "get_mapper",
     "load_mapping",

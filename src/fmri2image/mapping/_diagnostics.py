@@ -218,3 +218,23 @@ def fit_warnings(model_or_diagnostics: Any, flags: Mapping[str, str] | None = No
             "benchmarks, also for test categories absent from training (docs/mapping.md)."
         )
     return out
+
+
+def fit_summary(model: Any) -> dict[str, Any]:
+    """Headline facts of any fitted mapper: its class, alpha range (None for a mapper
+    without alphas), CV folds, and the diagnostics when it keeps them."""
+    import numpy as np
+
+    alpha = getattr(model, "alpha_", None)
+    alphas = np.asarray(alpha if alpha is not None else [np.nan], dtype=np.float64).ravel()
+    out: dict[str, Any] = {
+        "mapper": type(model).__name__,
+        "alpha_min": float(alphas.min()) if alpha is not None else None,
+        "alpha_median": float(np.median(alphas)) if alpha is not None else None,
+        "alpha_max": float(alphas.max()) if alpha is not None else None,
+        "n_splits": int(getattr(model, "n_splits_", 0) or 0),
+    }
+    diag = getattr(model, "diagnostics_", None)
+    if diag is not None:
+        out["diagnostics"] = diag.to_dict()
+    return out

@@ -1,14 +1,36 @@
-"""Stage composition: run the decoding pipeline for one subject and several encoders.
+"""The one engine: a run configuration becomes a graph of cached stages.
 
-Nothing in the stage packages imports this module; it sits on top with the CLI.
+>>> from fmri2image.pipeline import load_config, run_experiment   # doctest: +SKIP
+>>> config = load_config("experiment.toml", ["mapping.cv=loo"])
+>>> result = run_experiment(config)                  # decode, generate, evaluate, report
+>>> print(result.format())
+>>> run = load_run(result.out_dir)                  # read any run folder back
+
+``run``, ``compare``, ``decode``, ``generate`` and ``demo`` are views over
+:func:`run_experiment`.  Nothing in the stage packages imports this package; it sits
+on top with the CLI.  Names are imported lazily.
 """
 
-from fmri2image.pipeline.decoding import (
-    DecodingConfig,
-    DecodingResult,
-    EncoderResult,
-    RetrievalSummary,
-    run_decoding,
-)
+from __future__ import annotations
 
-__all__ = ["DecodingConfig", "DecodingResult", "EncoderResult", "RetrievalSummary", "run_decoding"]
+from typing import TYPE_CHECKING
+
+from fmri2image._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.pipeline.config import RunConfig, load_config
+    from fmri2image.pipeline.experiment import ExperimentResult, run_experiment
+    from fmri2image.pipeline.results import RunResult, load_run
+
+_EXPORTS = {
+    "RunConfig": "fmri2image.pipeline.config",
+    "load_config": "fmri2image.pipeline.config",
+    "ExperimentResult": "fmri2image.pipeline.experiment",
+    "run_experiment": "fmri2image.pipeline.experiment",
+    "RunResult": "fmri2image.pipeline.results",
+    "load_run": "fmri2image.pipeline.results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

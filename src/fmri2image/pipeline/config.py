@@ -1,6 +1,8 @@
-"""One validated, typed configuration for a whole run: a TOML file plus ``--set`` overrides.
+"""One validated, typed configuration for every pipeline command: a TOML file plus ``--set``.
 
-::
+``run``, ``compare``, ``decode`` (a run without generators), ``generate`` (a run's
+configuration with a generator added) and ``demo`` all build one
+:class:`RunConfig`::
 
     # experiment.toml
     models = ["resnet50", "vit", "clip"]
@@ -8,9 +10,11 @@
     seed = 0
 
     [data]
-    god = "/data/GOD"
+    dataset = "god"              # the dataset's registry name (fmri2image.data.DATASETS)
+    path = "/data/GOD"
     subjects = [1, 2, 3]
     rois = ["ROI_V1", "ROI_HVC", "ROI_VC"]
+    options = { release = "auto" }   # the dataset's own options
 
     [mapping]
     cv = 5
@@ -30,11 +34,12 @@ Overrides use dotted keys and TOML values: ``--set mapping.cv=loo --set
 data.subjects=[1,2]`` (a value that is not valid TOML is taken as a string).
 Unknown sections or keys and values of the wrong type are
 :class:`~fmri2image.errors.ConfigError` s naming the file or the ``--set`` item and
-the close matches, raised before any work; the values themselves are then checked by
-the stages' own validators (:meth:`RunConfig.validate`).  A run writes its resolved
-configuration beside its results (:meth:`RunConfig.save`: ``config.toml``, which
-:func:`load_config` reads back unchanged).  No path is hard-coded: the data folder
-and the output folder come from the file, ``--set`` or the command line.
+the close matches; :meth:`RunConfig.validate` then checks every value with the
+registries (encoders, mappers, generators, metrics, datasets), before any file is
+read.  A run writes its resolved configuration beside its results
+(:meth:`RunConfig.save`: ``config.toml``, which :func:`load_config` reads back
+unchanged).  Files written by earlier versions still read: ``data.god`` is
+``data.path`` and ``data.release`` is ``data.options.release``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -55,6 +61,9 @@ from fmri2image import _io
 from fmri2image.errors import ConfigError
 
 __all__ = [
+    "CONDITIONS",
+    "DTYPES",
+    "EXECUTORS",
     "DataSection",
     "EvaluationSection",
     "GenerationSection",
@@ -63,48 +72,73 @@ __all__ = [
     "RunConfig",
     "dump_toml",
     "load_config",
+    "parse_toml",
 ]
 
 CONFIG_FILE = "config.toml"
 #: Generator precisions (``auto``: float16 on CUDA, else float32).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: What a generator is fed: the decoded embedding and label (the method), the true
+#: stimulus's (the ceiling) or a random training stimulus's (the floor).
+CONDITIONS = ("predicted", "true", "random")
+#: Where the pictures are made: in this process, or by Ray actors (one GPU each).
+EXECUTORS = ("local", "ray")
+SPLITS = ("test", "imagery")
+NORMALIZATIONS = ("run", "train", "none")
+CV_GROUPS = ("none", "category")
+VOTES = ("nearest", "majority", "weighted")
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
 class DataSection:
-    """``[data]``: where the fMRI is and which part of it to decode.
+    """``[data]``: which dataset, where, and which part of it to decode.
 
     Attributes
     ----------
-    god : str or None
-        The GOD folder (``--god``).
+    dataset : str
+        The dataset's registry name (``--dataset``; ``fmri2image.data.DATASETS``).
+    path : str or None
+        Its folder (``--data``, alias ``--god``; key alias ``god``).
     subjects : tuple of int
         Subjects decoded, each on its own.
     rois : tuple of str
-        ROI expressions (bdpy syntax), each decoded on its own.
-    release : {"auto", "spm", "fmriprep"}
+        ROI expressions, each decoded on its own (bdpy syntax for GOD).
+    split : {"test", "imagery"}
+        What the map fitted on perception predicts: the test images seen, or the
+        imagery trials (averaged per imagined stimulus).
     normalization : {"run", "train", "none"}
     drop_nan_voxels : bool
-    split : {"test", "imagery"}
-        What the map fitted on perception predicts: the test images seen, or GOD's
-        imagery trials (averaged per imagined category).
+    options : dict
+        The dataset's own options (GOD: ``release``; ``--release``).
     """
 
-    god: str | None = None
+    dataset: str = "god"
+    path: str | None = None
     subjects: tuple[int, ...] = (1,)
     rois: tuple[str, ...] = ("ROI_VC",)
-    release: str = "auto"
+    split: str = "test"
     normalization: str = "run"
     drop_nan_voxels: bool = False
-    split: str = "test"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def open(self) -> Any:
+        """The :class:`~fmri2image.data.dataset.Dataset` (no file is read)."""
+        from fmri2image.data.dataset import get_dataset
+
+        if not self.path:
+            raise ConfigError("No data folder: pass --data DIR (or set data.path in --config).")
+        return get_dataset(self.dataset, self.path, **self.options)
 
 
 @dataclass(frozen=True)
 class MappingSection:
-    """``[mapping]``: the ridge map from voxels to embeddings.
+    """``[mapping]``: the map from voxels to embeddings.
 
     Attributes
     ----------
+    mapper : str
+        The mapping model's registry name (:data:`fmri2image.mapping.MAPPERS`).
     cv : int or "loo"
     cv_groups : {"none", "category"}
     alphas : str, tuple of float or None
@@ -112,10 +146,9 @@ class MappingSection:
         None for the default grid.
     alpha_per_target : bool
     n_voxels : int or None
-    mapper : str
-        The mapping model's registry name (:data:`fmri2image.mapping.MAPPERS`).
     options : dict
-        Further constructor arguments of the mapper.
+        Further constructor arguments of the mapper (for ``ridge`` they override the
+        keys above).
     """
 
     cv: int | str = 5
@@ -126,15 +159,45 @@ class MappingSection:
     mapper: str = "ridge"
     options: dict[str, Any] = field(default_factory=dict)
 
+    def alpha_grid(self) -> tuple[float, ...] | None:
+        """The alpha grid as numbers (None: the mapper's default)."""
+        if self.alphas is None:
+            return None
+        if isinstance(self.alphas, str):
+            from fmri2image.mapping import parse_alpha_grid
+
+            return tuple(float(a) for a in parse_alpha_grid(self.alphas))
+        return tuple(float(a) for a in self.alphas)
+
+    def make_mapper(self) -> Any:
+        """A new, unfitted mapping model from the mapper registry."""
+        from fmri2image.mapping import DEFAULT_ALPHAS, get_mapper
+
+        if self.mapper != "ridge":
+            return get_mapper(self.mapper, **dict(self.options))
+        ridge = {
+            "alphas": self.alpha_grid() or DEFAULT_ALPHAS,
+            "cv": self.cv,
+            "alpha_per_target": self.alpha_per_target,
+            "n_voxels": self.n_voxels,
+            # No shuffling: contiguous folds keep the correlated trials of a run together.
+        }
+        return get_mapper("ridge", **{**ridge, **dict(self.options)})
+
 
 @dataclass(frozen=True)
 class RetrievalSection:
-    """``[retrieval]``: label retrieval (see ``fmri2image decode --help``).
+    """``[retrieval]``: label retrieval.
 
     Attributes
     ----------
     databases : tuple of str
+        Each ``prototypes`` (the encoder's ImageNet-1k head), ``text-prototypes`` /
+        ``text-prototypes:21k`` (CLIP text embeddings), a folder from ``fmri2image
+        extract``, or an ImageNet-style image folder; every one is used with every
+        model.
     k : int or None
+        Neighbours per query; None: 5 for prototypes, 50 for folders.
     vote : {"nearest", "majority", "weighted"}
     """
 
@@ -150,10 +213,10 @@ class GenerationSection:
     Attributes
     ----------
     generators : tuple of str
-        Generator registry names (``invert``, ``sd15``, ...).
+        Generator registry names (``invert``, ``sd15``, ...); empty: decode only.
     options : dict
-        Generator options (as ``generate --option``): a table per generator,
-        ``options.invert = { iterations = 48 }``, or plain keys shared by all.
+        Generator options: a table per generator, ``options.invert = { iterations
+        = 48 }``, or plain keys shared by all.
     conditions : tuple of str
         ``predicted`` (the method), ``true`` (the ceiling: the true stimulus
         embedding and label) and ``random`` (the floor: a random training
@@ -164,14 +227,29 @@ class GenerationSection:
     dtype : {"auto", "float32", "float16", "bfloat16"}
         Generator precision; ``auto``: float16 on CUDA, else float32.
     batch_size : int
+        Requests per generator call.
+    seed : int or None
+        Seed of the pictures (each image's derives from it and its stem); None: the
+        run's ``seed``.
+    init : str or None
+        Initial image of img2img: ``"invert"`` (the feature inversion of the same
+        embedding, made by the run) or a folder of ``<stem>.png``.
+    executor : {"local", "ray"}
+        ``ray``: one generator replica per Ray actor (one GPU each on CUDA).
+    workers : int or None
+        Ray actors (default: the cluster's GPUs, or 1 on a CPU).
     """
 
     generators: tuple[str, ...] = ("invert",)
     options: dict[str, Any] = field(default_factory=dict)
-    conditions: tuple[str, ...] = ("predicted", "true", "random")
+    conditions: tuple[str, ...] = CONDITIONS
     labels_from: str | None = None
     dtype: str = "auto"
     batch_size: int = 4
+    seed: int | None = None
+    init: str | None = None
+    executor: str = "local"
+    workers: int | None = None
 
     def options_for(self, generator: str) -> dict[str, Any]:
         """The options of one generator: its own table over the shared keys."""
@@ -238,124 +316,42 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return _io.strict_json(dataclasses.asdict(self))
 
-    def decoding_configs(self) -> list[Any]:
-        """One :class:`~fmri2image.pipeline.decoding.DecodingConfig` per subject × ROI."""
-        from fmri2image.mapping import parse_alpha_grid
-        from fmri2image.pipeline.decoding import DecodingConfig
+    @property
+    def generation_seed(self) -> int:
+        """The seed of the pictures (``generation.seed``, else the run's)."""
+        g = self.generation.seed
+        return self.seed if g is None else g
 
-        alphas: Any = self.mapping.alphas
-        if isinstance(alphas, str):
-            alphas = tuple(float(a) for a in parse_alpha_grid(alphas))
-        return [
-            DecodingConfig(
-                subject=subject,
-                roi=roi,
-                encoders=self.models,
-                release=self.data.release,
-                drop_nan_voxels=self.data.drop_nan_voxels,
-                normalization=self.data.normalization,
-                cv=self.mapping.cv,
-                cv_groups=self.mapping.cv_groups,
-                alphas=alphas,
-                alpha_per_target=self.mapping.alpha_per_target,
-                n_voxels=self.mapping.n_voxels,
-                databases=self.retrieval.databases,
-                k=self.retrieval.k,
-                vote=self.retrieval.vote,
-                device=self.device,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                split=self.data.split,
-                mapper=self.mapping.mapper,
-                mapper_options=dict(self.mapping.options),
-            )
-            for subject in self.data.subjects
-            for roi in self.data.rois
-        ]
+    @property
+    def generator_dtype(self) -> str:
+        """``generation.dtype`` resolved (``auto``: float16 on CUDA, else float32)."""
+        if self.generation.dtype != "auto":
+            return self.generation.dtype
+        return "float16" if str(self.device).startswith("cuda") else "float32"
 
-    def validate(self, *, injected: Collection[str] = ()) -> None:
-        """Check every value with the stages' own validators (no I/O, no weights).
+    def validate(
+        self, *, encoders: Collection[str] = (), generators: Mapping[str, Any] | None = None
+    ) -> None:
+        """Check every value with the registries' own validators (no file is read).
 
-        ``injected``: model names given as built encoders (not in the registry).
+        Parameters
+        ----------
+        encoders : collection of str
+            Model names given as built encoders (not looked up in the registry).
+        generators : mapping, optional
+            Built generators by name (their options are theirs).
 
         Raises
         ------
         ConfigError
+            Naming the flag (and the key) and an accepted value.
         """
-        from fmri2image.evaluation.evaluate import resolve_metrics
-        from fmri2image.generation import GENERATORS
-
-        if not self.models:
-            raise ConfigError("models is empty; name at least one encoder (models = [...]).")
-        from fmri2image.features import ENCODERS
-
-        for name in self.models:
-            if name not in injected:
-                ENCODERS.get(name)  # unknown names: ConfigError with close matches
-        if not self.data.subjects or not self.data.rois:
-            raise ConfigError("data.subjects and data.rois must each name at least one value.")
-        for cfg in self.decoding_configs():
-            cfg.validate()
-        from fmri2image.evaluation.networks import NETWORKS
-        from fmri2image.generation.base import generator_options, make_options
-        from fmri2image.pipeline.generate import CONDITIONS
-
-        for name in self.generation.generators:
-            GENERATORS.get(name)  # unknown names: ConfigError with close matches
-        for key, value in self.generation.options.items():
-            if isinstance(value, dict) and key not in self.generation.generators:
-                raise ConfigError(
-                    f"generation.options.{key} sets options of generator {key!r}, which is "
-                    f"not in generation.generators ({', '.join(self.generation.generators)})."
-                )
-        for name in self.generation.generators:
-            given = self.generation.options_for(name)
-            if name == "retrieve":
-                given.pop("database", None)  # the run passes its own image database
-            cls = generator_options(name)
-            if cls is not None:  # a plain factory function: its options are its own
-                try:  # unknown names and bad values, as `generate --option` reports them
-                    make_options(cls, given, generator=name)
-                except ConfigError as exc:
-                    raise ConfigError(
-                        f"generation.options: {exc} (plain keys apply to every generator; "
-                        f"set one generator's with options.{name} = {{ ... }})"
-                    ) from exc
-        bad = [c for c in self.generation.conditions if c not in CONDITIONS]
-        if bad or not self.generation.conditions or "predicted" not in self.generation.conditions:
-            raise ConfigError(
-                f"generation.conditions must include predicted and may add true and random "
-                f"(the bounds), got {list(self.generation.conditions)}."
-            )
-        if self.generation.batch_size < 1:
-            raise ConfigError("generation.batch_size must be >= 1.")
-        if self.generation.labels_from is not None:
-            from fmri2image.pipeline.preflight import parse_database
-
-            names = [parse_database(d).name for d in self.retrieval.databases]
-            if self.generation.labels_from not in names:
-                raise ConfigError(
-                    f"generation.labels_from = {self.generation.labels_from!r} is not one of "
-                    f"the retrieval databases' names ({', '.join(names)})."
-                )
-        if self.generation.dtype not in DTYPES:
-            raise ConfigError(
-                f"generation.dtype must be one of {', '.join(DTYPES)}, got "
-                f"{self.generation.dtype!r}."
-            )
-        if self.evaluation.metrics is not None and not self.evaluation.metrics:
-            raise ConfigError("evaluation.metrics is empty; name at least one metric.")
-        resolve_metrics(self.evaluation.metrics, device=self.device)
-        if self.evaluation.bootstrap < 1:
-            raise ConfigError("evaluation.bootstrap must be >= 1.")
-        if self.evaluation.batch_size < 1:
-            raise ConfigError("evaluation.batch_size must be >= 1.")
-        unknown_nets = sorted(set(self.evaluation.weights) - set(NETWORKS.names()))
-        if unknown_nets:
-            raise ConfigError(
-                f"evaluation.weights names unknown network(s) {', '.join(unknown_nets)}; "
-                f"metric networks: {', '.join(NETWORKS.names())}."
-            )
+        _check_top(self, encoders)
+        _check_data(self.data)
+        _check_mapping(self.mapping)
+        _check_retrieval(self.retrieval)
+        _check_generation(self, generators or {})
+        _check_evaluation(self.evaluation, self.device)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the resolved configuration to ``folder/config.toml`` (atomically)."""
@@ -365,13 +361,208 @@ class RunConfig:
             fh.write(dump_toml(self.to_dict()))
         return path
 
+    def replace(self, **changes: Any) -> RunConfig:
+        """This configuration with top-level fields or ``section__field`` values
+        replaced (``data__subjects=(1, 2)``); None values leave a field as it is."""
+        top: dict[str, Any] = {}
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            section, sep, field_name = name.partition("__")
+            if sep:
+                sections.setdefault(section, {})[field_name] = value
+            else:
+                top[name] = value
+        for section, values in sections.items():
+            top[section] = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **top)
 
+
+# ---------------------------------------------------------------------- validation
+def _positive_int(name: str, value: Any, *, allow_none: bool = False, low: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}.")
+
+
+def _one_of(name: str, value: Any, choices: Sequence[str], why: str = "") -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(choices)}, got {value!r}{'; ' + why if why else ''}."
+        )
+
+
+def _check_top(config: RunConfig, injected: Collection[str]) -> None:
+    from fmri2image.features import ENCODERS
+
+    if not config.models:
+        raise ConfigError(
+            "models is empty; name at least one encoder (--model NAME, or models = [...])."
+        )
+    if len(set(config.models)) != len(config.models):
+        raise ConfigError(f"--model lists an encoder twice: {list(config.models)}.")
+    for name in config.models:
+        if name not in injected:
+            ENCODERS.get(name)  # unknown names: ConfigError with close matches
+    if not _DEVICE_RE.match(str(config.device)):
+        raise ConfigError(
+            f"--device {config.device!r} is not a torch device; use cpu, cuda, cuda:N or mps."
+        )
+    _positive_int("--batch-size (batch_size)", config.batch_size)
+    _positive_int("--seed (seed)", config.seed, low=0)
+
+
+def _check_data(data: DataSection) -> None:
+    from fmri2image.data.dataset import dataset_class, make_dataset_options
+
+    cls = dataset_class(data.dataset)  # unknown names: ConfigError with close matches
+    make_dataset_options(cls.Options, data.options, dataset=data.dataset)
+    if not data.subjects or not data.rois:
+        raise ConfigError("data.subjects and data.rois must each name at least one value.")
+    for s in data.subjects:
+        _positive_int("--subject (data.subjects)", s)
+    if len(set(data.subjects)) != len(data.subjects) or len(set(data.rois)) != len(data.rois):
+        raise ConfigError("data.subjects and data.rois must not repeat a value.")
+    for roi in data.rois:
+        if not str(roi).strip():
+            raise ConfigError("--roi is empty; pass an ROI expression such as ROI_VC or ROI_HVC.")
+    _one_of(
+        "--split (data.split)",
+        data.split,
+        SPLITS,
+        "test decodes the seen test images, imagery the imagined ones with the map fitted "
+        "on perception",
+    )
+    _one_of("--normalization (data.normalization)", data.normalization, NORMALIZATIONS)
+
+
+def _check_mapping(m: MappingSection) -> None:
+    cv = m.cv
+    if isinstance(cv, str):
+        if cv != "loo":
+            raise ConfigError(f"--cv must be a number of folds (>= 2) or loo, got {cv!r}.")
+        if m.cv_groups == "category":
+            raise ConfigError(
+                "--cv loo leaves out one sample at a time, so it cannot keep a category's "
+                "samples on one side; pass --cv-groups none with --cv loo, or a number of "
+                "folds such as --cv 5."
+            )
+        if m.n_voxels is not None:
+            raise ConfigError(
+                "--n-voxels with --cv loo would select voxels with each left-out sample; "
+                "use a number of folds (--cv 5) with --n-voxels, or drop --n-voxels."
+            )
+    elif isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        raise ConfigError(f"--cv (mapping.cv) must be a number of folds (>= 2) or loo, got {cv!r}.")
+    _one_of("--cv-groups (mapping.cv_groups)", m.cv_groups, CV_GROUPS)
+    try:
+        alphas = m.alpha_grid()
+    except ConfigError as exc:
+        raise ConfigError(f"--alphas (mapping.alphas): {exc}") from exc
+    if alphas is not None and not (alphas and all(math.isfinite(a) and a > 0 for a in alphas)):
+        raise ConfigError(
+            f"--alphas (mapping.alphas) must give positive finite values (LO:HI:N, e.g. "
+            f"1e-2:1e10:13), got {m.alphas!r}."
+        )
+    _positive_int("--n-voxels (mapping.n_voxels)", m.n_voxels, allow_none=True)
+    m.make_mapper()  # an unknown mapper or parameter, before any data is read
+
+
+def _check_retrieval(r: RetrievalSection) -> None:
+    from fmri2image.features import parse_database
+
+    for db in r.databases:
+        parse_database(str(db).strip())  # keyword forms (text-prototypes:9k); folders later
+    _positive_int("--k (retrieval.k)", r.k, allow_none=True)
+    _one_of("--vote (retrieval.vote)", r.vote, VOTES)
+
+
+def _check_generation(config: RunConfig, injected: Mapping[str, Any]) -> None:
+    from fmri2image.generation import GENERATORS
+    from fmri2image.generation.base import generator_options, make_options
+
+    g = config.generation
+    for name in g.generators:
+        if name not in injected:
+            GENERATORS.get(name)  # unknown names: ConfigError with close matches
+    if len(set(g.generators)) != len(g.generators):
+        raise ConfigError(f"--generators lists a generator twice: {list(g.generators)}.")
+    for key, value in g.options.items():  # (a run without generators keeps them unused)
+        if isinstance(value, dict) and g.generators and key not in g.generators:
+            raise ConfigError(
+                f"generation.options.{key} sets options of generator {key!r}, which is "
+                f"not in generation.generators ({', '.join(g.generators) or 'none'})."
+            )
+    for name in g.generators:
+        given = g.options_for(name)
+        if name in injected:
+            continue
+        for option in GENERATORS.get(name).needs.inputs:
+            given.pop(option, None)  # the run supplies it (PIPELINE_INPUTS)
+        cls = generator_options(name)
+        if cls is not None:  # a plain factory function: its options are its own
+            try:  # unknown names and bad values, as `generate --option` reports them
+                make_options(cls, given, generator=name)
+            except (ConfigError, TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"generation.options: {exc} (plain keys apply to every generator; "
+                    f"set one generator's with options.{name} = {{ ... }})"
+                ) from exc
+    bad = [c for c in g.conditions if c not in CONDITIONS]
+    if bad or not g.conditions or len(set(g.conditions)) != len(g.conditions):
+        raise ConfigError(
+            f"generation.conditions (--condition) must name each of predicted, true and random "
+            f"at most once, at least one of them; got {list(g.conditions)}."
+        )
+    _positive_int("--batch-size (generation.batch_size)", g.batch_size)
+    _one_of("--dtype (generation.dtype)", g.dtype, DTYPES)
+    _one_of("--executor (generation.executor)", g.executor, EXECUTORS)
+    _positive_int("--workers (generation.workers)", g.workers, allow_none=True)
+    _positive_int("--seed (generation.seed)", g.seed, allow_none=True, low=0)
+    if g.labels_from is not None:
+        from fmri2image.pipeline.preflight import database_name
+
+        names = [database_name(d) for d in config.retrieval.databases]
+        if g.labels_from not in names:
+            raise ConfigError(
+                f"--labels-from {g.labels_from} (generation.labels_from) is not one of "
+                f"the retrieval databases' names ({', '.join(names)})."
+            )
+    if g.init is not None and g.init != "invert" and not str(g.init).strip():
+        raise ConfigError("--init (generation.init) must be 'invert' or a folder of pictures.")
+
+
+def _check_evaluation(e: EvaluationSection, device: str) -> None:
+    from fmri2image.evaluation.evaluate import resolve_metrics
+    from fmri2image.evaluation.networks import NETWORKS
+
+    if e.metrics is not None and not e.metrics:
+        raise ConfigError("evaluation.metrics is empty; name at least one metric.")
+    resolve_metrics(e.metrics, device=device)
+    _positive_int("--bootstrap (evaluation.bootstrap)", e.bootstrap)
+    _positive_int("evaluation.batch_size", e.batch_size)
+    unknown = sorted(set(e.weights) - set(NETWORKS.names()))
+    if unknown:
+        raise ConfigError(
+            f"evaluation.weights names unknown network(s) {', '.join(unknown)}; "
+            f"metric networks: {', '.join(NETWORKS.names())}."
+        )
+
+
+# ---------------------------------------------------------------------- TOML
 _SECTIONS = {
     "data": DataSection,
     "mapping": MappingSection,
     "retrieval": RetrievalSection,
     "generation": GenerationSection,
     "evaluation": EvaluationSection,
+}
+#: Keys of earlier versions: section -> old key -> (new key, or (table, key) inside it).
+_ALIASES: dict[str, dict[str, str | tuple[str, str]]] = {
+    "data": {"god": "path", "release": ("options", "release")},
 }
 
 
@@ -381,6 +572,14 @@ def _toml():
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     return tomllib
+
+
+def parse_toml(text: str, where: str = "the configuration") -> dict[str, Any]:
+    """TOML text as a dict (ConfigError naming ``where`` when it does not parse)."""
+    try:
+        return _toml().loads(text)
+    except _toml().TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}.") from exc
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -437,16 +636,32 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot read a value of type {annotation}.")  # pragma: no cover
 
 
-def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
+def _resolve_aliases(section: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` with the keys of earlier versions moved to their new place."""
+    out = dict(table)
+    for old, new in _ALIASES.get(section, {}).items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if isinstance(new, tuple):
+            inner = dict(out.get(new[0]) or {})
+            inner.setdefault(new[1], value)
+            out[new[0]] = inner
+        else:
+            out.setdefault(new, value)
+    return out
+
+
+def _build(cls: type, table: Mapping[str, Any], where: str, section: str = "") -> Any:
     fields = _fields(cls)
     kwargs = {}
-    for key, value in table.items():
+    for key, value in _resolve_aliases(section, table).items():
         if key not in fields:
             raise _unknown(key, list(fields), where)
         if key in _SECTIONS and cls is RunConfig:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [{key}] must be a table.")
-            kwargs[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
+            kwargs[key] = _build(_SECTIONS[key], value, f"{where} [{key}]", key)
         else:
             kwargs[key] = _coerce(value, fields[key], f"{where}: {key}")
     return cls(**kwargs)
@@ -478,9 +693,16 @@ def _apply_set(table: dict[str, Any], item: str) -> None:
         raise ConfigError(f"{where}: keys are 'name' or 'section.name' (sections: "
                           f"{', '.join(_SECTIONS)}).")  # fmt: skip
     section_fields = _fields(_SECTIONS[parts[0]])
-    if parts[1] not in section_fields:
+    aliases = _ALIASES.get(parts[0], {})
+    if parts[1] not in section_fields and parts[1] not in aliases:
         raise _unknown(parts[1], list(section_fields), f"{where} [{parts[0]}]")
-    table.setdefault(parts[0], {})[parts[1]] = _parse_value(text.strip())
+    section = table.setdefault(parts[0], {})
+    value = _parse_value(text.strip())
+    new = aliases.get(parts[1], parts[1])
+    if isinstance(new, tuple):  # an old key that now lives inside a table
+        section[new[0]] = {**dict(section.get(new[0]) or {}), new[1]: value}
+    else:
+        section[new] = value
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -512,9 +734,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc}).") from exc
         try:
-            table = _toml().loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, _toml().TOMLDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"{where} is not valid TOML: {exc}.") from exc
+        table = parse_toml(text, where)
+    table = {
+        k: _resolve_aliases(k, v) if k in _SECTIONS and isinstance(v, dict) else v
+        for k, v in table.items()
+    }
     for item in overrides:
         _apply_set(table, item)
     return _build(RunConfig, table, where)
@@ -530,7 +757,7 @@ def _toml_value(value: Any) -> str:
             raise ConfigError(f"{value} cannot be written to TOML.")  # strict_json removed these
         return repr(value)
     if isinstance(value, str):
-        return _io_json_string(value)
+        return _json_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -538,14 +765,14 @@ def _toml_value(value: Any) -> str:
     raise ConfigError(f"cannot write {value!r} to TOML.")
 
 
-def _io_json_string(text: str) -> str:
+def _json_string(text: str) -> str:
     import json
 
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
 def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _io_json_string(key)
+    return key if key.replace("_", "").replace("-", "").isalnum() else _json_string(key)
 
 
 def dump_toml(table: Mapping[str, Any]) -> str:

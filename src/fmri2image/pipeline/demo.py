@@ -97,7 +97,9 @@ def demo_config(
     ``split``, ``normalization``, ...).
     """
     mapping_fields = {f.name for f in dataclasses.fields(MappingSection)}
-    data_fields = {f.name for f in dataclasses.fields(DataSection)} - {"god", "subjects", "rois"}
+    data_fields = {f.name for f in dataclasses.fields(DataSection)} - {
+        "dataset", "path", "subjects", "rois",
+    }  # fmt: skip
     unknown = sorted(set(sections) - mapping_fields - data_fields)
     if unknown:
         raise TypeError(f"demo_config() got unexpected settings {unknown}")
@@ -116,7 +118,7 @@ def demo_config(
         seed=seed,
         batch_size=batch_size,
         out=str(out / "results"),
-        data=DataSection(god=str(out / "data"), subjects=(1,), rois=(roi,), **data),
+        data=DataSection(path=str(out / "data"), subjects=(1,), rois=(roi,), **data),
         mapping=MappingSection(**mapping),
         retrieval=RetrievalSection(databases=databases),
         generation=GenerationSection(generators=tuple(generators), options=options),

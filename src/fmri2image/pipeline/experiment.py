@@ -1,11 +1,13 @@
-"""``fmri2image run`` / ``compare``: the whole pipeline, fMRI to scored pictures, cached.
+"""The one engine: a :class:`~.config.RunConfig` becomes a graph of cached stages.
 
-One :class:`~fmri2image.pipeline.config.RunConfig` becomes a graph of stages
-(:mod:`fmri2image.pipeline.stages`)::
+``run``, ``compare``, ``demo``, ``decode`` (a run without generators) and ``generate``
+(a run's configuration with a generator added) all call :func:`run_experiment`::
 
-    data/s<S>/<ROI> ──────────────┐
-    features/<model> ─────────────┼─> mapping/<model>/s<S>/<ROI> ─> retrieval/<model>/<db>/…
-    database/<model>/<db> ────────┘                 │                       │
+    stimuli/<split> (container datasets) ─┐
+    data/s<S>/<ROI> ─────────────────┐    │
+    features/<model> ────────────────┼────┴─> mapping/<model>/s<S>/<ROI>
+    database/<model>/<db> ──┐        │              │
+    prototypes/<model>/<k> ─┴────────┴─> retrieval/<model>/<db>/…
                                                     └──> generation/<model>/<gen>/predicted/…
     features/<model> ──> generation/<model>/<gen>/{true,random}/<images>  (the bounds)
     generation/… ──> evaluation/…
@@ -14,17 +16,20 @@ run by :class:`~fmri2image.pipeline.graph.Graph` with its verified cache
 (``<out>/cache`` unless ``cache`` says otherwise): a rerun recomputes only what
 changed, ``--force KIND[/…]`` recomputes stages by name prefix and everything
 downstream, a killed run resumes.  Stages shared by several models, generators,
-subjects or ROIs are computed once.  Every option and input is checked before any
-stage runs.
+subjects or ROIs are computed once, and so are stages shared by several runs on one
+cache (a ``decode`` then a ``run`` with the same data and mapping fit the map once).
+Every option and input is checked before any stage runs.
 
 Under the output folder::
 
     config.toml          the resolved configuration (``--config`` reads it back)
     stages.json          every stage: key, reused or computed, seconds, folder
     run.log              the log of the run
+    summary.json         the decoding: one row per subject, ROI and encoder
     tables/              scores / summary / paired / decoding, CSV and parquet
     images/s<S>-<ROI>/   ground_truth/ and <model>/<generator>/<condition>/
-    maps/s<S>-<ROI>/     per model: the fitted map (mapping/), its predictions and scores
+    maps/s<S>-<ROI>/     per model: the fitted map (mapping/), its predictions and
+                         scores, and each database's retrieved labels (retrieval/)
     grid-s<S>-<ROI>.png  ground truth, then each model × generator (``visualize``)
     report.html          one self-contained page: tables, pictures, plots (report.md: tables)
     cache/               the stage artifacts
@@ -32,35 +37,38 @@ Under the output folder::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmri2image import _io
+from fmri2image._io import safe_name
 from fmri2image.errors import ConfigError
 from fmri2image.pipeline.config import RunConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.features.base import Encoder
     from fmri2image.generation import Generator
-    from fmri2image.pipeline.decoding import DecodingResult
     from fmri2image.pipeline.graph import Graph, StageRecord
-    from fmri2image.pipeline.outputs import ReconstructionScores
+    from fmri2image.pipeline.stages import StimulusImages
+    from fmri2image.pipeline.tables import Decoding, ReconstructionScores
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ExperimentResult",
     "build_experiment",
-    "config_with",
     "expand_force",
     "run_experiment",
 ]
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_FORMAT = "fmri2image.summary"
 
 
 @dataclass(frozen=True)
@@ -73,10 +81,13 @@ class ExperimentResult:
     out_dir : Path
     records : tuple of StageRecord
         Every stage of the graph, in run order: reused or computed, and its seconds.
-    decodings : dict of (subject, roi) to DecodingResult
-        Prediction and retrieval scores (what ``decode`` prints).
+    decodings : dict of (subject, roi) to Decoding
+        Prediction and retrieval scores of every model (what ``decode`` prints).
     reconstructions : tuple of ReconstructionScores
         Every evaluated set of pictures (model × generator × condition × subject × ROI).
+    pictures : tuple of dict
+        Per generation stage: subject, roi, model, generator, condition, folder and
+        how many pictures were made / flagged.
     tables : dict of str to Path
         The files under ``out/tables``.
     comparison : str
@@ -87,11 +98,12 @@ class ExperimentResult:
     config: RunConfig
     out_dir: Path
     records: tuple[StageRecord, ...]
-    decodings: dict[tuple[int, str], DecodingResult]
+    decodings: dict[tuple[int, str], Decoding]
     reconstructions: tuple[ReconstructionScores, ...]
     tables: dict[str, Path]
     comparison: str
     seconds: float
+    pictures: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
     def computed(self) -> list[str]:
@@ -108,11 +120,24 @@ class ExperimentResult:
     def format(self) -> str:
         """Decoding tables per subject × ROI (with the retrieved label of every test
         image when there is one subject × ROI), then the reconstruction comparison."""
-        parts = [d.table() for d in self.decodings.values()]
+        from fmri2image.pipeline.tables import decoding_tables, labels_table
+
+        parts = [decoding_tables(d) for d in self.decodings.values()]
         if len(self.decodings) == 1:
-            parts.append(next(iter(self.decodings.values())).labels_table())
+            parts.append(labels_table(next(iter(self.decodings.values()))))
         parts.append(self.comparison)
         return "\n\n".join(p for p in parts if p)
+
+    def format_pictures(self) -> str:
+        """One line per set of pictures: where, how many made now, how many flagged."""
+        lines = []
+        for p in self.pictures:
+            lines.append(
+                f"  {p['model']} / {p['generator']} / {p['condition']} (subject "
+                f"{p['subject']}, {p['roi']}): {p['n_images']} pictures, {p['n_made']} made "
+                f"now, {p['n_flagged']} flagged by the safety checker -> {p['folder']}"
+            )
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- assembly
@@ -121,13 +146,18 @@ class _Plan:
     """The graph and how to find its artifacts."""
 
     graph: Graph
-    decoding: dict[tuple[int, str], Any]  # (subject, roi) -> DecodingConfig
+    cache: Path
     data: dict[tuple[int, str], str]
     features: dict[str, str]
     mapping: dict[tuple[int, str, str], str]
-    retrieval: dict[tuple[int, str, str], list[str]]
+    retrieval: dict[tuple[int, str, str], dict[str, str]]
     evaluations: list[tuple[int, str, str, str, str, str, str]]  # s, roi, m, g, cond, gen, eval
-    ground_truth: dict[str, Path]
+    ground_truth: StimulusImages | str
+
+
+def _memo(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` computed once, when first asked for (a recording loads at most once)."""
+    return cache(fn)
 
 
 def build_experiment(
@@ -144,183 +174,309 @@ def build_experiment(
     Fmri2ImageError
         Any bad option, missing input or unusable combination, before any work.
     """
-    from fmri2image.data.god import find_subject_files
-    from fmri2image.generation.base import GENERATORS
+    from fmri2image.data.dataset import split_recording
     from fmri2image.pipeline import stages as st
-    from fmri2image.pipeline.decoding import AUTO_K, _check_inputs
-    from fmri2image.pipeline.graph import Graph, safe_name
-    from fmri2image.pipeline.preflight import check_device, check_output_dir
+    from fmri2image.pipeline.graph import Graph, reusable
+    from fmri2image.pipeline.preflight import AUTO_K, check_device, check_output_dir
 
-    config.validate(injected=set(encoders or {}))
-    if not config.data.god:
-        raise ConfigError("No data folder: pass --god DIR (or set data.god in --config).")
+    config.validate(encoders=set(encoders or {}), generators=generators or {})
     if not config.out:
         raise ConfigError("No output folder: pass --out DIR (or set out in --config).")
+    dataset = config.data.open()
     check_device(config.device)
     out = Path(config.out)
     check_output_dir(out)
     if config.cache:
         check_output_dir(Path(config.cache), flag="--cache")
-    god = Path(config.data.god)
-    dtype = config.generation.dtype
-    if dtype == "auto":
-        dtype = "float16" if str(config.device).startswith("cuda") else "float32"
+    cache_dir = Path(config.cache) if config.cache else out / "cache"
     components = st.Components(
-        device=config.device, dtype=dtype, encoders=encoders, generators=generators
-    )
-    injected_gens = dict(generators or {})
+        device=config.device, dtype=config.generator_dtype, encoders=encoders,
+        generators=generators,
+    )  # fmt: skip
+    dbs = _databases(config, encoders)
+    image_dbs = [d for d in dbs if d.kind in ("images", "features")]
+    label_db = _label_database(config, dbs, components)
+    _check_generator_inputs(config, components, image_dbs)
+    init_dir = _init_folder(config)
 
-    def conditioning(g: str) -> str:
-        if g in injected_gens:
-            return injected_gens[g].conditioning
-        return GENERATORS.get(g).conditioning
-
+    # The stimuli (shared by every subject, ROI and model): files, or a stage that
+    # writes a container's arrays as files once.
+    stimuli = {split: dataset.stimuli(split) for split in ("train", "test")}
     stages: dict[str, Any] = {}
 
     def add(stage: Any) -> str:
         stages.setdefault(stage.name, stage)
         return stage.name
 
-    decoding, data_names, mapping, retrieval = {}, {}, {}, {}
+    images: dict[str, StimulusImages | str] = {}
+    for split, stim in stimuli.items():
+        if stim.files is not None:
+            images[split] = st.stimulus_images(stim)
+        else:
+            ident = st.files_identity([stim.source]) if stim.source else ""
+            images[split] = add(st.stimuli_stage(config.data.dataset, stim, ident))
+
+    @_memo
+    def check_images() -> None:  # every stimulus decodes: once, before features are computed
+        for stim in stimuli.values():
+            dataset.check_images(stim, progress=progress)
+
+    decoding: dict[tuple[int, str], str] = {}
+    mapping: dict[tuple[int, str, str], str] = {}
+    retrieval: dict[tuple[int, str, str], dict[str, str]] = {}
     evaluations: list[tuple[int, str, str, str, str, str, str]] = []
     features: dict[str, str] = {}
-    databases_done: dict[tuple[str, str], str] = {}
     scans: dict[str, Any] = {}
-    ground_truth: dict[str, Path] = {}
-    stimuli: dict[str, Any] = {}
-    for dcfg in config.decoding_configs():
-        # The stimulus images are shared by every subject: their headers are read once.
-        inputs = _check_inputs(god, out, dcfg, encoders, progress=progress,
-                               check_images=not stimuli)  # fmt: skip
-        stimuli = stimuli or {"training": inputs.train_set, "test": inputs.test_set}
-        dbs = inputs.databases
-        image_dbs = [d for d in dbs if d.kind in ("images", "features")]
-        label_db = _label_database(config, dbs, [g for g in config.generation.generators
-                                                 if conditioning(g) == "label"])  # fmt: skip
-        if "retrieve" in config.generation.generators and not image_dbs:
-            raise ConfigError(
-                "--generators retrieve shows the nearest image of an image database, and "
-                "retrieval.databases has none; add an image folder (or a feature folder "
-                "from `fmri2image extract`) to retrieval.databases, or drop retrieve."
-            )
-        ground_truth.update(
-            {Path(p).name.rsplit(".", 1)[0]: Path(p) for p in inputs.test_set.paths if p}
-        )
-        key = (dcfg.subject, dcfg.roi)
-        decoding[key] = dcfg
-        tag = f"s{dcfg.subject}/{safe_name(dcfg.roi)}"
-        files = find_subject_files(god, dcfg.subject, dcfg.release)
-        data_names[key] = add(st.data_stage(f"data/{tag}", dcfg, st.files_identity(files), inputs))
-        stems, wnids = tuple(inputs.test_stems), tuple(inputs.true_wnids)
-        gt_id = st.files_identity([ground_truth[s] for s in stems])
-        images_tag = _io.json_sha256(list(stems))[:10]
-        for model in config.models:
-            features[model] = add(
-                st.features_stage(model, stimuli, components, batch_size=config.batch_size)
-            )
-            m_name = add(
-                st.mapping_stage(f"mapping/{model}/{tag}", dcfg, data_names[key], features[model])
-            )
-            mapping[(*key, model)] = m_name
-            ret_of: dict[str, str] = {}
-            db_stage_of: dict[str, str | None] = {}
-            for db in dbs:
-                db_stage = None
-                if db.kind == "images":
-                    if db.name not in scans:  # one scan of the folder for every model
-                        scans[db.name] = st.scan_database(db)
-                    if (model, db.name) not in databases_done:
-                        databases_done[(model, db.name)] = add(
-                            st.database_stage(
-                                model, scans[db.name], components, batch_size=config.batch_size
-                            )
-                        )
-                    db_stage = databases_done[(model, db.name)]
-                db_stage_of[db.name] = db_stage
-                ret_of[db.name] = add(
-                    st.retrieval_stage(
-                        f"retrieval/{model}/{db.name}/{tag}",
-                        dcfg,
-                        db,
-                        dcfg.k or AUTO_K[db.kind],
-                        model,
-                        data_names[key],
-                        m_name,
-                        db_stage,
-                        components,
+    test = stimuli["test"]
+    sources = [stimuli["train"].source, test.source]
+    for subject in config.data.subjects:
+        identity = st.files_identity([*dataset.files(subject), *sources])
+        for roi in config.data.rois:
+            tag = f"s{subject}/{safe_name(roi)}"
+
+            @_memo
+            def prepared(subject: int = subject, roi: str = roi) -> tuple[Any, Any]:
+                rec = dataset.load(subject, roi, drop_nan_voxels=config.data.drop_nan_voxels)
+                split = split_recording(
+                    rec, normalization=config.data.normalization, split=config.data.split
+                )
+                return rec, split
+
+            data = st.data_stage(f"data/{tag}", config, subject, roi, identity, prepared,
+                                 test, dataset.vocabulary)  # fmt: skip
+            decoding[(subject, roi)] = add(data)
+            stems, labels, info = _data_facts(reusable(cache_dir, data), prepared, test)
+            _check_data_fits(config, subject, roi, info)
+            images_tag = _io.json_sha256(list(stems))[:10]
+            for model in config.models:
+                features[model] = add(
+                    st.features_stage(
+                        model, images, components, batch_size=config.batch_size, check=check_images
                     )
                 )
-            retrieval[(*key, model)] = list(ret_of.values())
-            for gen in config.generation.generators:
-                options = config.generation.options_for(gen)
-                db_stage = None
-                if gen == "retrieve" and "database" not in options:
-                    db0 = image_dbs[0]
-                    db_stage = db_stage_of[db0.name]
-                    if db_stage is None:  # a feature folder from `extract`
-                        options = {**options, "database": str(db0.path)}
-                for cond in config.generation.conditions:
-                    if cond == "predicted":
-                        suffix = tag
-                        plan = st.GenerationPlan(
-                            cond, stems, wnids, mapping=m_name,
-                            retrieval=ret_of[label_db] if conditioning(gen) == "label" else None,
-                            database=db_stage,
-                        )  # fmt: skip
-                    else:  # the bounds: no brain in them, shared by subjects and ROIs
-                        suffix = f"images-{images_tag}"
-                        plan = st.GenerationPlan(cond, stems, wnids, database=db_stage)
-                    g_name = add(
+                m_name = add(st.mapping_stage(f"mapping/{model}/{tag}", config,
+                                              decoding[(subject, roi)], features[model]))  # fmt: skip
+                mapping[(subject, roi, model)] = m_name
+                ret_of: dict[str, str] = {}
+                source_of: dict[str, str | None] = {}
+                for db in dbs:
+                    source = None
+                    if db.kind == "images":
+                        if db.name not in scans:  # one scan of the folder for every model
+                            scans[db.name] = st.scan_database(db)
+                        source = add(st.database_stage(model, scans[db.name], components,
+                                                       batch_size=config.batch_size))  # fmt: skip
+                    elif db.kind in ("prototypes", "text-prototypes"):
+                        source = add(st.prototypes_stage(model, db, components))
+                    source_of[db.name] = source
+                    ret_of[db.name] = add(
+                        st.retrieval_stage(
+                            f"retrieval/{model}/{db.name}/{tag}", config, db,
+                            config.retrieval.k or AUTO_K[db.kind], model,
+                            decoding[(subject, roi)], m_name, source,
+                        )
+                    )  # fmt: skip
+                retrieval[(subject, roi, model)] = ret_of
+
+                def generation(
+                    gen: str, cond: str, suffix: str, *, with_init: bool, model: str = model,
+                    m_name: str = m_name, ret_of: dict = ret_of, source_of: dict = source_of,
+                    stems: tuple = stems, labels: tuple = labels,
+                ) -> str:  # fmt: skip
+                    """The generation stage of ``gen`` for one condition (and its init)."""
+                    options = config.generation.options_for(gen)
+                    db_stage = None
+                    if "database" in components.generator_inputs(gen) and "database" not in options:
+                        db0 = image_dbs[0]
+                        db_stage = source_of[db0.name]
+                        if db_stage is None:  # a feature folder from `extract`
+                            options = {**options, "database": str(db0.path)}
+                    init = init_files = None
+                    if with_init and config.generation.init == "invert" and gen != "invert":
+                        init = generation("invert", cond, suffix, with_init=False)
+                    elif with_init and init_dir is not None:
+                        init_files = _init_files(init_dir, model, stems)
+                    predicted = cond == "predicted"
+                    label = predicted and components.conditioning(gen) == "label"
+                    plan = st.GenerationPlan(
+                        cond, stems, labels,
+                        mapping=m_name if predicted else None,
+                        retrieval=ret_of[label_db] if label else None,
+                        database=db_stage, init=init, init_files=init_files,
+                    )  # fmt: skip
+                    return add(
                         st.generation_stage(
-                            f"generation/{model}/{gen}/{cond}/{suffix}",
-                            model,
-                            gen,
-                            options,
-                            plan,
-                            features[model],
-                            components,
-                            seed=config.seed,
-                            batch_size=config.generation.batch_size,
+                            f"generation/{model}/{gen}/{cond}/{suffix}", config, model, gen,
+                            options, plan, features[model], components,
                         )
-                    )
-                    e_name = add(
-                        st.evaluation_stage(
-                            f"evaluation/{model}/{gen}/{cond}/{suffix}",
-                            g_name,
-                            lambda s: st.image_source(god, {x: ground_truth[x] for x in s}),
-                            gt_id,
-                            config.evaluation.metrics,
-                            components,
-                            seed=config.seed,
-                            bootstrap=config.evaluation.bootstrap,
-                            batch_size=config.evaluation.batch_size,
-                            weights=config.evaluation.weights,
-                        )
-                    )
-                    evaluations.append((*key, model, gen, cond, g_name, e_name))
+                    )  # fmt: skip
+
+                for gen in config.generation.generators:
+                    for cond in config.generation.conditions:
+                        # The bounds have no brain in them: shared by subjects and ROIs.
+                        suffix = tag if cond == "predicted" else f"images-{images_tag}"
+                        g_name = generation(gen, cond, suffix, with_init=True)
+                        e_name = add(
+                            st.evaluation_stage(
+                                f"evaluation/{model}/{gen}/{cond}/{suffix}", g_name,
+                                images["test"], config, components,
+                            )
+                        )  # fmt: skip
+                        evaluations.append((subject, roi, model, gen, cond, g_name, e_name))
     return _Plan(
         graph=Graph(list(stages.values())),
-        decoding=decoding,
-        data=data_names,
+        cache=cache_dir,
+        data=decoding,
         features=features,
         mapping=mapping,
         retrieval=retrieval,
         evaluations=evaluations,
-        ground_truth=ground_truth,
+        ground_truth=images["test"],
     )
 
 
-def _label_database(config: RunConfig, dbs: Sequence[Any], label_gens: Sequence[str]) -> str:
+def _databases(config: RunConfig, encoders: Mapping[str, Encoder] | None) -> list[Any]:
+    """Every retrieval database, resolved and checked against every model."""
+    from fmri2image.pipeline.preflight import check_encoders_and_databases, parse_database
+
+    dbs = [parse_database(d) for d in config.retrieval.databases]
+    names = [d.name for d in dbs]
+    if len(set(names)) != len(names):
+        raise ConfigError(
+            f"--database names the same database twice: {list(config.retrieval.databases)}."
+        )
+    injected = dict(encoders or {})
+    check_encoders_and_databases([m for m in config.models if m not in injected], dbs)
+    for db in dbs:
+        for name, enc in injected.items():
+            if name not in config.models:
+                continue
+            if db.kind == "prototypes" and enc.class_prototypes() is None:
+                raise ConfigError(
+                    f"--database prototypes needs an ImageNet-1k classifier head, which "
+                    f"encoder {name!r} does not have; pass an image database instead."
+                )
+            if db.kind == "text-prototypes" and not enc.has_text_tower:
+                raise ConfigError(
+                    f"--database {db.source} needs a CLIP text tower, which encoder "
+                    f"{name!r} does not have; pass an image database instead."
+                )
+    return dbs
+
+
+def _label_database(config: RunConfig, dbs: Sequence[Any], components: Any) -> str:
     """The database whose top-1 label conditions label-based generators
     (``labels_from`` was checked against the databases by ``RunConfig.validate``)."""
     if config.generation.labels_from:
         return config.generation.labels_from
+    label_gens = [g for g in config.generation.generators if components.conditioning(g) == "label"]
     if label_gens and not dbs:
         raise ConfigError(
             f"Generator(s) {', '.join(label_gens)} draw from the retrieved label, and "
-            "retrieval.databases is empty; add one (e.g. prototypes)."
+            "retrieval.databases is empty; add one (e.g. --database prototypes)."
         )
     return dbs[0].name if dbs else ""
+
+
+def _check_generator_inputs(config: RunConfig, components: Any, image_dbs: Sequence[Any]) -> None:
+    """A generator declaring the ``database`` input needs an image database in the run
+    (or its own ``database`` option)."""
+    from fmri2image.generation import PIPELINE_INPUTS
+
+    for gen in config.generation.generators:
+        inputs = components.generator_inputs(gen)
+        if "database" in inputs and "database" not in config.generation.options_for(gen):
+            if not image_dbs:
+                raise ConfigError(
+                    f"Generator {gen!r} needs {PIPELINE_INPUTS['database']}, and the run "
+                    "has none: add an image folder (or a feature folder from `fmri2image "
+                    f"extract`) with --database, or set its option database=DIR, or drop {gen}."
+                )
+
+
+def _init_folder(config: RunConfig) -> Path | None:
+    init = config.generation.init
+    if init is None:
+        return None
+    if init == "invert":
+        from fmri2image.generation import GENERATORS
+
+        GENERATORS.get("invert")
+        return None
+    path = Path(init).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"--init must be 'invert' or a folder of <stem>.png pictures (e.g. a run's "
+            f"images/s1-ROI_VC/<model>/<generator>/predicted), got {init!r} (no such folder)."
+        )
+    return path
+
+
+def _init_files(folder: Path, model: str, stems: Sequence[str]) -> dict[str, Path]:
+    """The initial picture of each stem: ``DIR/<model>/<stem>.png`` or ``DIR/<stem>.png``."""
+    from fmri2image.features.shards import store_dirname
+
+    out = {}
+    for stem in stems:
+        found = next(
+            (p for p in (folder / store_dirname(model) / f"{stem}.png", folder / f"{stem}.png")
+             if p.is_file()),
+            None,
+        )  # fmt: skip
+        if found is None:
+            raise ConfigError(
+                f"--init {folder}: no picture for {stem} (looked for {stem}.png there and in "
+                f"{store_dirname(model)}/); pass a folder of pictures of the same test "
+                "images, or --init invert."
+            )
+        out[stem] = found
+    return out
+
+
+def _data_facts(
+    folder: Path | None, prepared: Callable[[], tuple[Any, Any]], test: Any
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """The evaluated stems, their labels and the counts of one subject × ROI: read from
+    its cached data stage, or from the recording (loaded now, checked before any work)."""
+    if folder is not None:
+        meta = _io.load_json(folder / "data.json")
+        return tuple(meta["test_stems"]), tuple(meta["true_labels"]), dict(meta["info"])
+    _, split = prepared()
+    import numpy as np
+
+    info = {
+        "n_train": int(split.X_train.shape[0]),
+        "n_train_categories": len(np.unique(split.train_groups)),
+        "n_voxels": split.n_voxels,
+    }
+    stems = tuple(test.stems[i] for i in split.eval_rows)
+    return stems, tuple(test.labels[i] for i in split.eval_rows), info
+
+
+def _check_data_fits(config: RunConfig, subject: int, roi: str, info: Mapping[str, Any]) -> None:
+    """The mapping options fit the data: voxels, training samples, categories."""
+    m = config.mapping
+    n_voxels, n_train = int(info["n_voxels"]), int(info["n_train"])
+    if m.n_voxels is not None and m.n_voxels > n_voxels:
+        raise ConfigError(
+            f"--n-voxels {m.n_voxels} is more than the {n_voxels} voxels of {roi} in subject "
+            f"{subject}; pass at most --n-voxels {n_voxels}, or leave it out to use every voxel."
+        )
+    if m.cv == "loo":
+        return
+    folds = int(m.cv)
+    if folds > n_train:
+        raise ConfigError(
+            f"--cv {folds} asks for more folds than the {n_train} training samples; pass "
+            f"a smaller --cv (e.g. --cv 5) or --cv loo --cv-groups none."
+        )
+    n_groups = int(info["n_train_categories"])
+    if m.cv_groups == "category" and folds > n_groups:
+        raise ConfigError(
+            f"--cv {folds} with --cv-groups category needs at least {folds} training "
+            f"categories, and there are {n_groups} training categories; pass --cv "
+            f"{max(2, min(5, n_groups))}, or --cv-groups none."
+        )
 
 
 def expand_force(graph: Graph, patterns: Sequence[str]) -> list[str]:
@@ -388,7 +544,7 @@ def run_experiment(
     Parameters
     ----------
     config : RunConfig
-        ``out`` and ``data.god`` must be set.
+        ``out`` and ``data.path`` must be set.
     encoders, generators : mapping, optional
         Built components instead of the registries' (tests use tiny ones).
     force : sequence of str
@@ -400,29 +556,29 @@ def run_experiment(
     ExperimentResult
     """
     from fmri2image._lock import output_lock
+    from fmri2image.pipeline.results import write_stages
 
     t0 = time.perf_counter()
     plan = build_experiment(config, encoders=encoders, generators=generators, progress=progress)
     forced = expand_force(plan.graph, force)
     out = Path(config.out or "")
-    cache = Path(config.cache) if config.cache else out / "cache"
     with output_lock(out, flag="--out"):
         config.save(out)
         with _log_file(out / "run.log"):
-            log.info("running %d stages (cache %s)", len(plan.graph.order), cache)
-            result = plan.graph.run(cache, force=forced, progress=progress)
-            _io.save_json(out / "stages.json", [r.to_dict() for r in result.records])
+            log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
+            result = plan.graph.run(plan.cache, force=forced, progress=progress)
+            write_stages(out, plan.cache, result.records)
             return _publish(config, plan, result, out, time.perf_counter() - t0)
 
 
 def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: float):
-    """Tables, images and the grid from the artifacts."""
-    from fmri2image.pipeline import outputs, report
+    """Tables, summary.json, images, maps, the grid and the report from the artifacts."""
+    from fmri2image.pipeline import outputs, report, tables
 
     values = result.values
-    decodings = {key: _decoding_result(plan, values, result, key, out) for key in plan.decoding}
+    decodings = {key: _decoding(plan, values, result, key) for key in plan.data}
     entries = tuple(
-        outputs.ReconstructionScores(
+        tables.ReconstructionScores(
             subject=s,
             roi=roi,
             model=m,
@@ -433,28 +589,45 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
         )
         for s, roi, m, g, cond, g_name, e_name in plan.evaluations
     )
-    summary = outputs.summary_rows(entries)
-    paired = outputs.paired_rows(entries, seed=config.seed)
-    tables = outputs.write_tables(
-        out / "tables", entries, decodings, summary=summary, paired=paired
+    pictures = tuple(
+        {
+            "subject": s,
+            "roi": roi,
+            "model": m,
+            "generator": g,
+            "condition": cond,
+            "folder": str(values[g_name].folder),
+            "n_images": len(values[g_name].stems),
+            "n_made": values[g_name].n_made if not result.record(g_name).reused else 0,
+            "n_flagged": values[g_name].n_flagged,
+        }
+        for s, roi, m, g, cond, g_name, _ in plan.evaluations
     )
-    gt_by_key = {
-        (s, roi): {stem: plan.ground_truth[stem] for stem in d.test_stems}
-        for (s, roi), d in decodings.items()
-    }
+    summary = tables.summary_rows(entries)
+    paired = tables.paired_rows(entries, seed=config.seed)
+    written = tables.write_tables(
+        out / "tables", entries, decodings.values(), summary=summary, paired=paired
+    )
+    _write_summary(out, config, decodings, seconds)
+    gt = plan.ground_truth if not isinstance(plan.ground_truth, str) else values[plan.ground_truth]
+    gt_by_key = {key: gt.files_of(d.test_stems) for key, d in decodings.items()}
     outputs.export_images(out, entries, gt_by_key)
-    outputs.export_maps(out, {k: values[name].folder for k, name in plan.mapping.items()})
-    if config.visualize:
-        for (s, roi), gt in gt_by_key.items():
+    outputs.export_maps(
+        out,
+        {k: values[name].folder for k, name in plan.mapping.items()},
+        {k: {db: values[n].folder for db, n in dbs.items()} for k, dbs in plan.retrieval.items()},
+    )
+    if config.visualize and entries:
+        for (s, roi), files in gt_by_key.items():
             rows = [
                 (f"{e.model} / {e.generator}", e.images)
                 for e in entries
                 if (e.subject, e.roi) == (s, roi) and e.condition == "predicted"
             ]
-            outputs.image_grid(
-                out / f"grid-s{s}-{outputs.safe_component(roi)}.png", gt, rows, list(gt)
-            )
-    comparison = outputs.format_comparison(summary, paired)
+            if rows:
+                outputs.image_grid(out / f"grid-s{s}-{safe_name(roi)}.png", files, rows,
+                                   list(files))  # fmt: skip
+    comparison = tables.format_comparison(summary, paired)
     report.write_report(out)
     return ExperimentResult(
         config=config,
@@ -462,75 +635,70 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
         records=result.records,
         decodings=decodings,
         reconstructions=entries,
-        tables=tables,
+        tables=written,
         comparison=comparison,
         seconds=round(seconds, 2),
+        pictures=pictures,
     )
 
 
-def _decoding_result(plan: _Plan, values: dict, result: Any, key: tuple[int, str], out: Path):
-    """A :class:`~fmri2image.pipeline.decoding.DecodingResult` from the artifacts."""
-    from fmri2image.pipeline.decoding import DecodingResult, EncoderResult, RetrievalSummary
+def _decoding(plan: _Plan, values: dict, result: Any, key: tuple[int, str]) -> Decoding:
+    """The :class:`~fmri2image.pipeline.tables.Decoding` of one subject × ROI."""
+    from fmri2image.pipeline.tables import Decoding, ModelDecoding
 
-    dcfg = plan.decoding[key]
     data = values[plan.data[key]]
-    rows = []
-    for model in dcfg.encoders:
-        m_name = plan.mapping[(*key, model)]
+    models = []
+    for (s, roi, model), m_name in plan.mapping.items():
+        if (s, roi) != key:
+            continue
         mapped = values[m_name]
-        rets = [values[n] for n in plan.retrieval[(*key, model)]]
-        rows.append(
-            EncoderResult(
-                encoder=model,
-                dim=values[plan.features[model]].dim,
-                out_dir=mapped.folder,
-                prediction=mapped.metrics,
-                alpha_median=float(mapped.fit.get("alpha_median") or float("nan")),
-                seconds=round(result.record(m_name).seconds, 2),
-                retrievals=tuple(
-                    RetrievalSummary(
-                        database=r.database,
-                        label=r.label,
-                        k=r.k,
-                        out_dir=r.folder,
-                        semantic=r.summary,
-                        top1_labels=r.top1,
-                    )
-                    for r in rets
-                ),
+        record = result.record(m_name)
+        models.append(
+            ModelDecoding(
+                model=model,
+                dim=int(mapped.predictions.shape[1]),
+                metrics=mapped.metrics,
                 fit=mapped.fit,
+                retrievals=tuple(values[n] for n in plan.retrieval[(s, roi, model)].values()),
+                seconds=0.0 if record.reused else round(record.seconds, 2),
             )
         )
-    info = data.info
-    return DecodingResult(
-        config=dcfg,
-        out_dir=out,
-        results=tuple(rows),
-        n_train=int(info["n_train"]),
-        n_train_categories=int(info["n_train_categories"]),
-        n_test_images=int(info["n_eval"]),
-        n_test_repeats=tuple(info["n_eval_repeats"]),
-        n_voxels=int(info["n_voxels"]),
-        test_wnids=data.true_wnids,
+    return Decoding(
+        subject=key[0],
+        roi=key[1],
+        info=dict(data.info),
         test_stems=data.test_stems,
-        seconds=0.0,
-        warnings=tuple(w for r in rows for w in r.fit.get("warnings", ())),
+        true_labels=data.true_labels,
+        models=tuple(models),
     )
 
 
-def config_with(config: RunConfig, **changes: Any) -> RunConfig:
-    """``config`` with top-level fields or ``section__field`` values replaced
-    (``data__subjects=(1, 2)``); None values leave the field as it is."""
-    top: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {}
-    for name, value in changes.items():
-        if value is None:
-            continue
-        section, sep, field_name = name.partition("__")
-        if sep:
-            sections.setdefault(section, {})[field_name] = value
-        else:
-            top[name] = value
-    for section, values in sections.items():
-        top[section] = dataclasses.replace(getattr(config, section), **values)
-    return dataclasses.replace(config, **top)
+def _write_summary(
+    out: Path, config: RunConfig, decodings: Mapping[tuple[int, str], Decoding], seconds: float
+) -> Path:
+    """``OUT/summary.json``: the decoding, one row per subject, ROI and encoder."""
+    from fmri2image.pipeline.tables import decoding_summary
+
+    blocks = [
+        {
+            "subject": d.subject,
+            "roi": d.roi,
+            "info": d.info,
+            "test_images": list(d.test_stems),
+            "true_labels": list(d.true_labels),
+        }
+        for d in decodings.values()
+    ]
+    return _io.save_json(
+        out / SUMMARY_FILE,
+        {
+            "format": SUMMARY_FORMAT,
+            "version": 2,
+            "dataset": config.data.dataset,
+            "data": config.data.path,
+            "blocks": blocks,
+            "encoders": decoding_summary(decodings.values()),
+            "warnings": sorted({w for d in decodings.values() for w in d.warnings}),
+            "seconds": round(seconds, 2),
+        },
+    )

@@ -43,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from fmri2image import _io
-from fmri2image.errors import ConfigError, DataFormatError
+from fmri2image._io import safe_name
+from fmri2image._manifest import manifest_problem, write_manifest
+from fmri2image._manifest import read_manifest as _read
+from fmri2image.errors import ConfigError
 
 __all__ = [
     "MANIFEST",
@@ -53,6 +56,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "read_manifest",
+    "reusable",
     "safe_name",
     "stage_key",
 ]
@@ -181,31 +185,24 @@ def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
     return _io.json_sha256(payload)
 
 
-def _files(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): _io.file_sha256(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-
-
 def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str], seconds: float):
     from fmri2image import __version__
 
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "stage": stage.name,
-        "stage_version": stage.version,
-        "key": key,
-        "config": _io.strict_json(dict(stage.config)),
-        "inputs": inputs,
-        "fmri2image_version": __version__,
-        "seconds": round(seconds, 3),
-        "files": _files(folder),
-    }
-    manifest["manifest_sha256"] = _io.json_sha256(manifest)
-    _io.save_json(folder / MANIFEST, manifest)
+    write_manifest(
+        folder / MANIFEST,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "stage": stage.name,
+            "stage_version": stage.version,
+            "key": key,
+            "config": dict(stage.config),
+            "inputs": inputs,
+            "fmri2image_version": __version__,
+            "seconds": round(seconds, 3),
+        },
+        folder=folder,
+    )
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
@@ -214,41 +211,27 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     DataFormatError
-        Missing, not JSON, or its checksum does not match.
+        Missing, not JSON, not an artifact manifest, or its checksum does not match.
     """
-    path = Path(folder) / MANIFEST
-    manifest = _io.load_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataFormatError(f"{path} is not an fmri2image artifact manifest.")
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if _io.json_sha256(body) != manifest.get("manifest_sha256"):
-        raise DataFormatError(f"{path} was changed after it was written (checksum mismatch).")
-    return manifest
+    return _read(Path(folder) / MANIFEST, format=FORMAT)
 
 
 def _problem(folder: Path, key: str) -> str | None:
     """Why the artifact in ``folder`` cannot be reused (None: it can)."""
-    if not (folder / MANIFEST).is_file():
-        return "not computed yet"
-    try:
-        manifest = read_manifest(folder)
-    except DataFormatError as exc:
-        return str(exc)
-    if manifest.get("key") != key:
+    problem = manifest_problem(folder / MANIFEST, format=FORMAT, identity={"key": key})
+    if problem is not None and problem.endswith("belongs to another key"):
         return "its manifest belongs to another key"
-    for rel, digest in manifest.get("files", {}).items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{path} is missing"
-        if _io.file_sha256(path) != digest:
-            return f"{path} changed after it was written"
-    return None
+    return problem
 
 
-def safe_name(text: str) -> str:
-    """``text`` with every character but letters, digits, ``-``, ``_`` and ``.``
-    replaced by ``_``: stage names and ROI expressions as path components."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+def reusable(cache: str | os.PathLike, stage: Stage) -> Path | None:
+    """The verified artifact folder of a stage without inputs, if the cache has one
+    (planning reads it instead of recomputing what it needs to check)."""
+    if stage.inputs:
+        raise ValueError(f"reusable() answers for stages without inputs, not {stage.name!r}.")
+    key = stage_key(stage, {})
+    folder = Path(cache) / safe_name(stage.name) / key[:20]
+    return folder if _problem(folder, key) is None else None
 
 
 def _remove_leftovers(cache: Path) -> None:

@@ -1,46 +1,41 @@
-"""Checks that run before any expensive work: every mistake is caught in seconds.
+"""Checks that need the machine or the file system, run before any expensive work.
 
-A decoding run reads fMRI, decodes hundreds of images, runs several networks and
-fits ridge models; an option that only fails after that costs the user minutes.
-:func:`check_config` validates every value of a
-:class:`~fmri2image.pipeline.decoding.DecodingConfig` (pure, no I/O);
-:func:`check_encoders_and_databases` checks that every encoder exists and can use
-every requested database without loading a weight; :func:`check_output_dir`
+The values of a run are checked by :meth:`~fmri2image.pipeline.config.RunConfig.validate`
+(pure, no I/O).  What needs more is here: :func:`parse_database` resolves each
+retrieval database (a keyword or a folder); :func:`check_encoders_and_databases`
+checks that every encoder can use every requested database without loading a
+weight; :func:`check_device` that the accelerator is there; :func:`check_output_dir`
 proves that the results folder can be created and written, and leaves nothing
-behind.  Messages name the command-line flags (``--cv loo``, ``--database``), as
-the CLI is how most users meet them.
+behind.  Messages name the command-line flags (``--database``, ``--out``), as the
+CLI is how most users meet them.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fmri2image.errors import ConfigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fmri2image.pipeline.decoding import DecodingConfig
-
 __all__ = [
+    "AUTO_K",
     "DatabaseSpec",
-    "check_config",
+    "check_device",
     "check_encoders_and_databases",
     "check_output_dir",
+    "database_name",
+    "encoder_store",
     "parse_database",
 ]
 
-NORMALIZATIONS = ("run", "train", "none")
-CV_GROUPS = ("none", "category")
-VOTES = ("nearest", "majority", "weighted")
-TEXT_VOCABULARIES = ("1k", "21k")
-_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+#: Neighbours per query when ``k`` is not given: one item per class in a
+#: prototype database, many images per class in an image database (enough for
+#: five distinct labels, so hit@5 means something).
+AUTO_K = {"prototypes": 5, "text-prototypes": 5, "features": 50, "images": 50}
 
 
 @dataclass(frozen=True)
@@ -88,6 +83,19 @@ def _is_feature_store_root(path: Path) -> bool:
         return any((child / "manifest.json").is_file() for child in path.iterdir())
     except OSError:
         return False
+
+
+def database_name(value: str) -> str:
+    """The name tables give a ``--database`` value, without looking at the disk."""
+    from fmri2image.features import parse_database as parse_choice
+
+    text = str(value).strip()
+    choice = parse_choice(text)
+    if choice.kind == "prototypes":
+        return "prototypes"
+    if choice.kind == "text-prototypes":
+        return f"text-prototypes-{choice.vocabulary or '1k'}"
+    return Path(text).expanduser().resolve().name or "database"
 
 
 def parse_database(value: str) -> DatabaseSpec:
@@ -144,88 +152,6 @@ def encoder_store(root: Path, encoder: str) -> Path | None:
         if (candidate / "manifest.json").is_file():
             return candidate
     return None
-
-
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-
-
-#: What a decode run predicts: the perception test trials or the imagery trials.
-SPLITS = ("test", "imagery")
-
-
-def check_config(config: DecodingConfig) -> None:
-    """Validate every value of a decoding configuration (no I/O).
-
-    Raises
-    ------
-    ConfigError
-        Naming the flag and an accepted value.
-    """
-    if not config.encoders:
-        raise ConfigError("Give at least one encoder, e.g. --model effnet-lite0.")
-    if len(set(config.encoders)) != len(config.encoders):
-        raise ConfigError(f"--model lists an encoder twice: {list(config.encoders)}.")
-    _positive_int("--subject", config.subject)
-    if not str(config.roi).strip():
-        raise ConfigError("--roi is empty; pass an ROI expression such as ROI_VC or ROI_HVC.")
-    if config.release not in ("auto", "spm", "fmriprep"):
-        raise ConfigError(f"--release must be auto, spm or fmriprep, got {config.release!r}.")
-    split = getattr(config, "split", "test")
-    if split not in SPLITS:
-        raise ConfigError(
-            f"--split must be one of {', '.join(SPLITS)}, got {split!r}: test decodes the "
-            "seen test images, imagery the imagined ones with the map fitted on perception."
-        )
-    if config.normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got "
-            f"{config.normalization!r}."
-        )
-    cv = config.cv
-    if isinstance(cv, str):
-        if cv != "loo":
-            raise ConfigError(f"--cv must be a number of folds (>= 2) or loo, got {cv!r}.")
-        if config.cv_groups == "category":
-            raise ConfigError(
-                "--cv loo leaves out one sample at a time, so it cannot keep a category's "
-                "samples on one side; pass --cv-groups none with --cv loo, or a number of "
-                "folds such as --cv 5."
-            )
-        if config.n_voxels is not None:
-            raise ConfigError(
-                "--n-voxels with --cv loo would select voxels with each left-out sample; "
-                "use a number of folds (--cv 5) with --n-voxels, or drop --n-voxels."
-            )
-    elif isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
-        raise ConfigError(f"--cv must be a number of folds (>= 2) or loo, got {cv!r}.")
-    if config.cv_groups not in CV_GROUPS:
-        raise ConfigError(f"--cv-groups must be none or category, got {config.cv_groups!r}.")
-    if config.alphas is not None:
-        alphas = list(config.alphas)
-        if not alphas or not all(
-            isinstance(a, (int, float)) and math.isfinite(a) and a > 0 for a in alphas
-        ):
-            raise ConfigError(
-                f"--alphas must give positive finite values (LO:HI:N, e.g. 1e-2:1e10:13), "
-                f"got {config.alphas!r}."
-            )
-    _positive_int("--n-voxels", config.n_voxels, allow_none=True)
-    _positive_int("--k", config.k, allow_none=True)
-    if config.vote not in VOTES:
-        raise ConfigError(f"--vote must be one of {', '.join(VOTES)}, got {config.vote!r}.")
-    if not _DEVICE_RE.match(str(config.device)):
-        raise ConfigError(
-            f"--device {config.device!r} is not a torch device; use cpu, cuda, cuda:N or mps."
-        )
-    _positive_int("--batch-size", config.batch_size)
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        raise ConfigError(f"--seed must be a non-negative integer, got {config.seed!r}.")
-    if not config.databases:
-        raise ConfigError("Give at least one --database (e.g. --database prototypes).")
 
 
 def check_device(device: str) -> None:

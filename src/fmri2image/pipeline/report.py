@@ -45,8 +45,8 @@ from typing import Any
 from fmri2image import __version__
 from fmri2image._io import atomic_write, load_json
 from fmri2image.errors import ConfigError, DataFormatError
-from fmri2image.pipeline.graph import safe_name
-from fmri2image.pipeline.outputs import safe_component
+from fmri2image._io import safe_name
+from fmri2image._io import safe_name as safe_component
 
 __all__ = [
     "REPORT_DIR",
@@ -261,6 +261,14 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
         )
         config = {}
     stages = load_json(root / "stages.json")
+    if isinstance(stages, dict):  # TEMPORARY: the new stage record (folders under its cache)
+        cache = Path(stages.get("cache") or "")
+        stages = [
+            {**s, "folder": str(cache / s["folder"])}
+            if (cache / s["folder"]).is_dir()
+            else {**s, "folder": str(root / "cache" / s["folder"])}
+            for s in stages.get("stages", [])
+        ]
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
         raise DataFormatError(
             f"{root / 'stages.json'} is not a list of stage records; rerun the command "

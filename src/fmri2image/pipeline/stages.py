@@ -8,17 +8,20 @@ folder) and ``load`` (reads it back as the dataclass named beside it).  Componen
 built only when a stage that needs them is computed, so a fully cached run loads
 no model, and tests inject tiny ones.
 
-=========================================  =====================================
-stage                                      artifact
-=========================================  =====================================
-``data/s<subject>/<roi>``                  :class:`SubjectData`
-``features/<model>``                       :class:`StimulusFeatures`
-``database/<model>/<database>``            :class:`DatabaseFeatures`
-``mapping/<model>/s<subject>/<roi>``       :class:`MapArtifact`
-``retrieval/<model>/<db>/s<s>/<roi>``      :class:`RetrievalArtifact`
-``generation/<model>/<gen>/<condition>/…`` :class:`ImagesArtifact`
-``evaluation/<model>/<gen>/<condition>/…`` :class:`~fmri2image.evaluation.Evaluation`
-=========================================  =====================================
+==============================================  ======================================
+stage                                           artifact
+==============================================  ======================================
+``stimuli/<split>``                             :class:`StimulusImages` (container
+                                                datasets only: their arrays as PNGs)
+``data/s<subject>/<roi>``                       :class:`SubjectData`
+``features/<model>``                            :class:`StimulusFeatures`
+``database/<model>/<database>``                 :class:`DatabaseFeatures`
+``prototypes/<model>/<kind>``                   :class:`Prototypes` (1k heads, CLIP text)
+``mapping/<model>/s<subject>/<roi>``            :class:`MapArtifact`
+``retrieval/<model>/<db>/s<s>/<roi>``           :class:`RetrievalArtifact`
+``generation/<model>/<gen>/<condition>/…``      :class:`ImagesArtifact`
+``evaluation/<model>/<gen>/<condition>/…``      :class:`~fmri2image.evaluation.Evaluation`
+==============================================  ======================================
 
 The bounds (``true`` and ``random`` conditions) depend on the stimulus features,
 not on the brain, so they are keyed by the test images they are made for and
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +43,10 @@ from fmri2image import _io
 from fmri2image.pipeline.graph import Stage, StageContext
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fmri2image.data.stimuli import StimulusSet
+    from fmri2image.data.dataset import DecodingSplit, Recording, Stimuli
     from fmri2image.features.base import Encoder
     from fmri2image.generation import Generator
-    from fmri2image.pipeline.decoding import DecodingConfig
+    from fmri2image.pipeline.config import RunConfig
     from fmri2image.pipeline.preflight import DatabaseSpec
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,14 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Components",
     "DatabaseFeatures",
+    "GenerationPlan",
     "ImagesArtifact",
     "MapArtifact",
+    "Prototypes",
     "RetrievalArtifact",
     "ScannedDatabase",
     "StimulusFeatures",
+    "StimulusImages",
     "SubjectData",
     "data_stage",
     "database_stage",
@@ -63,10 +69,11 @@ __all__ = [
     "features_stage",
     "files_identity",
     "generation_stage",
-    "image_source",
     "mapping_stage",
+    "prototypes_stage",
     "retrieval_stage",
     "scan_database",
+    "stimuli_stage",
 ]
 
 
@@ -96,7 +103,7 @@ class Components:
         self.device = device
         self.dtype = dtype
         self._encoders: dict[str, Encoder] = dict(encoders or {})
-        self._generators: dict[str, Generator] = dict(generators or {})  # injected
+        self.injected_generators: dict[str, Generator] = dict(generators or {})
         self._built_generators: dict[str, Generator] = {}
         #: Metric networks, loaded once per run (see ``evaluate_images(networks=)``).
         self.networks: dict[str, Any] = {}
@@ -110,8 +117,8 @@ class Components:
         return self._encoders[name]
 
     def generator(self, name: str, options: Mapping[str, Any]) -> Generator:
-        if name in self._generators:
-            return self._generators[name]
+        if name in self.injected_generators:
+            return self.injected_generators[name]
         key = _io.json_sha256({"name": name, "options": dict(options)})
         if key not in self._built_generators:
             from fmri2image.generation import get_generator
@@ -121,6 +128,22 @@ class Components:
                 name, device=self.device, dtype=self.dtype, **dict(options)
             )
         return self._built_generators[key]
+
+    def conditioning(self, name: str) -> str:
+        """What generator ``name`` is conditioned on (``label`` or ``embedding``)."""
+        if name in self.injected_generators:
+            return self.injected_generators[name].conditioning
+        from fmri2image.generation import GENERATORS
+
+        return GENERATORS.get(name).conditioning
+
+    def generator_inputs(self, name: str) -> tuple[str, ...]:
+        """The pipeline inputs generator ``name`` declares (``Needs.inputs``)."""
+        if name in self.injected_generators:
+            return tuple(self.injected_generators[name].needs.inputs)
+        from fmri2image.generation import GENERATORS
+
+        return GENERATORS.get(name).needs.inputs
 
 
 # ---------------------------------------------------------------- identities
@@ -142,6 +165,97 @@ def files_identity(paths: Sequence[str | os.PathLike | None]) -> str:
     return _io.json_sha256(items)
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+# ---------------------------------------------------------------- stimuli
+@dataclass(frozen=True, eq=False)
+class StimulusImages:
+    """The images of one stimulus split as files: where they are and what they show.
+
+    Attributes
+    ----------
+    split : {"train", "test"}
+    stems, labels : tuple of str
+    files : tuple of Path
+        One image file per stimulus (on disk in the dataset, or written by the
+        ``stimuli`` stage from a container).
+    identity : str
+        Identity of the images (part of the keys of the stages that read them).
+    """
+
+    split: str
+    stems: tuple[str, ...]
+    labels: tuple[str, ...]
+    files: tuple[Path, ...]
+    identity: str
+
+    def files_of(self, stems: Sequence[str]) -> dict[str, Path]:
+        by_stem = dict(zip(self.stems, self.files))
+        return {s: by_stem[s] for s in stems}
+
+
+def stimulus_images(stimuli: Stimuli) -> StimulusImages:
+    """The images of stimuli held as files (no stage needed)."""
+    assert stimuli.files is not None
+    ident = files_identity([stimuli.source, *stimuli.files])
+    return StimulusImages(stimuli.split, stimuli.stems, stimuli.labels, stimuli.files, ident)
+
+
+def stimuli_stage(dataset: str, stimuli: Stimuli, identity: str) -> Stage:
+    """Write the arrays of a container dataset's stimuli as PNG files, once.
+
+    ``identity``: of the container (:func:`files_identity`), part of the key.
+    """
+    from PIL import Image
+
+    cfg = {"dataset": dataset, "split": stimuli.split, "source": identity}
+
+    def run(ctx: StageContext) -> None:
+        from tqdm.auto import tqdm
+
+        assert stimuli.read is not None
+        step = 64
+        bar = tqdm(total=len(stimuli), desc=f"{stimuli.split} stimuli", unit="img",
+                   **_io.tqdm_kwargs(ctx.progress))  # fmt: skip
+        for start in range(0, len(stimuli), step):
+            rows = list(range(start, min(start + step, len(stimuli))))
+            arrays = np.asarray(stimuli.read(rows))
+            for row, arr in zip(rows, arrays):
+                img = _to_uint8(arr)
+                with _io.atomic_path(ctx.folder / f"{stimuli.stems[row]}.png") as tmp:
+                    Image.fromarray(img).save(tmp, format="PNG")
+            bar.update(len(rows))
+        bar.close()
+        _io.save_json(
+            ctx.folder / "stimuli.json",
+            {"split": stimuli.split, "stems": list(stimuli.stems), "labels": list(stimuli.labels)},
+        )
+
+    def load(folder: Path) -> StimulusImages:
+        meta = _io.load_json(folder / "stimuli.json")
+        stems = tuple(meta["stems"])
+        return StimulusImages(
+            meta["split"], stems, tuple(meta["labels"]),
+            tuple(folder / f"{s}.png" for s in stems), _io.json_sha256([identity, str(folder)]),
+        )  # fmt: skip
+
+    return Stage(f"stimuli/{stimuli.split}", run, load, cfg, version="1", resumable=True)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) or (3, H, W) image array, uint8 or float in [0, 1], as uint8 HWC."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.dtype != np.uint8:
+        a = np.clip(np.rint(np.asarray(a, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    if a.ndim == 2 or a.shape[-1] == 1:
+        a = np.repeat(a.reshape(a.shape[0], a.shape[1], 1), 3, axis=-1)
+    return a
+
+
 # ---------------------------------------------------------------- data
 @dataclass(frozen=True, eq=False)
 class SubjectData:
@@ -151,14 +265,17 @@ class SubjectData:
     ----------
     X_train : ndarray of shape (n_train, n_voxels)
     X_eval : ndarray of shape (n_eval, n_voxels)
-        The trials the map predicts (test images averaged over repeats, or imagery
-        trials averaged per imagined category).
+        The samples the map predicts (test images averaged over repeats, or imagery
+        trials averaged per imagined stimulus).
     train_rows, test_rows : ndarray of int
-        Rows of the training / test stimulus sets (and of their feature stores) that
-        the samples show; ``test_rows`` is aligned with ``X_eval``.
-    test_stems, true_wnids : tuple of str
+        Rows of the training / test stimuli (and of their features) that the samples
+        show; ``test_rows`` is aligned with ``X_eval``.
+    test_stems : tuple of str
+    true_labels : tuple of str
+        The label of each evaluated test stimulus (a WordNet id, or free text).
+    vocabulary : {"wordnet", "text"}
     categories : ndarray
-        Training category of each training sample (CV groups).
+        Category of each training sample (grouped CV).
     info : dict
         Counts for the tables (subject, roi, split, n_train, repeats, voxels).
     """
@@ -168,50 +285,64 @@ class SubjectData:
     train_rows: np.ndarray
     test_rows: np.ndarray
     test_stems: tuple[str, ...]
-    true_wnids: tuple[str, ...]
+    true_labels: tuple[str, ...]
+    vocabulary: str
     categories: np.ndarray
     info: dict[str, Any]
 
 
-def data_stage(name: str, config: DecodingConfig, identity: str, inputs: Any) -> Stage:
+def data_stage(
+    name: str,
+    config: RunConfig,
+    subject: int,
+    roi: str,
+    identity: str,
+    prepared: Callable[[], tuple[Recording, DecodingSplit]],
+    test: StimulusImages,
+    vocabulary: str,
+) -> Stage:
     """The data stage of one subject × ROI.
 
-    ``inputs`` is what preflight loaded (``decoding._Inputs``); the stage writes it.
-    ``identity`` (:func:`files_identity` of the subject's files) makes a changed
-    file a new key.
+    ``prepared()`` gives the recording and its split (loaded, and checked, while the
+    run is planned); ``identity`` (:func:`files_identity` of the subject's files and
+    of the stimulus lists) makes a changed file a new key.
     """
+    d = config.data
     cfg = {
-        "subject": config.subject,
-        "roi": config.roi,
-        "release": config.release,
-        "normalization": config.normalization,
-        "drop_nan_voxels": config.drop_nan_voxels,
-        "split": config.split,
-        "seed": config.seed,
+        "dataset": d.dataset,
+        "options": dict(sorted(d.options.items())),
+        "subject": subject,
+        "roi": roi,
+        "normalization": d.normalization,
+        "drop_nan_voxels": d.drop_nan_voxels,
+        "split": d.split,
         "files": identity,
     }
 
     def run(ctx: StageContext) -> None:
-        splits = inputs.splits
-        _io.save_npy(ctx.folder / "X_train.npy", np.asarray(splits.X_train, dtype=np.float32))
-        _io.save_npy(ctx.folder / "X_eval.npy", np.asarray(inputs.X_eval, dtype=np.float32))
-        _io.save_npy(ctx.folder / "train_rows.npy", np.asarray(inputs.train_rows, np.int64))
-        _io.save_npy(ctx.folder / "test_rows.npy", np.asarray(inputs.test_rows, np.int64))
-        _io.save_npy(ctx.folder / "categories.npy", np.asarray(inputs.categories, np.int64))
+        rec, split = prepared()
+        _io.save_npy(ctx.folder / "X_train.npy", np.asarray(split.X_train, dtype=np.float32))
+        _io.save_npy(ctx.folder / "X_eval.npy", np.asarray(split.X_eval, dtype=np.float32))
+        _io.save_npy(ctx.folder / "train_rows.npy", split.train_rows.astype(np.int64))
+        _io.save_npy(ctx.folder / "test_rows.npy", split.eval_rows.astype(np.int64))
+        _io.save_npy(ctx.folder / "categories.npy", split.train_groups.astype(np.int64))
+        stems = [test.stems[i] for i in split.eval_rows]
         _io.save_json(
             ctx.folder / "data.json",
             {
-                "test_stems": list(inputs.test_stems),
-                "true_wnids": list(inputs.true_wnids),
+                "test_stems": stems,
+                "true_labels": [test.labels[i] for i in split.eval_rows],
+                "vocabulary": vocabulary,
                 "info": {
-                    "subject": config.subject,
-                    "roi": config.roi,
-                    "split": config.split,
-                    "n_train": len(splits.train_ids),
-                    "n_train_categories": len(np.unique(inputs.categories)),
-                    "n_eval": len(inputs.test_stems),
-                    "n_eval_repeats": list(inputs.n_eval_repeats),
-                    "n_voxels": int(splits.n_voxels),
+                    "subject": subject,
+                    "roi": roi,
+                    "split": d.split,
+                    "n_train": int(split.X_train.shape[0]),
+                    "n_train_categories": len(np.unique(split.train_groups)),
+                    "n_eval": len(stems),
+                    "n_eval_repeats": sorted({int(n) for n in split.n_repeats}),
+                    "n_voxels": split.n_voxels,
+                    "n_dropped_nan_voxels": rec.n_dropped_nan_voxels,
                 },
             },
         )
@@ -224,16 +355,13 @@ def data_stage(name: str, config: DecodingConfig, identity: str, inputs: Any) ->
             train_rows=_load_npy(folder / "train_rows.npy"),
             test_rows=_load_npy(folder / "test_rows.npy"),
             test_stems=tuple(meta["test_stems"]),
-            true_wnids=tuple(meta["true_wnids"]),
+            true_labels=tuple(meta["true_labels"]),
+            vocabulary=meta["vocabulary"],
             categories=_load_npy(folder / "categories.npy"),
             info=meta["info"],
         )
 
-    return Stage(name, run, load, cfg, version="1")
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    return Stage(name, run, load, cfg, version="2")
 
 
 # ---------------------------------------------------------------- features
@@ -241,14 +369,14 @@ def _load_npy(path: Path) -> np.ndarray:
 class StimulusFeatures:
     """One model's embeddings of every training and test stimulus (``features``).
 
-    Rows follow the stimulus sets' id files.
+    Rows follow the stimuli of each split.
     """
 
     model: str
     dim: int
     train: np.ndarray
     test: np.ndarray
-    train_wnids: tuple[str, ...]
+    train_labels: tuple[str, ...]
     test_stems: tuple[str, ...]
 
     def test_embeddings(self, stems: Sequence[str]) -> np.ndarray:
@@ -256,48 +384,53 @@ class StimulusFeatures:
         return self.test[[row[s] for s in stems]]
 
 
-def _stimulus_db(stimuli: StimulusSet) -> Any:
-    from fmri2image.features import ImageDatabase
-
-    return ImageDatabase.from_paths(stimuli.paths, stimuli.wnids, root=stimuli.image_dir)
+def _resolve(ctx: StageContext, images: StimulusImages | str) -> StimulusImages:
+    """Static images, or the artifact of the ``stimuli`` stage named ``images``."""
+    return ctx.inputs[images] if isinstance(images, str) else images
 
 
 def features_stage(
     model: str,
-    stimuli: Mapping[str, StimulusSet],
+    images: Mapping[str, StimulusImages | str],
     components: Components,
     *,
     batch_size: int,
-    progress: bool = True,
+    check: Callable[[], None] | None = None,
 ) -> Stage:
     """Embed the training and test stimuli with ``model`` (shared by subjects and ROIs).
 
-    Resumable: the sharded stores resume what a killed extraction finished (each
-    shard verified by its checksum).
+    ``images``: per split, the :class:`StimulusImages` or the name of the stimuli
+    stage that writes them.  Resumable: the sharded stores resume what a killed
+    extraction finished (each shard verified by its checksum).  ``check`` runs before
+    the stage is computed (the stimulus images decode).
     """
     from fmri2image.features.shards import store_dirname
 
     cfg = {
         "model": model,
         "stimuli": {
-            split: files_identity([s.id_file, *s.paths]) for split, s in sorted(stimuli.items())
+            split: (im if isinstance(im, str) else im.identity)
+            for split, im in sorted(images.items())
         },
     }
+    inputs = tuple(sorted({im for im in images.values() if isinstance(im, str)}))
 
     def run(ctx: StageContext) -> None:
-        from fmri2image.features import extract_features
+        from fmri2image.features import ImageDatabase, extract_features
 
         encoder = components.encoder(model)
-        for split, stim in stimuli.items():
+        for split, im in images.items():
+            stim = _resolve(ctx, im)
+            db = ImageDatabase.from_paths(stim.files, stim.labels, root=Path(stim.files[0]).parent)
             extract_features(
-                _stimulus_db(stim), [encoder], ctx.folder / split, batch_size=batch_size,
+                db, [encoder], ctx.folder / split, batch_size=batch_size,
                 device=components.device, on_unreadable="raise", progress=ctx.progress,
             )  # fmt: skip
 
     def load(folder: Path) -> StimulusFeatures:
         from fmri2image.features.shards import open_feature_store
 
-        train = open_feature_store(folder / "training" / store_dirname(model))
+        train = open_feature_store(folder / "train" / store_dirname(model))
         test = open_feature_store(folder / "test" / store_dirname(model))
         x_train, x_test = train.load(), test.load()
         return StimulusFeatures(
@@ -305,13 +438,18 @@ def features_stage(
             dim=int(x_train.shape[1]),
             train=x_train,
             test=x_test,
-            train_wnids=tuple(train.wnids),
+            train_labels=tuple(train.wnids),
             test_stems=tuple(Path(p).stem for p in test.paths),
         )
 
+    def prepare() -> None:
+        if check is not None:
+            check()
+        components.encoder(model)
+
     return Stage(
-        f"features/{model}", run, load, cfg, version="1", resumable=True,
-        prepare=lambda: components.encoder(model),
+        f"features/{model}", run, load, cfg, inputs=inputs, version="2", resumable=True,
+        prepare=prepare,
     )  # fmt: skip
 
 
@@ -385,6 +523,85 @@ def database_stage(
     )
 
 
+# ---------------------------------------------------------------- prototypes
+@dataclass(frozen=True, eq=False)
+class Prototypes:
+    """One row per class in an encoder's embedding space (``prototypes`` stage).
+
+    Attributes
+    ----------
+    matrix : ndarray of shape (n_classes, dim), float32
+    labels : tuple of str
+        The class of each row (WordNet ids).
+    items : tuple of str or None
+        What each row is (the prompt of a text prototype), or None.
+    """
+
+    matrix: np.ndarray
+    labels: tuple[str, ...]
+    items: tuple[str, ...] | None = None
+
+    def index(self) -> Any:
+        """An exact cosine index over the rows, labelled by class."""
+        from fmri2image.retrieval import prototype_index
+
+        if self.items is None:
+            return prototype_index((self.matrix, list(self.labels)))
+        from fmri2image.retrieval import FeatureIndex
+
+        return FeatureIndex("flat", metric="cosine").add(
+            self.matrix, list(self.labels), list(self.items)
+        )
+
+
+def prototypes_stage(model: str, db: DatabaseSpec, components: Components) -> Stage:
+    """The encoder's ImageNet-1k classifier rows, or the CLIP text embeddings of one
+    prompt per class: computed once per encoder and label set, reused by every
+    subject, ROI and mapping."""
+    from fmri2image.retrieval.text_prototypes import DEFAULT_TEMPLATE
+
+    text = db.kind == "text-prototypes"
+    kind = f"text-{db.vocabulary}" if text else "heads"
+    cfg = {"model": model, "kind": kind, "template": DEFAULT_TEMPLATE if text else None}
+
+    def run(ctx: StageContext) -> None:
+        encoder = components.encoder(model)
+        items: list[str] | None = None
+        if text:
+            from fmri2image.retrieval.text_prototypes import class_prompts, text_prototypes
+
+            matrix, labels = text_prototypes(encoder, db.vocabulary, progress=ctx.progress)
+            items = class_prompts(labels)
+        else:
+            found = encoder.class_prototypes()
+            if found is None:  # pragma: no cover - checked when the run is planned
+                from fmri2image.errors import ConfigError
+
+                raise ConfigError(f"Encoder {model!r} has no ImageNet-1k classifier head.")
+            matrix, labels = found
+        _io.save_safetensors(
+            ctx.folder / "prototypes.safetensors",
+            {"prototypes": np.asarray(matrix, dtype=np.float32)},
+        )
+        _io.save_json(
+            ctx.folder / "prototypes.json",
+            {"model": model, "kind": kind, "labels": list(labels), "items": items},
+        )
+
+    def load(folder: Path) -> Prototypes:
+        tensors, _ = _io.load_safetensors(folder / "prototypes.safetensors")
+        meta = _io.load_json(folder / "prototypes.json")
+        items = meta.get("items")
+        return Prototypes(
+            tensors["prototypes"], tuple(meta["labels"]), tuple(items) if items else None
+        )
+
+    return Stage(
+        f"prototypes/{model}/{kind}", run, load, cfg, version="1",
+        prepare=lambda: components.encoder(model),
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------- mapping
 @dataclass(frozen=True, eq=False)
 class MapArtifact:
@@ -415,29 +632,44 @@ class MapArtifact:
         return load_mapping(self.folder / "mapping")
 
 
-def mapping_stage(name: str, config: DecodingConfig, data_name: str, features_name: str) -> Stage:
-    """Fit the voxels → embedding map on the training samples, predict the evaluation
-    samples, score the predictions (``decode``'s mapping step)."""
-    from fmri2image.pipeline.decoding import CLI_FLAGS, _fit_summary, fit_map
+#: How the mapping's fit diagnostics name the options, in the CLI's words.
+CLI_FLAGS = {
+    "alphas": "--alphas LO:HI:N",
+    "groups": "--cv-groups none",
+    "cv": "--cv N|loo",
+    "alpha_per_target": "--shared-alpha",
+}
 
-    mapper = config.make_mapper()
+
+def mapping_stage(name: str, config: RunConfig, data_name: str, features_name: str) -> Stage:
+    """Fit the voxels → embedding map on the training samples, predict the evaluation
+    samples, score the predictions beside the training-mean baseline and chance."""
+    m = config.mapping
     cfg = {
-        "mapper": config.mapper,
-        "params": _io.strict_json(mapper.get_params()),
-        "cv_groups": config.cv_groups,
+        "mapper": m.mapper,
+        "params": _io.strict_json(m.make_mapper().get_params()),
+        "cv_groups": m.cv_groups,
         "seed": config.seed,
     }
 
     def run(ctx: StageContext) -> None:
-        from fmri2image.mapping import fit_warnings
+        from fmri2image.evaluation import prediction_metrics
+        from fmri2image.mapping import fit_summary, fit_warnings, save_mapping
 
         data: SubjectData = ctx.inputs[data_name]
         feats: StimulusFeatures = ctx.inputs[features_name]
-        groups = data.categories if config.cv_groups == "category" else None
-        model, _, y_mean, metrics = fit_map(
-            config, data.X_train, feats.train[data.train_rows], data.X_eval,
-            feats.test[data.test_rows], ctx.folder, groups=groups, stems=data.test_stems,
-        )  # fmt: skip
+        Y_train = feats.train[data.train_rows]
+        model = m.make_mapper()
+        groups = data.categories if m.cv_groups == "category" else None
+        model.fit(data.X_train, Y_train, groups=groups)
+        save_mapping(model, ctx.folder / "mapping")
+        Y_pred = model.predict(data.X_eval)
+        _io.save_npy(ctx.folder / "predicted_test_embeddings.npy", Y_pred)
+        y_mean = Y_train.mean(axis=0)
+        pred = prediction_metrics(
+            feats.test[data.test_rows], Y_pred, y_mean, image_ids=list(data.test_stems)
+        )
+        pred.save(ctx.folder / "prediction")
         has_diagnostics = getattr(model, "diagnostics_", None) is not None
         warnings = list(fit_warnings(model, flags=CLI_FLAGS)) if has_diagnostics else []
         for msg in warnings:
@@ -445,7 +677,10 @@ def mapping_stage(name: str, config: DecodingConfig, data_name: str, features_na
         _io.save_npy(ctx.folder / "train_mean.npy", y_mean)
         _io.save_json(
             ctx.folder / "fit.json",
-            {"metrics": metrics, "fit": {**_fit_summary(model), "warnings": warnings}},
+            {
+                "metrics": pred.to_dict()["metrics"],
+                "fit": {**fit_summary(model), "warnings": warnings},
+            },
         )
 
     def load(folder: Path) -> MapArtifact:
@@ -458,7 +693,7 @@ def mapping_stage(name: str, config: DecodingConfig, data_name: str, features_na
             fit=meta["fit"],
         )
 
-    return Stage(name, run, load, cfg, inputs=(data_name, features_name), version="1")
+    return Stage(name, run, load, cfg, inputs=(data_name, features_name), version="2")
 
 
 # ---------------------------------------------------------------- retrieval
@@ -476,23 +711,24 @@ class RetrievalArtifact:
 
 def retrieval_stage(
     name: str,
-    config: DecodingConfig,
+    config: RunConfig,
     db: DatabaseSpec,
     k: int,
     model: str,
     data_name: str,
     mapping_name: str,
-    database_name: str | None,
-    components: Components,
+    source_name: str | None,
 ) -> Stage:
-    """k-NN labels of each predicted embedding from one database, scored."""
-    from fmri2image.pipeline.decoding import _database_index, retrieve_labels
+    """k-NN labels of each predicted embedding from one database, scored.
 
-    cfg = {
+    ``source_name``: the stage whose artifact is the database (``database`` or
+    ``prototypes``); None for a feature folder from ``fmri2image extract``.
+    """
+    cfg: dict[str, Any] = {
         "database": {"kind": db.kind, "name": db.name, "vocabulary": db.vocabulary},
         "source": db.source if db.kind == "features" else None,
         "k": k,
-        "vote": config.vote,
+        "vote": config.retrieval.vote,
         "seed": config.seed,
     }
     if db.kind == "features":  # a feature folder from `extract`: its identity is part of the key
@@ -500,22 +736,33 @@ def retrieval_stage(
 
         store = encoder_store(db.path, model) if db.path is not None else None
         cfg["store"] = files_identity(sorted(store.glob("*"))) if store else None
-    inputs = (data_name, mapping_name) + ((database_name,) if database_name else ())
+    inputs = (data_name, mapping_name) + ((source_name,) if source_name else ())
 
     def run(ctx: StageContext) -> None:
-        from fmri2image.retrieval import FeatureIndex
+        from fmri2image.evaluation import semantic_metrics
+        from fmri2image.pipeline.preflight import encoder_store
+        from fmri2image.retrieval import FeatureIndex, retrieve
 
         data: SubjectData = ctx.inputs[data_name]
         mapped: MapArtifact = ctx.inputs[mapping_name]
-        if database_name:
-            index = FeatureIndex.from_store(ctx.inputs[database_name].store)
+        source = ctx.inputs[source_name] if source_name else None
+        if isinstance(source, Prototypes):
+            index = source.index()
+        elif isinstance(source, DatabaseFeatures):
+            index = FeatureIndex.from_store(source.store)
         else:
-            index = _database_index(db, components.encoder(model), ctx.folder,
-                                    progress=ctx.progress)  # fmt: skip
-        found, sem = retrieve_labels(
-            config, mapped.predictions, mapped.train_mean, index, k, ctx.folder,
-            stems=data.test_stems, true_wnids=data.true_wnids,
+            assert db.path is not None
+            index = FeatureIndex.from_store(encoder_store(db.path, model))
+        vote = config.retrieval.vote
+        stems = list(data.test_stems)
+        found = retrieve(mapped.predictions, index, k=k, vote=vote, query_ids=stems)
+        baseline = retrieve(mapped.train_mean[None, :], index, k=k, vote=vote)
+        sem = semantic_metrics(
+            found, list(data.true_labels), seed=config.seed, query_ids=stems, baseline=baseline,
+            wordnet=None if data.vocabulary == "wordnet" else False,
         )  # fmt: skip
+        sem.save(ctx.folder)
+        found.save(ctx.folder / "neighbours.parquet")
         _io.save_json(
             ctx.folder / "retrieval.json",
             {
@@ -534,9 +781,7 @@ def retrieval_stage(
             tuple(meta["top1"]),
         )  # fmt: skip
 
-    needs_encoder = db.kind in ("prototypes", "text-prototypes")
-    prepare = (lambda: components.encoder(model)) if needs_encoder else None
-    return Stage(name, run, load, cfg, inputs=inputs, version="1", prepare=prepare)
+    return Stage(name, run, load, cfg, inputs=inputs, version="2")
 
 
 # ---------------------------------------------------------------- generation
@@ -548,6 +793,7 @@ class ImagesArtifact:
     folder: Path
     stems: tuple[str, ...]
     generator: dict[str, Any]
+    n_made: int
     n_flagged: int
 
 
@@ -558,42 +804,48 @@ class GenerationPlan:
     Attributes
     ----------
     condition : {"predicted", "true", "random"}
-    stems, true_wnids : tuple of str
-        The test images to make pictures for.
+    stems, true_labels : tuple of str
+        The test images to make pictures for, and their labels.
     mapping, retrieval : str or None
         Stage names of the predictions and the labels (``predicted`` only).
     database : str or None
-        Stage name of the image database (the ``retrieve`` generator).
+        Stage name of the image database a generator declaring the ``database``
+        input gets (its ``database`` option).
+    init : str or None
+        Stage name of the initial images (``generation.init = "invert"``).
+    init_files : dict of str to Path, optional
+        The initial image of each stem (``generation.init = DIR``).
     """
 
     condition: str
     stems: tuple[str, ...]
-    true_wnids: tuple[str, ...]
+    true_labels: tuple[str, ...]
     mapping: str | None = None
     retrieval: str | None = None
     database: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    init_files: dict[str, Path] | None = None
 
 
 def generation_stage(
     name: str,
+    config: RunConfig,
     model: str,
     generator: str,
     options: Mapping[str, Any],
     plan: GenerationPlan,
     features_name: str,
     components: Components,
-    *,
-    seed: int,
-    batch_size: int,
 ) -> Stage:
     """A picture per test image from one model's decoding (or its bounds).
 
     Resumable per image: each picture is written with its record and checksum, and a
-    rerun makes only the missing ones.
+    rerun makes only the missing ones (:func:`~fmri2image.pipeline.pictures.make_images`).
     """
-    from fmri2image.pipeline.generate import EXECUTION_OPTIONS
+    from fmri2image.pipeline.pictures import EXECUTION_OPTIONS
 
+    g = config.generation
+    seed = config.generation_seed
     cfg = {
         "generator": generator,
         "options": {k: v for k, v in sorted(options.items()) if k not in EXECUTION_OPTIONS},
@@ -602,20 +854,31 @@ def generation_stage(
         "seed": seed,
         "dtype": components.dtype,  # float16 pictures differ from float32 ones
         "stems": list(plan.stems) if plan.condition != "predicted" else None,
+        "init": files_identity(list(plan.init_files.values())) if plan.init_files else None,
     }
     inputs = tuple(
-        n for n in (features_name, plan.mapping, plan.retrieval, plan.database) if n is not None
+        n
+        for n in (features_name, plan.mapping, plan.retrieval, plan.database, plan.init)
+        if n is not None
     )
+
+    def built(ctx: StageContext | None) -> Generator:
+        opts = dict(options)
+        if plan.database is not None and ctx is not None:  # the run supplies the input
+            opts["database"] = str(ctx.inputs[plan.database].root)
+        return components.generator(generator, opts)
 
     def run(ctx: StageContext) -> None:
         from fmri2image.generation import EmbeddingStats
-        from fmri2image.pipeline.generate import build_requests, make_images, random_training_rows
+        from fmri2image.pipeline.pictures import (
+            build_requests,
+            make_images,
+            random_training_rows,
+            ray_runner,
+        )
 
         feats: StimulusFeatures = ctx.inputs[features_name]
-        opts = dict(options)
-        if plan.database is not None and generator == "retrieve":
-            opts["database"] = str(ctx.inputs[plan.database].root)
-        gen = components.generator(generator, opts)
+        gen = built(ctx)
         gen.check(model)
         if plan.condition == "predicted":
             embeddings = ctx.inputs[plan.mapping].predictions
@@ -624,36 +887,61 @@ def generation_stage(
             )
         elif plan.condition == "true":
             embeddings = feats.test_embeddings(plan.stems)
-            labels = plan.true_wnids
+            labels = plan.true_labels
         else:  # random: one training stimulus per image (the floor)
             rows = random_training_rows(seed, plan.stems, len(feats.train))
             embeddings = feats.train[rows]
-            labels = [feats.train_wnids[r] for r in rows]
-        stats = EmbeddingStats.from_embeddings(feats.train)
+            labels = [feats.train_labels[r] for r in rows]
+        inits = None
+        if plan.init is not None:
+            folder = ctx.inputs[plan.init].folder
+            inits = _load_images([folder / f"{s}.png" for s in plan.stems])
+        elif plan.init_files:
+            inits = _load_images([plan.init_files[s] for s in plan.stems])
         requests = build_requests(
-            plan.stems, labels, embeddings, seed=seed, encoder=model, stats=stats
-        )
-        desc = gen.describe()
+            plan.stems, labels, embeddings, seed=seed, encoder=model,
+            stats=EmbeddingStats.from_embeddings(feats.train), init_images=inits,
+        )  # fmt: skip
+        runner = None
+        if g.executor == "ray":
+            injected = components.injected_generators.get(generator)
+            runner = ray_runner(
+                generator, {**gen.describe()["options"]} if injected is None else {},
+                device=components.device, dtype=components.dtype, workers=g.workers,
+                generator=injected,
+            )  # fmt: skip
         made = make_images(
-            gen, requests, ctx.folder, batch_size=batch_size, progress=ctx.progress,
-            desc=f"{generator} ({model}, {plan.condition})",
+            gen, requests, ctx.folder, batch_size=g.batch_size, progress=ctx.progress,
+            desc=f"{generator} ({model}, {plan.condition})", runner=runner,
         )  # fmt: skip
         _io.save_json(
             ctx.folder / "images.json",
-            {"stems": list(plan.stems), "generator": desc, "n_flagged": made["flagged"]},
+            {
+                "stems": list(plan.stems),
+                "generator": gen.describe(),
+                "n_made": made["made"],
+                "n_flagged": made["flagged"],
+            },
         )
 
     def load(folder: Path) -> ImagesArtifact:
         meta = _io.load_json(folder / "images.json")
         return ImagesArtifact(
-            folder, tuple(meta["stems"]), meta["generator"], int(meta["n_flagged"])
-        )
+            folder, tuple(meta["stems"]), meta["generator"], int(meta.get("n_made", 0)),
+            int(meta["n_flagged"]),
+        )  # fmt: skip
 
     def prepare() -> None:
-        if plan.database is None or generator != "retrieve":  # else its database comes later
-            components.generator(generator, dict(options)).check(model)
+        if plan.database is None:  # else its database comes from an upstream stage
+            built(None).check(model)
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="1", resumable=True, prepare=prepare)
+    return Stage(name, run, load, cfg, inputs=inputs, version="2", resumable=True, prepare=prepare)
+
+
+def _load_images(paths: Sequence[Path]) -> list[Any]:
+    from fmri2image.data.images import decode_image
+
+    return [decode_image(p, None) for p in paths]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -668,46 +956,43 @@ def image_source(root: Path, files: Mapping[str, Path]) -> Any:
 def evaluation_stage(
     name: str,
     generation_name: str,
-    ground_truth: Callable[[Sequence[str]], Any],
-    gt_identity: str,
-    metrics: Sequence[str] | None,
+    ground_truth: StimulusImages | str,
+    config: RunConfig,
     components: Components,
-    *,
-    seed: int,
-    bootstrap: int,
-    batch_size: int,
-    weights: Mapping[str, str],
 ) -> Stage:
     """The field's image metrics of one set of pictures against the stimuli seen.
 
-    ``ground_truth(stems)`` gives the :class:`~fmri2image.evaluation.images.ImageSource`
-    of the true images (:func:`image_source`).  Blank pictures (what a safety checker
-    leaves) are excluded and listed, as ``fmri2image evaluate`` does.
+    ``ground_truth``: the test stimuli's images (or the stimuli stage writing them).
+    Blank pictures (what a safety checker leaves) are excluded and listed, as
+    ``fmri2image evaluate`` does.
     """
     from fmri2image.evaluation.evaluate import resolve_metrics
 
-    chosen, _ = resolve_metrics(metrics, device=components.device)
+    e = config.evaluation
+    chosen, _ = resolve_metrics(e.metrics, device=components.device)
     cfg = {
         # The metrics that will run: with metrics unset that depends on the device.
         "metrics": [m.name for m in chosen],
         "device_kind": str(components.device).split(":")[0],
-        "seed": seed,
-        "bootstrap": bootstrap,
-        "ground_truth": gt_identity,
-        "weights": {k: files_identity([v]) for k, v in sorted(weights.items())},
+        "seed": config.seed,
+        "bootstrap": e.bootstrap,
+        "ground_truth": ground_truth if isinstance(ground_truth, str) else ground_truth.identity,
+        "weights": {k: files_identity([v]) for k, v in sorted(e.weights.items())},
     }
+    inputs = (generation_name,) + ((ground_truth,) if isinstance(ground_truth, str) else ())
 
     def run(ctx: StageContext) -> None:
         from fmri2image.evaluation.evaluate import evaluate_images
         from fmri2image.evaluation.images import pair_images
 
         images: ImagesArtifact = ctx.inputs[generation_name]
+        gt = _resolve(ctx, ground_truth)
         recon = image_source(images.folder, {s: images.folder / f"{s}.png" for s in images.stems})
-        pairs = pair_images(recon, ground_truth(images.stems))
+        truth = image_source(Path(gt.files[0]).parent, gt.files_of(images.stems))
         evaluation = evaluate_images(
-            pairs, metrics, device=components.device, batch_size=batch_size, seed=seed,
-            n_bootstrap=bootstrap, weights=dict(weights), progress=ctx.progress,
-            networks=components.networks,
+            pair_images(recon, truth), e.metrics, device=components.device,
+            batch_size=e.batch_size, seed=config.seed, n_bootstrap=e.bootstrap,
+            weights=dict(e.weights), progress=ctx.progress, networks=components.networks,
         )  # fmt: skip
         for metric, reason in evaluation.skipped.items():
             log.info("[%s] %s skipped: %s", name, metric, reason)
@@ -718,4 +1003,4 @@ def evaluation_stage(
 
         return Evaluation.load(folder / "scores.csv")
 
-    return Stage(name, run, load, cfg, inputs=(generation_name,), version="1")
+    return Stage(name, run, load, cfg, inputs=inputs, version="1")

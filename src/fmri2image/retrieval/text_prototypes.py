@@ -17,9 +17,11 @@ names in 21k): such classes get the same prompt, hence identical rows, and tie i
 retrieval; the index keeps both labels.
 
 Embedding 21k prompts takes minutes on a CPU, so the matrix can be cached
-(``cache_dir``): ``<encoder>.text-<vocabulary>-<key>.safetensors`` plus a JSON sidecar
-recording the encoder, template, vocabulary, class count, a hash of the prompts and
-the file's SHA-256.  The cache is reused only when all of them match.
+(``cache_dir``): ``<encoder>.text-<vocabulary>-<key>.safetensors`` plus a JSON sidecar,
+a verified manifest (:mod:`fmri2image._manifest`) recording the encoder, template,
+vocabulary, class count, a hash of the prompts and the file's SHA-256.  The cache is
+reused only when all of them match.  (A run caches them as a stage of its own,
+``prototypes/<model>/text-<vocabulary>``, computed once per encoder and label set.)
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import file_sha256, load_safetensors, save_json, save_safetensors, tqdm_kwargs
+from fmri2image._io import load_safetensors, save_safetensors, tqdm_kwargs
+from fmri2image._manifest import manifest_problem, write_manifest
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.features.capabilities import TEXT_VOCABULARIES
 from fmri2image.imagenet import imagenet1k_wnids, imagenet21k_wnids, prompt_name
@@ -150,23 +153,16 @@ def _cache_paths(cache_dir: str | os.PathLike, name: str, vocabulary: str, key: 
 
 
 def _load_cached(matrix_path: Path, sidecar_path: Path, expected: dict[str, Any]):
-    """The cached matrix if the sidecar matches ``expected`` and the file its SHA-256."""
-    if not (matrix_path.is_file() and sidecar_path.is_file()):
-        return None
-    try:
-        meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-        return None
-    if int(meta.get("format_version", 0)) > CACHE_FORMAT_VERSION:
-        return None
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            logger.info("text prototypes cache %s is stale (%s differs)", matrix_path.name, key)
-            return None
-    if file_sha256(matrix_path) != meta.get("sha256"):
-        logger.warning("text prototypes cache %s fails its checksum; recomputing", matrix_path)
+    """The cached matrix if its manifest (the sidecar) verifies for ``expected``."""
+    problem = manifest_problem(
+        sidecar_path,
+        format=CACHE_FORMAT,
+        identity={"format_version": CACHE_FORMAT_VERSION, **expected},
+        folder=matrix_path.parent,
+    )
+    if problem is not None:
+        if problem != "not computed yet":
+            logger.info("text prototypes cache %s is not reused: %s", matrix_path.name, problem)
         return None
     tensors, _ = load_safetensors(matrix_path)
     matrix = tensors.get("prototypes")
@@ -248,16 +244,16 @@ def text_prototypes(
     if paths is not None:
         matrix_path, sidecar_path = paths
         save_safetensors(matrix_path, {"prototypes": matrix}, metadata={"format": CACHE_FORMAT})
-        save_json(
+        write_manifest(
             sidecar_path,
             {
                 "format": CACHE_FORMAT,
                 "format_version": CACHE_FORMAT_VERSION,
                 **expected,
                 "spec": encoder.spec.to_dict(),
-                "sha256": file_sha256(matrix_path),
                 "file": matrix_path.name,
             },
+            files=[matrix_path.name],
         )  # the sidecar is written last: it vouches for a complete matrix file
     return matrix, wnids
 
