@@ -3,12 +3,17 @@
 :func:`diagnose` returns a :class:`Report`: :class:`Section` s of :class:`Check` s, each
 saying whether something is in place and, when not, the command or step that fixes
 it.  It reads only what is on disk — installed distributions' metadata, the Hugging
-Face hub cache, the torch hub checkpoint folder, the WordNet files, a GOD folder — and
-never opens a socket, loads weights or imports the optional model libraries
+Face hub cache, the torch hub checkpoint folder, the WordNet files, a data folder —
+and never opens a socket, loads weights or imports the optional model libraries
 (transformers, diffusers, ray, ...; a package counts as installed when its
 distribution metadata and its top-level module are found).  It imports torch and
 torchvision, for their versions and the CUDA / MPS devices, so it takes a few
 seconds at most.
+
+What a component needs is read from its registry entry's declaration
+(:class:`~fmri2image.registry.Needs`: extra, packages, weights), never from a list
+kept here, so a component registered by user code or an installed plugin is checked
+like a built-in one.
 
 Sections (the keys of :meth:`Report.to_dict`):
 
@@ -18,27 +23,40 @@ Sections (the keys of :meth:`Report.to_dict`):
     The core dependencies and each optional extra of ``pyproject.toml``
     (``[project.optional-dependencies]``, read from the installed metadata), with the
     pip command that installs what is missing.
+``plugins``
+    The installed plugins (entry points of every registry, loaded for this check):
+    one failed check per plugin that does not load.
 ``encoders``
     Every registered encoder: weights available offline now or how to get them
     (:func:`fmri2image.features.model_catalog`, the rows of ``fmri2image models``),
-    then the loadable hub-cache models.
+    then the loadable hub-cache models; and the packages each declares.
+``mappers``
+    Every mapping model (:data:`~fmri2image.mapping.MAPPERS`) and the packages it
+    declares.
 ``generators``
     Every registered generator: offline or downloading its weights on first use, and
-    the extra it needs.
+    the packages it declares.
 ``metric_networks``
     Every metric network of ``fmri2image evaluate``: its standard weights file present
     (where :func:`~fmri2image.evaluation.networks.load_network` looks for it) or the fix.
+``metrics``
+    The metrics that declare packages, one check each; one line for the others.
+``datasets``
+    Every registered dataset (:data:`~fmri2image.data.DATASETS`) and the packages it
+    declares.
 ``wordnet``
     The WordNet 3.0 files used for the Wu–Palmer similarity of retrieved labels.
 ``god``
-    With a GOD folder: the subjects' fMRI files (SPM or fmriprep release), the stimulus
-    id files and how many of their images are present.
+    With a data folder (``data``, read as dataset ``dataset``, GOD by default) through
+    the dataset seam: each subject's fMRI files (for GOD: their release), the training
+    and test stimuli and how many of their images are present.  (The key predates
+    other datasets.)
 ``disk``
     Free space at the download caches (or a given folder) and the current folder;
     a warning below :data:`LOW_DISK_BYTES`.
 
 A check that fails counts as a problem (:attr:`Report.problems`); a warning (low
-disk space) is reported but is not a problem.
+disk space, a GOD subject in both releases) is reported but is not a problem.
 
 This module is at the level of the CLI: it imports the stages (lazily, inside the
 functions) and nothing imports it but :mod:`fmri2image.cli.doctor_cmd`.
@@ -59,6 +77,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fmri2image.registry import Needs, Registry
 
 __all__ = [
     "LOW_DISK_BYTES",
@@ -88,21 +108,6 @@ _MODULE_NAMES = {
     "pyyaml": "yaml",
     "import-linter": "importlinter",
 }
-
-#: What each generator module imports when the generator is built: (extra, distributions).
-_GENERATOR_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "diffusion": ("diffusion", ("diffusers", "transformers")),
-    "unclip": ("diffusion", ("diffusers", "transformers")),
-    "ip_adapter": ("diffusion", ("diffusers", "transformers")),
-}
-
-#: What each encoder family imports when the encoder is built: (extra, distributions).
-_FAMILY_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "hf": ("hf", ("transformers",)),
-    "timm": ("hf", ("timm",)),
-    "open_clip": ("openclip", ("open-clip-torch",)),
-}
-
 
 # --------------------------------------------------------------------------- results
 
@@ -451,20 +456,52 @@ def _package_checks(pk: _Packages) -> list[Check]:
     return checks
 
 
-def _needs_check(
-    pk: _Packages, name: str, what: str, needs: tuple[str, tuple[str, ...]]
-) -> tuple[bool, str, str | None]:
-    """(ok, detail, fix) of ``what`` needing the distributions of one extra."""
-    extra, dists = needs
+def _needs_check(pk: _Packages, name: str, what: str, needs: Needs) -> tuple[bool, str, str | None]:
+    """(ok, detail, fix) of ``what`` ``name`` needing the packages ``needs`` declares.
+
+    The packages checked are ``needs.packages``, or, when it lists none, those of its
+    extra.  ``detail`` is empty when it declares neither an extra nor packages.
+    """
+    extra = needs.extra
+    dists = list(needs.packages) or [s.name for s in pk.extras.get(extra or "", [])]
+    if not dists:
+        unknown = f"needs fmri2image[{extra}] (not checked: no such extra)"
+        return True, unknown if extra else "", None
+    label = f"fmri2image[{extra}] ({', '.join(dists)})" if extra else ", ".join(dists)
     bad = pk.missing(dists)
     if not bad:
-        return True, f"needs fmri2image[{extra}] ({', '.join(dists)}): installed", None
+        return True, f"needs {label}: installed", None
+    head = f"needs fmri2image[{extra}]; " if extra else ""
+    also = f" (or pip install 'fmri2image[{extra}]')" if extra else ""
     return (
         False,
-        f"needs fmri2image[{extra}]; missing: {', '.join(s.problem for s in bad)}",
-        f"{_pip([s.requirement for s in bad])} (or pip install 'fmri2image[{extra}]') "
-        f"to use {what} {name}",
+        f"{head}missing: {', '.join(s.problem for s in bad)}",
+        f"{_pip([s.requirement for s in bad])}{also} to use {what} {name}",
     )
+
+
+def _declared_check(pk: _Packages, name: str, what: str, needs: Needs, detail: str) -> Check:
+    """One registry entry: ``detail``, then what its :class:`Needs` declare, installed or not."""
+    ok, dep_detail, fix = _needs_check(pk, name, what, needs)
+    parts = [detail, dep_detail or "needs only the core dependencies"]
+    if needs.gpu:
+        parts.append("slow without a GPU")
+    return Check(name, ok, "; ".join(p for p in parts if p), fix)
+
+
+def _weights_text(needs: Needs) -> str:
+    """Where the weights declared in ``needs`` come from, in words."""
+    if needs.offline:
+        return f"offline (weights: {needs.weights})" if needs.weights else "offline (no weights)"
+    where = needs.weights or "the internet"
+    return f"downloads its weights from {where} on first use (then cached)"
+
+
+def _target_text(target: Any) -> str:
+    """A registered class, or its ``"module:Class"`` path, as text (nothing is imported)."""
+    if isinstance(target, str):
+        return target
+    return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', target)}"
 
 
 # --------------------------------------------------------------------------- system
@@ -615,39 +652,83 @@ def _cuda_check(torch: Any) -> Check:
 # --------------------------------------------------------------------------- models
 
 
+def _registries() -> list[Registry[Any]]:
+    """Every registry a plugin can add to (encoders, mapping models, generators,
+    metrics, datasets), in :data:`~fmri2image.registry.ENTRY_POINT_GROUPS` order."""
+    from fmri2image.data import DATASETS
+    from fmri2image.evaluation import METRICS
+    from fmri2image.features import ENCODERS
+    from fmri2image.generation import GENERATORS
+    from fmri2image.mapping import MAPPERS
+
+    return [ENCODERS, MAPPERS, GENERATORS, METRICS, DATASETS]
+
+
+def _plugin_checks() -> list[Check]:
+    """Load every installed plugin; one failed check per plugin that does not load."""
+    checks, loaded = [], []
+    for registry in _registries():
+        registry.load_plugins()
+        assert registry.group is not None
+        points = {ep.name: ep for ep in importlib.metadata.entry_points(group=registry.group)}
+        loaded += [f"{registry.kind} {n}" for n in points if n not in registry.plugin_errors]
+        for name, error in sorted(registry.plugin_errors.items()):
+            dist = getattr(getattr(points.get(name), "dist", None), "name", None)
+            fix = (
+                f"upgrade or reinstall the plugin package: pip install --upgrade "
+                f"--force-reinstall {dist}; or, if you do not use it, uninstall it: "
+                f"pip uninstall {dist}"
+                if dist
+                else f"upgrade or reinstall the package that declares the entry point {name!r} "
+                f"of group {registry.group!r}, or uninstall it if you do not use it"
+            )
+            checks.append(Check(f"{registry.kind} plugin {name}", False, error, fix))
+    if not checks:
+        detail = f"{len(loaded)} loaded: {', '.join(loaded)}" if loaded else "none installed"
+        checks.append(Check("plugins", True, detail))
+    return checks
+
+
+def _needs_of(registry: Registry[Any], name: str) -> Needs:
+    try:
+        return registry.get(name).needs
+    except Exception:  # a name no entry answers to: nothing declared
+        return Needs()
+
+
 def _encoder_checks(pk: _Packages) -> tuple[list[Check], dict[str, Any]]:
     """One check per registered encoder, then the loadable hub-cache models.
 
     Also returns the catalogue rows by name (the metric networks reuse the Lites').
     """
-    from fmri2image.features import model_catalog
+    from fmri2image.features import ENCODERS, model_catalog
 
     rows = model_catalog(cached=True)
     by_name = {r.name: r for r in rows}
     checks = []
     for row in rows:
-        if ":" in row.name and not row.cached:
-            continue  # a family's pattern ("hf:<hub id or folder>"), not a model
+        if (":" in row.name and not row.cached) or row.name in ENCODERS.plugin_errors:
+            continue  # a family's pattern ("hf:<hub id or folder>"), or a broken plugin
         notes = "; ".join(row.notes)
         if row.available is None:
-            checks.append(Check(row.name, True, "not checked" + (f" ({notes})" if notes else "")))
-            continue
-        if row.available:
-            detail = f"available offline ({row.location or row.weights})"
-            if row.cached:
-                detail = f"in the hub cache ({row.location})"
+            detail = "not checked" + (f" ({notes})" if notes else "")
         else:
-            detail = f"not available offline (weights: {row.weights})"
-        if notes:
-            detail += f"; {notes}"
-        ok, fix = bool(row.available), (row.how_to_get or None)
-        needs = _FAMILY_NEEDS.get(row.family)
-        if needs is not None:
-            dep_ok, dep_detail, dep_fix = _needs_check(pk, row.name, "--model", needs)
-            if not dep_ok:
-                ok = False
-                detail += f"; {dep_detail}"
-                fix = f"{dep_fix}" + (f"; and {fix}" if fix else "")
+            if row.available:
+                detail = f"available offline ({row.location or row.weights})"
+                if row.cached:
+                    detail = f"in the hub cache ({row.location})"
+            else:
+                detail = f"not available offline (weights: {row.weights})"
+            if notes:
+                detail += f"; {notes}"
+        ok, fix = row.available is not False, (row.how_to_get or None)
+        dep_ok, dep_detail, dep_fix = _needs_check(
+            pk, row.name, "--model", _needs_of(ENCODERS, row.name)
+        )
+        if not dep_ok:
+            ok = False
+            detail += f"; {dep_detail}"
+            fix = f"{dep_fix}" + (f"; and {fix}" if fix else "")
         checks.append(Check(row.name, ok, detail, None if ok else fix))
     return checks, by_name
 
@@ -659,27 +740,64 @@ def _generator_checks(pk: _Packages) -> list[Check]:
     names = [(n, n) for n in GENERATORS.names()]
     names += [(f"{p}:<...>", f"{p}:x") for p in GENERATORS.prefixes()]
     for shown, name in names:
+        if name in GENERATORS.plugin_errors:
+            continue  # reported under plugins
         entry = GENERATORS.get(name)
-        module = getattr(entry.factory, "module", None)
-        how = (
-            "offline (no weights to download)"
-            if entry.offline
-            else "downloads its weights from the Hugging Face hub on first use (then cached)"
-        )
-        detail = f"{entry.conditioning}-conditioned; {how}"
-        needs = _GENERATOR_NEEDS.get(module or "")
-        if needs is None:
-            if module is None:
-                detail += "; registered by user code, dependencies not checked"
-            checks.append(Check(shown, True, detail))
-            continue
-        ok, dep_detail, fix = _needs_check(pk, shown, "--generator", needs)
-        checks.append(Check(shown, ok, f"{detail}; {dep_detail}", fix))
+        detail = f"{entry.conditioning}-conditioned; {_weights_text(entry.needs)}"
+        if entry.needs.inputs:
+            detail += f"; a run gives it its {', '.join(entry.needs.inputs)}"
+        checks.append(_declared_check(pk, shown, "--generator", entry.needs, detail))
     return checks
 
 
-#: Where torchvision's weights are downloaded from (the file name is the spec's).
-_TORCHVISION_MODELS_URL = "https://download.pytorch.org/models/"
+def _mapper_checks(pk: _Packages) -> list[Check]:
+    from fmri2image.mapping import MAPPERS
+
+    checks = []
+    for name in MAPPERS.names():
+        if name in MAPPERS.plugin_errors:
+            continue  # reported under plugins
+        entry = MAPPERS.get(name)
+        checks.append(
+            _declared_check(pk, name, "mapping.mapper", entry.needs, _target_text(entry.target))
+        )
+    return checks
+
+
+def _metric_checks(pk: _Packages) -> list[Check]:
+    """One check per metric that declares packages; one line for all the others."""
+    from fmri2image.evaluation import METRICS
+
+    checks, plain = [], []
+    for name in METRICS.names():
+        if name in METRICS.plugin_errors:
+            continue  # reported under plugins
+        metric = METRICS.get(name)
+        if metric.needs.extra or metric.needs.packages:
+            checks.append(_declared_check(pk, name, "metric", metric.needs, metric.description))
+        else:
+            plain.append(name)
+    if plain:
+        detail = (
+            f"{len(plain)} need only the core dependencies (and their network's weights, "
+            f"see the metric networks): {', '.join(plain)}"
+        )
+        checks.append(Check("other metrics" if checks else "metrics", True, detail))
+    return checks
+
+
+def _dataset_checks(pk: _Packages) -> list[Check]:
+    from fmri2image.data import DATASETS
+
+    checks = []
+    for name in DATASETS.names():
+        if name in DATASETS.plugin_errors:
+            continue  # reported under plugins
+        entry = DATASETS.get(name)
+        target = entry.target
+        detail = getattr(target, "description", "") or _target_text(target)
+        checks.append(_declared_check(pk, name, "--dataset", entry.needs, detail))
+    return checks
 
 
 def metric_weights_path(name: str) -> tuple[Path, str] | None:
@@ -687,23 +805,17 @@ def metric_weights_path(name: str) -> tuple[Path, str] | None:
 
     The file :func:`~fmri2image.evaluation.networks.load_network` reads (and would
     download) when no ``weights`` are given: ``torch.hub.get_dir()/checkpoints/<file>``
-    (``$TORCH_HOME/hub/checkpoints``), ``<file>`` being the last part of the weights'
-    URL — torchvision's (``download.pytorch.org/models/`` + the spec's
-    ``weights_file``) or the network's own (SwAV).  torchvision is not imported for
-    this (tests check that the result is the loader's path).  ``None`` for networks
-    outside the torch hub cache (CLIP, the packaged Lites).  Nothing is opened.
+    (``$TORCH_HOME/hub/checkpoints``), file and URL from
+    :func:`~fmri2image.evaluation.networks.torch_hub_weights` (tests check that the
+    result is the loader's path).  ``None`` for networks outside the torch hub cache
+    (CLIP, the packaged Lites).  Nothing is opened.
     """
-    from fmri2image.evaluation.networks import _TORCH_HUB_NETS, network_spec
+    from fmri2image.evaluation.networks import torch_hub_weights
 
-    cfg = _TORCH_HUB_NETS.get(name)
-    if cfg is None:
+    found = torch_hub_weights(name)
+    if found is None:
         return None
-    if cfg.weights_enum is None:
-        url = cfg.url
-        file = os.path.basename(url)
-    else:
-        file = network_spec(name).weights_file
-        url = _TORCHVISION_MODELS_URL + file
+    file, url = found
     try:
         import torch
 
@@ -716,13 +828,14 @@ def metric_weights_path(name: str) -> tuple[Path, str] | None:
 
 
 def _metric_network_checks(pk: _Packages, encoders: dict[str, Any]) -> list[Check]:
-    from fmri2image.evaluation.networks import _CLIP_ID, _LOADERS, NETWORKS
+    from fmri2image.evaluation.networks import NETWORKS, hf_hub_weights
 
     checks = []
     for name in NETWORKS.names():
         spec = NETWORKS.get(name)
         skip = f"or pass --metric-weights {name}=PATH to `fmri2image evaluate`"
         found = metric_weights_path(name)
+        hub = hf_hub_weights(name)
         if found is not None:
             path, url = found
             if path.is_file():
@@ -738,8 +851,8 @@ def _metric_network_checks(pk: _Packages, encoders: dict[str, Any]) -> list[Chec
                         f"~/.cache/torch), {skip}",
                     )
                 )
-        elif name == "clip" and _LOADERS.get(name) is not None:
-            checks.append(_clip_network_check(pk, name, _CLIP_ID, skip))
+        elif hub is not None:
+            checks.append(_hub_network_check(pk, name, *hub, skip))
         elif spec.offline and f"effnet-{name}" in encoders:
             row = encoders[f"effnet-{name}"]
             if row.available:
@@ -758,16 +871,21 @@ def _metric_network_checks(pk: _Packages, encoders: dict[str, Any]) -> list[Chec
     return checks
 
 
-def _clip_network_check(pk: _Packages, name: str, repo: str, skip: str) -> Check:
-    from fmri2image.features.catalog import _cached_file
+def _hub_network_check(
+    pk: _Packages, name: str, repo: str, files: tuple[str, ...], skip: str
+) -> Check:
+    """A metric network whose weights are hub repository ``repo`` (CLIP)."""
+    from fmri2image.features import ENCODERS
+    from fmri2image.features.catalog import cached_hub_file
     from fmri2image.features.encoders._net import hf_cache_dir, offline_help
 
     cache = hf_cache_dir()
-    files = ("config.json", "model.safetensors")
-    have = {f: _cached_file(repo, f, cache) for f in files}
-    ok, dep_detail, dep_fix = _needs_check(pk, name, "metric network", _FAMILY_NEEDS["hf"])
+    have = {f: cached_hub_file(repo, f, cache) for f in files}
+    # It is loaded by the hf: encoder family's code: what that family declares it needs.
+    needs = _needs_of(ENCODERS, f"hf:{repo}")
+    ok, dep_detail, dep_fix = _needs_check(pk, name, "metric network", needs)
     if all(have.values()):
-        where = Path(str(have["config.json"])).parent
+        where = Path(str(next(iter(have.values())))).parent
         detail = f"standard weights ({repo}) in the hub cache: {where}"
         return Check(name, ok, detail if ok else f"{detail}; {dep_detail}", dep_fix)
     missing = ", ".join(f for f, hit in have.items() if not hit)
@@ -803,113 +921,183 @@ def _wordnet_checks() -> list[Check]:
     return [Check("WordNet 3.0", True, f"{folder}{source}")]
 
 
-_SUBJECT_FILE = re.compile(r"^Subject(\d+)(?:_(ImageNetTraining|ImageNetTest|Imagery))?\.h5$")
+#: The Dataset seam's splits, as the checks name them.
+_SPLIT_WORDS = {"train": "training", "test": "test"}
 
 
-def _god_checks(god: str | os.PathLike | None) -> list[Check]:
-    if god is None:
-        return [Check("GOD folder", True, "not checked: pass --god DIR to check a GOD folder")]
-    from fmri2image.data.god import find_subject_files, parse_subject
-    from fmri2image.errors import Fmri2ImageError, MissingDataFileError
+def _data_checks(data: str | os.PathLike | None, dataset: str) -> list[Check]:
+    """A data folder read through the Dataset seam (:func:`~fmri2image.data.get_dataset`):
+    the folder, each subject's files (:meth:`~fmri2image.data.Dataset.files`), and the
+    training and test stimuli (:meth:`~fmri2image.data.Dataset.stimuli`)."""
+    from fmri2image.data import DATASETS, get_dataset
+    from fmri2image.errors import Fmri2ImageError
 
-    folder = Path(god).expanduser()
-    get = (
-        "pass the folder that holds SubjectN.h5 (SPM release) or SubjectN_ImageNetTraining.h5 "
-        "and SubjectN_ImageNetTest.h5 (fmriprep release) and the stimulus id files; "
-        "`fmri2image make-demo-data DIR` writes a demo folder in this layout"
-    )
+    folder_check = f"{dataset.upper()} folder"
+    if data is None:
+        return [
+            Check(
+                folder_check,
+                True,
+                f"not checked: pass --data DIR (or its alias: pass --god DIR) to check a "
+                f"folder of dataset {dataset!r}",
+            )
+        ]
+    try:
+        ds = get_dataset(dataset, data)
+    except Fmri2ImageError as exc:  # an unknown name, or a dataset plugin that fails to load
+        return [
+            Check(
+                folder_check,
+                False,
+                str(exc),
+                f"pass --dataset NAME with a registered dataset: {', '.join(DATASETS.names())}",
+            )
+        ]
+    folder = ds.path
+    get = _layout_hint(ds, dataset)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
-        return [Check("GOD folder", False, f"{folder} {what}", get)]
+        return [Check(folder_check, False, f"{folder} {what}", get)]
     try:
-        entries = sorted(os.listdir(folder))
+        with os.scandir(folder) as entries:
+            next(entries, None)
     except OSError as exc:
         return [
             Check(
-                "GOD folder",
+                folder_check,
                 False,
                 f"{folder} cannot be read ({exc})",
                 f"check the permissions of {folder}",
             )
         ]
-    checks = [Check("GOD folder", True, str(folder))]
-    numbers: set[int] = set()
-    for entry in entries:
-        m = _SUBJECT_FILE.match(entry)
-        if m:
-            try:
-                numbers.add(parse_subject(f"Subject{m.group(1)}"))
-            except Fmri2ImageError:
-                continue
-    if not numbers:
-        checks.append(
-            Check("subjects", False, f"no SubjectN.h5 or SubjectN_<part>.h5 files in {folder}", get)
-        )
-    for n in sorted(numbers):
-        found, errors = [], []
-        for release in ("spm", "fmriprep"):
-            try:
-                files = find_subject_files(folder, n, release)
-            except MissingDataFileError as exc:
-                errors.append(str(exc))
-                continue
-            found.append(f"{release} release: {', '.join(p.name for p in files)}")
-        if not found:
-            checks.append(
-                Check(
-                    f"subject {n}",
-                    False,
-                    errors[-1],
-                    f"add the missing files of subject {n} (the fmriprep release needs "
-                    f"Subject{n}_ImageNetTraining.h5 and Subject{n}_ImageNetTest.h5), or "
-                    "remove the partial ones",
-                )
-            )
-            continue
-        detail = "; ".join(found)
-        if len(found) > 1:
-            detail += " (both releases: choose one with --release spm|fmriprep)"
-        checks.append(Check(f"subject {n}", True, detail))
-    checks += [_stimulus_check(folder, split) for split in ("training", "test")]
+    checks = [Check(folder_check, True, str(folder))]
+    subjects = ds.subjects()
+    if not subjects:
+        checks.append(Check("subjects", False, f"no subject's fMRI files in {folder}", get))
+    checks += [_subject_check(ds, n) for n in subjects]
+    checks += [_stimuli_check(ds, split) for split in _SPLIT_WORDS]
     return checks
 
 
-def _stimulus_check(folder: Path, split: str) -> Check:
-    from fmri2image.data.stimuli import ID_FILE_NAMES, load_stimulus_set
-    from fmri2image.errors import Fmri2ImageError, MissingDataFileError
+def _subject_check(ds: Any, subject: int) -> Check:
+    from fmri2image.errors import Fmri2ImageError
 
-    name = f"{split} stimuli"
-    try:
-        stim = load_stimulus_set(folder, split, allow_missing=True)
-    except MissingDataFileError:
-        names = " or ".join(ID_FILE_NAMES[split])
+    name = f"subject {subject}"
+    releases = _god_releases(ds, subject)
+    if len(releases) > 1:
         return Check(
             name,
-            False,
-            f"no {split} stimulus id file ({names}) in {folder} or its "
-            "images/ or stimuli/ subfolder",
-            f"put {ID_FILE_NAMES[split][0]} there with the {split}/ image folder beside it; the "
-            "GOD stimulus images and id files are not public: request them from the dataset "
-            "authors",
+            True,
+            "; ".join(releases) + " (both releases)",
+            "choose one with --release spm|fmriprep when you run fmri2image (their voxels differ)",
+            warning=True,
         )
+    try:
+        files = ds.files(subject)
+    except Fmri2ImageError as exc:  # the seam's message names the files it looked for
+        return Check(name, False, "no complete set of fMRI files", str(exc))
+    return Check(name, True, "; ".join(releases) or ", ".join(p.name for p in files))
+
+
+def _stimuli_check(ds: Any, split: str) -> Check:
+    from fmri2image.errors import Fmri2ImageError, MissingDataFileError, MissingImageError
+
+    word = _SPLIT_WORDS[split]
+    name = f"{word} stimuli"
+    try:
+        stim = ds.stimuli(split)
+    except MissingImageError as exc:
+        return _god_missing_images(ds, split) or Check(
+            name, False, f"{word} stimulus images missing", str(exc)
+        )
+    except MissingDataFileError as exc:  # the seam's message names what it looked for
+        return Check(name, False, f"no {word} stimulus list found in {ds.path}", str(exc))
     except Fmri2ImageError as exc:
-        return Check(name, False, str(exc), "get a fresh copy of the stimulus id file")
+        return Check(name, False, f"the {word} stimuli cannot be read", str(exc))
+    source = stim.source.name if stim.source is not None else "the dataset"
+    if stim.files is None:
+        return Check(name, True, f"{len(stim)} stimuli listed in {source} (images inside it)")
+    missing = [p for p in stim.files if not p.is_file()]
+    folders = sorted({str(p.parent) for p in stim.files})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
     n = len(stim)
-    present = n - len(stim.missing)
-    detail = f"{present} of {n} images listed in {stim.id_file.name} present in {stim.image_dir}"
-    if not stim.missing:
+    detail = f"{n - len(missing)} of {n} images listed in {source} present in {where}"
+    if not missing:
         return Check(name, True, detail)
+    return Check(
+        name,
+        False,
+        f"{detail}; missing e.g. {missing[0].name}",
+        f"put the {len(missing)} missing {word} images back (e.g. {missing[0]})",
+    )
+
+
+# GOD extras: what the Dataset seam does not say (the release a subject's files belong
+# to, how many stimulus images are missing) and GOD's folder layout, in words.
+
+_GOD_LAYOUT = (
+    "pass the folder that holds SubjectN.h5 (SPM release) or SubjectN_ImageNetTraining.h5 "
+    "and SubjectN_ImageNetTest.h5 (fmriprep release) and the stimulus id files; "
+    "`fmri2image make-demo-data DIR` writes a demo folder in this layout"
+)
+
+
+def _is_god(ds: Any) -> bool:
+    from fmri2image.data.god import GODDataset
+
+    return isinstance(ds, GODDataset)
+
+
+def _layout_hint(ds: Any, dataset: str) -> str:
+    """What folder to pass: GOD's layout, or the dataset's own description."""
+    if _is_god(ds):
+        return _GOD_LAYOUT
+    about = type(ds).description
+    return f"pass the folder of dataset {dataset!r}" + (f" ({about})" if about else "")
+
+
+def _god_releases(ds: Any, subject: int) -> list[str]:
+    """GOD: ``"<release> release: <files>"`` for each release whose files of
+    ``subject`` are complete (read through the seam, one release option at a time)."""
+    from fmri2image.errors import Fmri2ImageError
+
+    if not _is_god(ds):
+        return []
+    found = []
+    for release in ("spm", "fmriprep"):
+        try:
+            files = type(ds)(ds.path, release=release).files(subject)
+        except Fmri2ImageError:
+            continue
+        found.append(f"{release} release: {', '.join(p.name for p in files)}")
+    return found
+
+
+def _god_missing_images(ds: Any, split: str) -> Check | None:
+    """GOD: how many of a split's images are missing (the seam stops at the first)."""
+    if not _is_god(ds):
+        return None
+    from fmri2image.data.stimuli import load_stimulus_set
+
+    word = _SPLIT_WORDS[split]
+    stim = load_stimulus_set(ds.path, word, allow_missing=True)  # type: ignore[arg-type]
+    if not stim.missing:
+        return None
+    detail = (
+        f"{len(stim) - len(stim.missing)} of {len(stim)} images listed in "
+        f"{stim.id_file.name} present in {stim.image_dir}"
+    )
     if not stim.image_dir.is_dir():
         detail += " (the folder does not exist)"
     else:
         detail += f"; missing e.g. {Path(stim.missing[0]).name}"
     return Check(
-        name,
+        f"{word} stimuli",
         False,
         detail,
-        f"put the {len(stim.missing)} missing {split} images in {stim.image_dir} (the GOD "
+        f"put the {len(stim.missing)} missing {word} images in {stim.image_dir} (the GOD "
         "stimulus images come from the dataset authors); `fmri2image data-info --god "
-        f"{folder} --subject N` lists every missing image",
+        f"{ds.path} --subject N` lists every missing image",
     )
 
 
@@ -975,18 +1163,27 @@ def _disk_checks(cache: str | os.PathLike | None) -> list[Check]:
 
 
 def diagnose(
-    *, god: str | os.PathLike | None = None, cache: str | os.PathLike | None = None
+    *,
+    data: str | os.PathLike | None = None,
+    dataset: str = "god",
+    cache: str | os.PathLike | None = None,
+    god: str | os.PathLike | None = None,
 ) -> Report:
     """Check this machine (never the network) and return the :class:`Report`.
 
     Parameters
     ----------
-    god : path, optional
-        A GOD data folder to check (subjects, stimulus id files, images).
+    data : path, optional
+        A data folder of ``dataset`` to check (subjects' files, stimuli, images).
+    dataset : str
+        The :data:`~fmri2image.data.DATASETS` name ``data`` is read as (default GOD).
     cache : path, optional
         The folder whose free space is checked instead of the download caches (the
         Hugging Face hub cache and the torch checkpoint folder).
+    god : path, optional
+        The former name of ``data`` (a GOD folder), kept as an alias.
     """
+    data = data if data is not None else god
     try:
         packages = _collect_packages()
     except Exception:  # unreadable metadata: every package then looks missing
@@ -1001,15 +1198,20 @@ def diagnose(
     parts = [
         ("system", "System", _system_checks),
         ("packages", "Packages and optional extras", lambda: _package_checks(packages)),
+        ("plugins", "Plugins (installed entry points)", _plugin_checks),
         ("encoders", "Encoders (--model)", encoders),
+        ("mappers", "Mapping models (mapping.mapper)", lambda: _mapper_checks(packages)),
         ("generators", "Generators (--generator)", lambda: _generator_checks(packages)),
         (
             "metric_networks",
             "Metric networks (fmri2image evaluate)",
             lambda: _metric_network_checks(packages, rows),
         ),
+        ("metrics", "Metrics (fmri2image evaluate)", lambda: _metric_checks(packages)),
+        ("datasets", "Datasets (--dataset)", lambda: _dataset_checks(packages)),
         ("wordnet", "WordNet (label similarity)", _wordnet_checks),
-        ("god", "GOD data (--god)", lambda: _god_checks(god)),
+        # The key predates --dataset (GOD was the only dataset); kept for JSON readers.
+        ("god", f"Data (--data, dataset {dataset})", lambda: _data_checks(data, dataset)),
         ("disk", "Disk space", lambda: _disk_checks(cache)),
     ]
     return Report(tuple(_section(key, title, build) for key, title, build in parts))

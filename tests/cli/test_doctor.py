@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
 import socket
+import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -17,13 +19,18 @@ from _planted import write_planted_god
 
 from fmri2image import doctor
 from fmri2image.cli.main import main
+from fmri2image.errors import ConfigError
 
 SECTIONS = {
     "system",
     "packages",
+    "plugins",
     "encoders",
+    "mappers",
     "generators",
     "metric_networks",
+    "metrics",
+    "datasets",
     "wordnet",
     "god",
     "disk",
@@ -375,3 +382,241 @@ def test_an_error_inside_a_check_is_a_failed_check_not_a_crash(monkeypatch, caps
     (check,) = data["sections"]["wordnet"]
     assert not check["ok"] and "disk on fire" in check["detail"] and check["fix"]
     assert data["sections"]["disk"]  # the other sections are still checked
+
+
+# ------------------------------------------------------------ declarations, not special cases
+
+
+def test_a_registered_component_is_checked_by_its_declared_needs(capsys):
+    """Components registered by user code are checked like built-in ones: by their Needs."""
+    from fmri2image.data import DATASETS, register_dataset
+    from fmri2image.data.god import GODDataset
+    from fmri2image.features import ENCODERS, register_encoder
+    from fmri2image.generation import GENERATORS, register_generator
+    from fmri2image.generation.invert import InvertGenerator
+    from fmri2image.mapping import MAPPERS, register_mapper
+    from fmri2image.registry import Needs
+
+    missing = Needs(extra="hf", packages=("not-installed-pkg",))
+    register_generator("needy-gen", InvertGenerator, needs=missing)
+    register_encoder("needy-enc", lambda **kw: None, needs=missing)
+    register_mapper("needy-map", "fmri2image.mapping._ridge:RidgeMapping", needs=missing)
+    register_dataset("needy-data", GODDataset, needs=Needs(packages=("not-installed-pkg",)))
+    try:
+        rc, data = _json(capsys)
+    finally:
+        GENERATORS.unregister("needy-gen")
+        ENCODERS.unregister("needy-enc")
+        MAPPERS.unregister("needy-map")
+        DATASETS.unregister("needy-data")
+    assert rc == 1
+    for section, name, flag in (
+        ("generators", "needy-gen", "--generator"),
+        ("encoders", "needy-enc", "--model"),
+        ("mappers", "needy-map", "mapping.mapper"),
+    ):
+        check = _check(data, section, name)
+        assert not check["ok"], name
+        assert "not-installed-pkg (not installed)" in check["detail"]
+        assert check["fix"].startswith(
+            "pip install not-installed-pkg (or pip install 'fmri2image[hf]')"
+        )
+        assert check["fix"].endswith(f"to use {flag} {name}")
+    dataset = _check(data, "datasets", "needy-data")
+    assert (
+        not dataset["ok"]
+        and dataset["fix"] == "pip install not-installed-pkg to use --dataset needy-data"
+    )
+    assert _check(data, "datasets", "god")["ok"]
+    assert _check(data, "mappers", "ridge")["ok"]
+
+
+def test_a_generator_that_declares_only_its_extra_is_checked_against_it(monkeypatch, capsys):
+    from fmri2image.generation import GENERATORS, register_generator
+    from fmri2image.generation.invert import InvertGenerator
+    from fmri2image.registry import Needs
+
+    real = doctor.module_available
+    monkeypatch.setattr(doctor, "module_available", lambda m: m != "accelerate" and real(m))
+    register_generator("extra-gen", InvertGenerator, needs=Needs(extra="diffusion"))
+    try:
+        _, data = _json(capsys)
+    finally:
+        GENERATORS.unregister("extra-gen")
+    check = _check(data, "generators", "extra-gen")
+    assert not check["ok"] and "accelerate" in check["detail"]
+    assert (
+        "pip install 'accelerate>=0.25'" in check["fix"] and "fmri2image[diffusion]" in check["fix"]
+    )
+
+
+@pytest.fixture
+def plugin_package(tmp_path, monkeypatch):
+    """An installed plugin distribution: a generator that needs a missing package, and
+    an encoder whose module cannot be imported."""
+    from fmri2image.features import ENCODERS
+    from fmri2image.generation import GENERATORS
+
+    site = tmp_path / "site"
+    dist = site / "fmri2image_doctor_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fmri2image-doctor-plugin\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[fmri2image.generators]\nplugged-gen = fmri2image_doctor_plugin:PluggedGenerator\n\n"
+        "[fmri2image.encoders]\nbroken-enc = fmri2image_doctor_plugin_missing:build\n"
+    )
+    (site / "fmri2image_doctor_plugin.py").write_text(
+        "from fmri2image.generation.invert import InvertGenerator\n"
+        "from fmri2image.registry import Needs\n\n"
+        "class PluggedGenerator(InvertGenerator):\n"
+        "    needs = Needs(packages=('not-installed-pkg',), offline=True)\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "fmri2image_doctor_plugin", raising=False)
+    for registry in (ENCODERS, GENERATORS):  # rediscover the installed entry points
+        monkeypatch.setattr(registry, "_entry_points", None)
+        monkeypatch.setattr(registry, "plugin_errors", {})
+    yield
+    sys.modules.pop("fmri2image_doctor_plugin", None)
+    with contextlib.suppress(ConfigError):  # registered if a test loaded it
+        GENERATORS.unregister("plugged-gen")
+
+
+def test_plugin_errors_and_plugin_needs_are_reported(plugin_package, capsys):
+    rc, data = _json(capsys)
+    assert rc == 1
+    broken = _check(data, "plugins", "encoder plugin broken-enc")
+    assert not broken["ok"] and "fmri2image_doctor_plugin_missing:build" in broken["detail"]
+    assert "ModuleNotFoundError" in broken["detail"]
+    assert "pip install --upgrade --force-reinstall fmri2image-doctor-plugin" in broken["fix"]
+    assert "pip uninstall fmri2image-doctor-plugin" in broken["fix"]
+    # reported once, under plugins: not again as an encoder
+    assert not [c for c in data["sections"]["encoders"] if c["name"] == "broken-enc"]
+    plugged = _check(data, "generators", "plugged-gen")
+    assert not plugged["ok"] and "offline" in plugged["detail"]
+    assert plugged["fix"] == "pip install not-installed-pkg to use --generator plugged-gen"
+
+    main(["doctor"])
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if "encoder plugin broken-enc" in ln)
+    assert line.split()[0] == "FAIL"
+
+
+def test_listing_a_registry_imports_no_plugin(plugin_package):
+    from fmri2image.features import ENCODERS
+    from fmri2image.generation import GENERATORS
+
+    assert "plugged-gen" in GENERATORS.names() and "broken-enc" in ENCODERS.names()
+    assert "fmri2image_doctor_plugin" not in sys.modules
+    assert not ENCODERS.plugin_errors
+
+
+def test_models_lists_a_broken_encoder_plugin_instead_of_failing(plugin_package):
+    from fmri2image.features import model_catalog
+
+    (row,) = [r for r in model_catalog(cached=False) if r.name == "broken-enc"]
+    assert row.family == "plugin" and row.available is False
+    assert "fmri2image_doctor_plugin_missing" in row.notes[0] and "reinstall" in row.how_to_get
+
+
+# ------------------------------------------------------------------------- data (--data)
+
+
+def test_data_and_its_god_alias_check_a_god_folder(small_god, capsys):
+    _, by_data = _json(capsys, "--data", str(small_god))
+    _, by_god = _json(capsys, "--god", str(small_god))
+    _, explicit = _json(capsys, "--dataset", "god", "--data", str(small_god))
+    sections = [d["sections"]["god"] for d in (by_data, by_god, explicit)]
+    assert sections[0] == sections[1] == sections[2]
+    god = {c["name"]: c for c in sections[0]}
+    assert list(god) == ["GOD folder", "subject 1", "training stimuli", "test stimuli"]
+    assert all(c["ok"] for c in god.values())
+    assert god["GOD folder"]["detail"] == str(small_god)
+    assert god["subject 1"]["detail"] == "spm release: Subject1.h5"
+    assert god["training stimuli"]["detail"] == (
+        f"48 of 48 images listed in imageID_training.csv present in {small_god / 'training'}"
+    )
+
+
+def test_a_god_subject_in_both_releases_is_a_warning(tmp_path, capsys):
+    root = tmp_path / "god"
+    write_planted_god(
+        root, n_train_categories=2, images_per_category=2, n_test_categories=1, n_voxels=8,
+        planted=False,
+    )  # fmt: skip
+    for part in ("ImageNetTraining", "ImageNetTest"):
+        shutil.copy(root / "Subject1.h5", root / f"Subject1_{part}.h5")
+    _, data = _json(capsys, "--data", str(root))
+    subject = _check(data, "god", "subject 1")
+    assert subject["ok"] and subject["warning"]
+    assert "spm release: Subject1.h5" in subject["detail"]
+    assert "fmriprep release: Subject1_ImageNetTraining.h5" in subject["detail"]
+    assert "--release spm|fmriprep" in subject["fix"]
+
+
+def test_an_unknown_dataset_is_a_failed_check(tmp_path, capsys):
+    rc, data = _json(capsys, "--dataset", "no-such-set", "--data", str(tmp_path))
+    (check,) = data["sections"]["god"]
+    assert rc == 1 and not check["ok"]
+    assert check["name"] == "NO-SUCH-SET folder" and "no-such-set" in check["detail"]
+    assert "god" in check["fix"]
+
+
+def test_another_dataset_is_checked_through_the_seam(tmp_path, capsys):
+    """A registered dataset needs no doctor code: subjects, files and stimuli come from it."""
+    from fmri2image.data import DATASETS, Dataset, Stimuli, register_dataset
+    from fmri2image.errors import MissingDataFileError
+
+    class FlatDataset(Dataset):
+        name = "flat"
+        description = "sub-N.npy files and a stimuli/ folder of PNGs"
+        vocabulary = "text"
+
+        def subjects(self):
+            return tuple(sorted(int(p.stem[4:]) for p in self.path.glob("sub-*.npy")))
+
+        def files(self, subject):
+            path = self.path / f"sub-{subject}.npy"
+            if path.stat().st_size == 0:
+                raise MissingDataFileError(f"{path} is empty: copy sub-{subject}.npy again.")
+            return (path,)
+
+        def load(self, subject, roi, *, drop_nan_voxels=False):
+            raise NotImplementedError
+
+        def stimuli(self, split):
+            if split == "test":
+                raise MissingDataFileError(f"no test list: put test.txt in {self.path}.")
+            names = ("a", "b", "c")
+            files = tuple(self.path / "stimuli" / f"{n}.png" for n in names)
+            return Stimuli(split, names, names, files=files, source=self.path / "train.txt")
+
+    (tmp_path / "sub-1.npy").write_bytes(b"x")
+    (tmp_path / "sub-2.npy").write_bytes(b"")
+    (tmp_path / "stimuli").mkdir()
+    for n in ("a", "b"):
+        (tmp_path / "stimuli" / f"{n}.png").write_bytes(b"")
+    register_dataset("flat", FlatDataset)
+    try:
+        rc, data = _json(capsys, "--dataset", "flat", "--data", str(tmp_path))
+    finally:
+        DATASETS.unregister("flat")
+    checks = {c["name"]: c for c in data["sections"]["god"]}
+    assert rc == 1
+    assert checks["FLAT folder"]["ok"]
+    assert checks["subject 1"] == {
+        "name": "subject 1", "ok": True, "detail": "sub-1.npy", "fix": None, "warning": False,
+    }  # fmt: skip
+    assert not checks["subject 2"]["ok"] and "copy sub-2.npy again" in checks["subject 2"]["fix"]
+    train = checks["training stimuli"]
+    assert not train["ok"] and train["detail"].startswith("2 of 3 images listed in train.txt")
+    assert "missing e.g. c.png" in train["detail"] and "1 missing" in train["fix"]
+    test = checks["test stimuli"]
+    assert not test["ok"] and "put test.txt" in test["fix"]
+    assert _check(data, "datasets", "flat")["detail"].startswith(FlatDataset.description)
+
+    rc, data = _json(capsys, "--dataset", "flat", "--data", str(tmp_path / "nowhere"))
+    (folder,) = data["sections"]["god"]
+    assert rc == 1 and "Unknown dataset" in folder["detail"]  # unregistered again

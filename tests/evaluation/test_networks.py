@@ -27,9 +27,11 @@ from fmri2image.errors import ConfigError, DataFormatError, ModelUnavailableErro
 from fmri2image.evaluation.networks import (
     NETWORKS,
     MetricNetwork,
+    hf_hub_weights,
     load_network,
     network_features,
     network_spec,
+    torch_hub_weights,
 )
 
 torch = pytest.importorskip("torch")
@@ -125,6 +127,27 @@ def test_spec_fields(name):
     assert t.resize == (spec.image_size, spec.image_size) and t.crop is None
     d = spec.to_dict()
     assert d["layers"] == list(spec.layers) and json.loads(json.dumps(d)) == d
+
+
+def test_where_the_standard_weights_live():
+    """The public answers doctor reads: torch hub file and URL, or hub repository and files."""
+    models = "https://download.pytorch.org/models/"
+    assert torch_hub_weights("alexnet") == (
+        "alexnet-owt-7be5be79.pth",
+        models + "alexnet-owt-7be5be79.pth",
+    )
+    swav = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
+    assert torch_hub_weights("swav") == ("swav_800ep_pretrain.pth.tar", swav)
+    assert hf_hub_weights("clip") == (
+        "openai/clip-vit-large-patch14",
+        ("config.json", "model.safetensors"),
+    )
+    for name in ALL_NETWORKS:
+        assert (torch_hub_weights(name) is None) or (hf_hub_weights(name) is None)
+    for name in ("lite0", "lite2"):
+        assert torch_hub_weights(name) is None and hf_hub_weights(name) is None
+    with pytest.raises(ConfigError, match="Did you mean: alexnet"):
+        torch_hub_weights("alexnett")
 
 
 def test_unknown_network_names_close_matches():

@@ -12,17 +12,26 @@ _EPILOG = """\
 checks (JSON keys of "sections"):
   system           Python, platform, fmri2image, torch (CUDA devices, MPS), torchvision
   packages         core dependencies and each optional extra (pip install 'fmri2image[X]')
+  plugins          installed plugin packages: each one that fails to load, with the fix
   encoders         each --model: weights available offline now, or how to get them
+  mappers          each mapping model (mapping.mapper) and the packages it needs
   generators       each --generator: offline or downloads weights, and the extra it needs
   metric_networks  each metric network of `evaluate`: standard weights file present or not
+  metrics          the metrics that need packages beyond the core (one line for the rest)
+  datasets         each --dataset and the packages it needs
   wordnet          WordNet 3.0 files (Wu-Palmer similarity of retrieved labels)
-  god              with --god: subjects' fMRI files, stimulus id files, images present
+  god              with --data (or --god): the --dataset folder's subjects and their fMRI
+                   files (GOD: SPM / fmriprep release), training and test stimuli, images
+                   present (the key is "god" whatever the dataset)
   disk             free space at the download caches (or --cache) and the current folder
 
+What each component needs (optional extra, packages, weights) is what its registry
+entry declares, so components of plugins are checked like the built-in ones.
+
 It reads only local files (package metadata, the Hugging Face hub cache, the torch hub
-checkpoint folder, WordNet, the GOD folder): no network access, no weights loaded.
+checkpoint folder, WordNet, the data folder): no network access, no weights loaded.
 Optional packages count as installed when their metadata and module are found; they
-are not imported.
+are not imported (installed plugins are, to report those that fail to load).
 
 exit status:
   0  no check failed (warnings, such as less than 10 GB free, do not count)
@@ -31,7 +40,8 @@ exit status:
 
 examples:
   fmri2image doctor
-  fmri2image doctor --god /data/GOD --json
+  fmri2image doctor --data /data/GOD --json
+  fmri2image doctor --dataset god --god /data/GOD
   fmri2image doctor --cache /scratch/hf-cache
 """
 
@@ -43,8 +53,9 @@ def register(subparsers) -> None:
         description=(
             "Check this machine for everything fmri2image uses: Python, torch and its\n"
             "devices, the optional extras, the encoders' and metric networks' weights,\n"
-            "the generators, WordNet, a GOD data folder and free disk space. Every\n"
-            "failed check says how to fix it."
+            "the generators, mapping models, metrics, datasets and installed plugins,\n"
+            "WordNet, a data folder and free disk space. Every failed check says how to\n"
+            "fix it."
         ),
         epilog=_EPILOG,
         formatter_class=HelpFormatter,
@@ -56,10 +67,20 @@ def register(subparsers) -> None:
         '"fix", "warning"}, ...]}, "problems": N, "warnings": N}',
     )
     p.add_argument(
+        "--data",
         "--god",
+        dest="data",
         metavar="DIR",
-        help="a GOD data folder to check: subjects found (SPM / fmriprep release), stimulus "
-        "id files, image folders and how many images are present (default: not checked)",
+        help="a data folder of --dataset to check: subjects found and their fMRI files (GOD: "
+        "SPM / fmriprep release), the training and test stimuli and how many of their "
+        "images are present (default: not checked); --god is an alias",
+    )
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        default="god",
+        help="the registered dataset --data holds (default: god; the datasets section of "
+        "the report lists them)",
     )
     p.add_argument(
         "--cache",
@@ -74,6 +95,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fmri2image.doctor import diagnose
 
-    report = diagnose(god=args.god, cache=args.cache)
+    report = diagnose(data=args.data, dataset=args.dataset, cache=args.cache)
     print(report.to_json() if args.json else report.format())
     return report.exit_status

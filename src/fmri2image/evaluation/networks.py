@@ -114,9 +114,11 @@ __all__ = [
     "NETWORKS",
     "MetricNetwork",
     "NetworkSpec",
+    "hf_hub_weights",
     "load_network",
     "network_features",
     "network_spec",
+    "torch_hub_weights",
 ]
 
 #: Mean and std of the EfficientNet-Lites' ``(x - 127) / 128`` on the [0, 1] scale.
@@ -128,6 +130,10 @@ _MINDVIS = "MinD-Vis code/eval_metrics.py get_n_way_top_k_acc (Chen et al. 2023)
 _OFFLINE = "fmri2image: MindEye's and MinD-Vis' protocols on offline weights"
 _SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
 _CLIP_ID = "openai/clip-vit-large-patch14"
+#: Where torchvision's weights are downloaded from (the file name is the spec's).
+_TORCHVISION_MODELS_URL = "https://download.pytorch.org/models/"
+#: Networks whose standard weights are a Hugging Face hub repository (files: the spec's).
+_HF_HUB_NETS = {"clip": _CLIP_ID}
 
 
 @dataclass(frozen=True)
@@ -340,6 +346,34 @@ def network_spec(name: str) -> NetworkSpec:
         Unknown name (the message lists close matches).
     """
     return NETWORKS.get(name)
+
+
+def torch_hub_weights(name: str) -> tuple[str, str] | None:
+    """``(file name, URL)`` of the standard weights of metric network ``name``, when
+    :func:`load_network` reads them from the torch hub checkpoint folder
+    (``torch.hub.get_dir()/checkpoints/<file>``) and downloads them from ``URL``.
+
+    ``None`` for the networks whose weights live elsewhere (:func:`hf_hub_weights`,
+    the packaged Lites).  Imports neither torch nor torchvision: the file name is
+    the spec's ``weights_file`` (a test checks it against torchvision's enum) or the
+    last part of the network's own URL (SwAV).
+    """
+    spec = network_spec(name)
+    cfg = _TORCH_HUB_NETS.get(spec.name)
+    if cfg is None:
+        return None
+    if cfg.weights_enum is None:
+        return os.path.basename(cfg.url), cfg.url
+    return spec.weights_file, _TORCHVISION_MODELS_URL + spec.weights_file
+
+
+def hf_hub_weights(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(repository id, files)`` of the standard weights of metric network ``name``,
+    when :func:`load_network` reads them from the Hugging Face hub cache (CLIP);
+    ``None`` for the others (:func:`torch_hub_weights`, the packaged Lites)."""
+    spec = network_spec(name)
+    repo = _HF_HUB_NETS.get(spec.name)
+    return None if repo is None else (repo, tuple(spec.weights_file.split()))
 
 
 # ---------------------------------------------------------------------------------

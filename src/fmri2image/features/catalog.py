@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from fmri2image.errors import Fmri2ImageError
+from fmri2image.errors import ConfigError, Fmri2ImageError
 from fmri2image.features.base import EncoderSpec
 from fmri2image.features.capabilities import IMAGES, PROTOTYPES, TEXT_PROTOTYPES
 from fmri2image.features.encoders._net import hf_cache_dir, torch_checkpoint_dir
 from fmri2image.features.registry import ENCODERS, encoder_spec
 
-__all__ = ["ModelRow", "model_catalog"]
+__all__ = ["ModelRow", "cached_hub_file", "model_catalog"]
 
 # Files a transformers image encoder needs, and those its CLIP text tower adds.
 _HF_VISION_FILES = ("config.json", "preprocessor_config.json")
@@ -44,8 +44,8 @@ class ModelRow:
     name : str
         What to pass as ``--model`` (a generic family shows its pattern).
     family : str
-        ``"effnet"``, ``"torchvision"``, ``"hf"``, ``"timm"``, ``"open_clip"`` or
-        ``"custom"``.
+        ``"effnet"``, ``"torchvision"``, ``"hf"``, ``"timm"``, ``"open_clip"``,
+        ``"custom"``, or ``"plugin"`` for an installed plugin that failed to load.
     dim, image_size : int or None
         Embedding dimension and input side in pixels (``None``: depends on the model).
     weights : str
@@ -92,7 +92,9 @@ def _databases(head: bool | None, text: bool | None) -> tuple[str, ...]:
 # ----------------------------------------------------------------------- hub cache
 
 
-def _cached_file(repo: str, filename: str, cache: str) -> str | None:
+def cached_hub_file(repo: str, filename: str, cache: str) -> str | None:
+    """The path of ``filename`` of hub repository ``repo`` in the Hugging Face hub cache
+    ``cache``, or ``None`` when it is not there (nothing is downloaded)."""
     from huggingface_hub import try_to_load_from_cache
 
     hit = try_to_load_from_cache(repo, filename, cache_dir=cache)
@@ -101,7 +103,7 @@ def _cached_file(repo: str, filename: str, cache: str) -> str | None:
 
 def _first_cached(repo: str, names: tuple[str, ...], cache: str) -> str | None:
     for name in names:
-        hit = _cached_file(repo, name, cache)
+        hit = cached_hub_file(repo, name, cache)
         if hit:
             return hit
     return None
@@ -109,17 +111,17 @@ def _first_cached(repo: str, names: tuple[str, ...], cache: str) -> str | None:
 
 def _hf_status(repo: str, cache: str, *, text: bool) -> tuple[bool, str | None, list[str]]:
     """-> (vision files all cached, snapshot folder, notes) for a transformers repo."""
-    missing = [f for f in _HF_VISION_FILES if not _cached_file(repo, f, cache)]
+    missing = [f for f in _HF_VISION_FILES if not cached_hub_file(repo, f, cache)]
     weights = _first_cached(repo, _HF_WEIGHTS, cache)
     if weights is None:
         missing.append("model.safetensors")
-    config = _cached_file(repo, "config.json", cache)
+    config = cached_hub_file(repo, "config.json", cache)
     where = str(Path(config).parent) if config else None
     notes = []
     if missing and len(missing) < len(_HF_VISION_FILES) + 1:  # partly cached
         notes.append("partly in the hub cache; missing: " + ", ".join(missing))
     if text and not missing:
-        if not any(all(_cached_file(repo, f, cache) for f in group) for group in _HF_TOKENIZER):
+        if not any(all(cached_hub_file(repo, f, cache) for f in group) for group in _HF_TOKENIZER):
             notes.append("tokenizer files missing: images work offline, text-prototypes do not")
     return not missing, where, notes
 
@@ -185,7 +187,16 @@ def _hf_row(name: str, spec: EncoderSpec, cache: str) -> ModelRow:
 
 
 def _named_row(name: str, cache: str) -> ModelRow:
-    entry = ENCODERS.get(name)
+    try:
+        entry = ENCODERS.get(name)
+    except ConfigError:
+        if name not in ENCODERS.plugin_errors:
+            raise
+        return ModelRow(
+            name, "plugin", None, None, "its plugin failed to load", (), False,
+            how_to_get="reinstall or upgrade the package that provides it, or uninstall it",
+            notes=(ENCODERS.plugin_errors[name],),
+        )  # fmt: skip
     from fmri2image.features.encoders._effnet import EFFNET_VARIANTS
 
     if name in EFFNET_VARIANTS:
@@ -204,7 +215,8 @@ def _named_row(name: str, cache: str) -> ModelRow:
         )  # fmt: skip
     # A custom entry without a static spec: describing it could load weights.
     return ModelRow(
-        name, "custom", None, None, "registered by user code", (IMAGES,), None,
+        name, "custom", None, None, entry.needs.weights or "registered by user code", (IMAGES,),
+        None,
         notes=("registered by user code; availability is not checked",),
     )  # fmt: skip
 
@@ -262,7 +274,7 @@ def _read_json(path: str | None) -> dict[str, Any]:
 
 def _cached_row(repo: str, cache: str) -> ModelRow | None:
     """A hub-cache repository as the ``--model`` that would load it, or ``None``."""
-    oc_config = _cached_file(repo, "open_clip_config.json", cache)
+    oc_config = cached_hub_file(repo, "open_clip_config.json", cache)
     if oc_config:
         weights = _first_cached(repo, ("open_clip_model.safetensors",), cache)
         cfg = _read_json(oc_config).get("model_cfg", {})
@@ -273,12 +285,12 @@ def _cached_row(repo: str, cache: str) -> ModelRow | None:
             str(Path(oc_config).parent) if weights else None,
             "" if weights else _hf_how(repo, cache), cached=True,
         )  # fmt: skip
-    config_path = _cached_file(repo, "config.json", cache)
+    config_path = cached_hub_file(repo, "config.json", cache)
     config = _read_json(config_path)
     if not config:
         return None
     if "architecture" in config and "pretrained_cfg" in config:  # a timm repo
-        weights = _cached_file(repo, "model.safetensors", cache)
+        weights = cached_hub_file(repo, "model.safetensors", cache)
         tag = repo.split("/", 1)[1] if repo.startswith("timm/") else None
         name = f"timm:{tag}" if tag else f"timm:{config['architecture']}:<file>"
         head = config.get("num_classes") == 1000
@@ -326,6 +338,8 @@ def model_catalog(
     if cached:
         named_repos = set()
         for name in ENCODERS.names():
+            if name in ENCODERS.plugin_errors:
+                continue
             spec = ENCODERS.get(name).spec
             if isinstance(spec, EncoderSpec) and "repo_id" in spec.extra:
                 named_repos.add(spec.extra["repo_id"])
