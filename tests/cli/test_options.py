@@ -11,7 +11,7 @@ import pytest
 from fmri2image.cli import _options
 from fmri2image.cli.main import build_parser
 from fmri2image.errors import ConfigError
-from fmri2image.pipeline import DecodingConfig
+from fmri2image.pipeline.config import RunConfig
 from fmri2image.pipeline.preflight import check_output_dir, parse_database
 
 
@@ -32,17 +32,47 @@ def test_alpha_grid_is_log_spaced():
             _options.parse_alphas(bad)
 
 
-def test_parser_defaults_are_the_config_defaults():
-    d = DecodingConfig()
-    for key, value in _options.MAPPING_DEFAULTS.items():
-        assert getattr(d, key) == value, key
+def test_flags_left_out_leave_the_config_defaults():
+    """Every flag defaults to "not given", so --config and --set are never overridden
+    by a default; with no flag at all the configuration is RunConfig's defaults."""
+    for command in (["decode"], ["run"], ["compare"]):
+        args = build_parser().parse_args([*command, "--data", "g", "--out", "o"])
+        config = _options.config_from_args(args)
+        assert config == RunConfig().replace(out="o", data__path="g"), command
+
+
+def test_every_flag_reaches_its_key(tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text('seed = 3\n[mapping]\ncv = 4\n[data]\noptions = { release = "spm" }\n')
     args = build_parser().parse_args(
-        ["decode", "--god", "g", "--subject", "1", "--out", "o", "--model", "m"]
-    )
-    fields = {f.name for f in dataclasses.fields(DecodingConfig)}
-    for key, value in _options.mapping_config(args).items():
-        assert key in fields
-        assert value == getattr(d, key), key
+        ["compare", "--config", str(toml), "--set", "retrieval.k=7", "--models", "a", "b",
+         "--dataset", "god", "--god", "G", "--subject", "2", "3", "--roi", "ROI_V1",
+         "--split", "imagery", "--release", "fmriprep", "--drop-nan-voxels",
+         "--normalization", "train", "--mapper", "ridge", "--cv", "loo", "--cv-groups", "none",
+         "--alphas", "1:100:3", "--shared-alpha", "--database", "prototypes", "--vote",
+         "majority", "--generators", "invert", "--no-bounds", "--labels-from", "prototypes",
+         "--init", "invert", "--dtype", "float16", "--executor", "ray", "--workers", "2",
+         "--metrics", "ssim", "--device", "cuda", "--batch-size", "8", "--seed", "5",
+         "--no-visualize", "--out", "o", "--cache", "c"]
+    )  # fmt: skip
+    c = _options.config_from_args(args)
+    assert c.models == ("a", "b") and c.seed == 5 and c.device == "cuda" and c.batch_size == 8
+    assert (c.out, c.cache, c.visualize) == ("o", "c", False)
+    d = c.data
+    assert (d.dataset, d.path, d.subjects, d.rois, d.split) == ("god", "G", (2, 3), ("ROI_V1",),
+                                                                "imagery")  # fmt: skip
+    assert d.options == {"release": "fmriprep"} and d.drop_nan_voxels and d.normalization == "train"
+    m = c.mapping
+    assert (m.mapper, m.cv, m.cv_groups, m.alpha_per_target) == ("ridge", "loo", "none", False)
+    assert m.alphas == (1.0, 10.0, 100.0)
+    r = c.retrieval
+    assert (r.databases, r.k, r.vote) == (("prototypes",), 7, "majority")
+    g = c.generation
+    assert g.generators == ("invert",) and g.conditions == ("predicted",)
+    assert (g.labels_from, g.init, g.dtype, g.executor, g.workers) == (
+        "prototypes", "invert", "float16", "ray", 2
+    )  # fmt: skip
+    assert c.evaluation.metrics == ("ssim",)
 
 
 def test_decode_help_states_defaults_and_examples(capsys):
@@ -50,7 +80,8 @@ def test_decode_help_states_defaults_and_examples(capsys):
         build_parser().parse_args(["decode", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # help wraps lines
     assert "examples:" in text and "--cv loo --cv-groups none" in text
-    for flag_default in ("(default: 5)", "(default: none)", "(default: ROI_VC)", "(default: 0)"):
+    for flag_default in ("mapping.cv; default: 5)", "mapping.cv_groups; default: none)",
+                         "data.rois; default: ROI_VC)", "seed; default: 0)"):  # fmt: skip
         assert flag_default in text
     assert "(default: None)" not in text
 

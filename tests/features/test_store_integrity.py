@@ -13,6 +13,7 @@ from _fakes import TOY_SPEC as SPEC
 from _fakes import TinyConvEncoder, shard_bytes, write_images
 
 from fmri2image._io import file_sha256
+from fmri2image._manifest import manifest_digest
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.features import shards as shards_mod
 from fmri2image.features.databases import ImageDatabase
@@ -35,7 +36,7 @@ def _rewrite_manifest(store: Path, edit, *, fix_checksum: bool = True) -> None:
     m = json.loads(mpath.read_text())
     edit(m)
     if fix_checksum:
-        m["manifest_sha256"] = shards_mod._manifest_digest(m)
+        m["manifest_sha256"] = manifest_digest(m)
     mpath.write_text(json.dumps(m))
 
 
@@ -201,7 +202,7 @@ def test_inconsistent_manifest_is_rejected_on_open_and_resume(tmp_path, edit, wh
 def test_manifest_checksum_catches_edits(tmp_path):
     store = _toy_store(tmp_path)
     m = json.loads((store / "manifest.json").read_text())
-    assert m["manifest_sha256"] == shards_mod._manifest_digest(m)
+    assert m["manifest_sha256"] == manifest_digest(m)
     _rewrite_manifest(store, lambda m: m.update(dim=4), fix_checksum=False)
     with pytest.raises(DataFormatError, match="does not match its own checksum"):
         open_feature_store(store)

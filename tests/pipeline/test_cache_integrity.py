@@ -1,4 +1,5 @@
-"""decode's caches are reused only when verified: a changed cache is recomputed, never used."""
+"""decode's stage cache is reused only when verified: a changed artifact is recomputed,
+never used."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def decode(god, out):
 
 
 def prediction(out):
-    return np.load(out / "effnet-lite0" / "predicted_test_embeddings.npy")
+    return np.load(out / "maps" / "s1-ROI_VC" / "effnet-lite0" / "predicted_test_embeddings.npy")
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +35,13 @@ def test_changed_stimulus_cache_is_recomputed_not_reused(god, tmp_path, caplog):
     first = prediction(out)
     summary = _io.load_json(out / "summary.json")
     # Change the values of a cached shard, keeping its size (the case that was reused).
-    (shard,) = sorted((out / "stimulus_features" / "training" / "effnet-lite0").glob("shard-*.npy"))
+    (shard,) = sorted((out / "cache").glob("features_effnet-lite0/*/train/effnet-lite0/shard-*.npy"))
     arr = np.load(shard)
     np.save(shard, arr[::-1].copy())
     with caplog.at_level("WARNING"):
         assert decode(god, out) == 0
-    assert "SHA-256" in caplog.text and shard.name in caplog.text
+    assert "recomputing stage features/effnet-lite0" in caplog.text
+    assert f"{shard.name} changed after it was written" in caplog.text
     np.testing.assert_array_equal(prediction(out), first)  # recomputed: the same result
     again = _io.load_json(out / "summary.json")
     for key in ("pairwise_id", "nway_top1", "r2", "cosine"):

@@ -50,14 +50,27 @@ def test_file_and_overrides_are_typed(tmp_path):
     assert load_config() == RunConfig()
 
 
-def test_one_decoding_config_per_subject_and_roi(tmp_path):
+def test_the_mapping_section_builds_the_mapper(tmp_path):
     cfg = load_config(write(tmp_path, EXAMPLE))
-    decs = cfg.decoding_configs()
-    assert [(d.subject, d.roi) for d in decs] == [
-        (1, "ROI_V1"), (1, "ROI_HVC"), (2, "ROI_V1"), (2, "ROI_HVC")
-    ]  # fmt: skip
-    assert decs[0].cv == "loo" and len(decs[0].alphas) == 7 and decs[0].seed == 3
+    mapper = cfg.mapping.make_mapper()
+    assert mapper.cv == "loo" and len(mapper.alphas) == 7 and len(cfg.mapping.alpha_grid()) == 7
     cfg.validate()
+
+
+def test_keys_of_earlier_versions_still_read(tmp_path):
+    """A config.toml written before the dataset seam: data.god and data.release."""
+    old = load_config(write(tmp_path, '[data]\ngod = "/g"\nrelease = "spm"\n'))
+    assert old.data.path == "/g" and old.data.options == {"release": "spm"}
+    assert old.data.dataset == "god"
+    assert load_config(None, ["data.god=/h", "data.release=fmriprep"]).data.options == {
+        "release": "fmriprep"
+    }
+    with pytest.raises(ConfigError, match="release must be auto, spm or fmriprep"):
+        load_config(None, ["data.release=new"]).validate()
+    with pytest.raises(ConfigError, match="Unknown dataset 'nsd'"):
+        load_config(None, ["data.dataset=nsd"]).validate()
+    with pytest.raises(ConfigError, match=r"data.options nosuch .*dataset 'god'.*release"):
+        load_config(None, ["data.options={ nosuch = 1 }"]).validate()
 
 
 def test_generator_options_are_checked_per_generator(tmp_path):
@@ -128,9 +141,9 @@ def test_demo_settings_reach_the_sections(tmp_path):
 
     cfg = demo_config(tmp_path, alphas=(0.1, 10.0), split="imagery", normalization="train",
                       batch_size=8, cv=3)  # fmt: skip
-    dec = cfg.decoding_configs()[0]
-    assert dec.alphas == (0.1, 10.0) and dec.split == "imagery" and dec.cv == 3
-    assert dec.normalization == "train" and cfg.batch_size == 8
+    assert cfg.mapping.alpha_grid() == (0.1, 10.0) and cfg.mapping.cv == 3
+    assert cfg.data.split == "imagery" and cfg.data.normalization == "train"
+    assert cfg.batch_size == 8
     cfg.validate()
     cfg.save(tmp_path)
     assert load_config(tmp_path / "config.toml") == cfg  # a tuple of alphas round-trips

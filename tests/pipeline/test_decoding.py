@@ -14,11 +14,37 @@ import numpy as np
 import pytest
 from _planted import PoolEncoder, write_planted_god
 
-from fmri2image.pipeline import DecodingConfig, run_decoding
+from fmri2image.pipeline.config import (
+    DataSection,
+    GenerationSection,
+    MappingSection,
+    RetrievalSection,
+    RunConfig,
+)
+from fmri2image.pipeline.experiment import run_experiment
 
 PLANTED = dict(
     n_train_categories=30, n_test_categories=20, n_test_repeats=2, n_voxels=200, snr=0.05
 )
+
+
+def run_decoding(root, out, encoder, *, databases=("prototypes",), **mapping):
+    """`decode`: the engine without generators, with a built encoder."""
+    config = RunConfig(
+        models=(encoder.name,),
+        out=str(out),
+        data=DataSection(path=str(root)),
+        mapping=MappingSection(**mapping),
+        retrieval=RetrievalSection(databases=tuple(databases)),
+        generation=GenerationSection(generators=()),
+    )
+    return run_experiment(config, encoders={encoder.name: encoder}, progress=False)
+
+
+def _only(result):
+    """The one decoding (subject 1, ROI_VC) of a run."""
+    (decoding,) = result.decodings.values()
+    return decoding
 
 
 def _ridgecv_reference(root, encoder):
@@ -48,16 +74,15 @@ def _ridgecv_reference(root, encoder):
 
 @pytest.mark.parametrize(
     "test_from_training_categories, cv_groups",
-    [(False, DecodingConfig().cv_groups), (True, "none")],
+    [(False, MappingSection().cv_groups), (True, "none")],
     ids=["unseen-categories-default", "seen-categories-cv-groups-none"],
 )
 def test_decoding_matches_a_ridgecv_reference(tmp_path, test_from_training_categories, cv_groups):
     root = tmp_path / "god"
     write_planted_god(root, test_from_training_categories=test_from_training_categories, **PLANTED)
     enc = PoolEncoder()
-    config = DecodingConfig(encoders=(enc.name,), cv_groups=cv_groups)
-    result = run_decoding(root, tmp_path / "out", config, encoders={enc.name: enc}, progress=False)
-    (row,) = result.summary_rows()
+    result = run_decoding(root, tmp_path / "out", enc, cv_groups=cv_groups)
+    (row,) = json.loads((result.out_dir / "summary.json").read_text())["encoders"]
     reference = _ridgecv_reference(root, enc)
     assert reference > 0.7  # the planted signal is there to be found
     assert row["pairwise_id"] >= reference - 0.05, (row["pairwise_id"], reference)
@@ -71,40 +96,42 @@ def planted_run(tmp_path_factory):
     god = write_planted_god(tmp / "god", n_train_categories=20, n_test_categories=8, snr=0.3)
     db = god.write_database(tmp / "imagenet", per_category=3)
     enc = PoolEncoder()
-    config = DecodingConfig(
-        encoders=(enc.name,), databases=("prototypes", str(db)), cv_groups="none"
-    )
-    result = run_decoding(god.root, tmp / "out", config, encoders={enc.name: enc}, progress=False)
+    result = run_decoding(god.root, tmp / "out", enc, databases=("prototypes", str(db)),
+                          cv_groups="none")  # fmt: skip
     return god, result
 
 
 def test_image_database_beside_prototypes(planted_run):
+    from fmri2image.pipeline.tables import decoding_tables, labels_table
+
     god, result = planted_run
-    (enc,) = result.results
+    decoding = _only(result)
+    (enc,) = decoding.models
     assert [r.database for r in enc.retrievals] == ["prototypes", "imagenet"]
     protos, images = enc.retrievals
-    assert protos.semantic["n_database_classes"] == 1000 and protos.k == 5
+    assert protos.summary["n_database_classes"] == 1000 and protos.k == 5
     # every test category is in the image database, and the decoded embeddings find it
-    assert images.semantic["coverage"] == 1.0 and images.k == 50
-    assert images.semantic["n_database_classes"] == len(god.palettes)
-    assert images.semantic["hit5"] > images.semantic["hit5_baseline"]
-    assert images.semantic["hit5"] > images.semantic["hit5_chance"]
-    text = result.table()
+    assert images.summary["coverage"] == 1.0 and images.k == 50
+    assert images.summary["n_database_classes"] == len(god.palettes)
+    assert images.summary["hit5"] > images.summary["hit5_baseline"]
+    assert images.summary["hit5"] > images.summary["hit5_chance"]
+    text = decoding_tables(decoding)
     for needle in ("[mean, chance]", "cover", "imagenet (images)", "prototypes (1k heads)"):
         assert needle in text
-    labels = result.labels_table()
-    assert all(stem in labels for stem in result.test_stems)
+    labels = labels_table(decoding)
+    assert all(stem in labels for stem in decoding.test_stems)
+    assert text in result.format() and labels in result.format()
 
 
 def test_saved_tables_join_on_the_stimulus_stem(planted_run):
     import pyarrow.parquet as pq
 
     _, result = planted_run
-    enc_dir = result.results[0].out_dir
+    enc_dir = result.out_dir / "maps" / "s1-ROI_VC" / "pool48"
     per_image = pq.read_table(enc_dir / "prediction" / "per_image.parquet").to_pydict()
     semantic = pq.read_table(enc_dir / "retrieval" / "imagenet" / "semantic_per_query.parquet")
     neighbours = pq.read_table(enc_dir / "retrieval" / "imagenet" / "neighbours.parquet")
-    stems = list(result.test_stems)
+    stems = list(_only(result).test_stems)
     assert semantic.column("query").to_pylist() == stems
     assert neighbours.column("query").to_pylist() == stems
     id_col = next(k for k in per_image if k in ("image_id", "image", "query"))
@@ -142,11 +169,9 @@ def test_text_prototypes_with_a_tiny_clip_through_the_cli(tmp_path, capsys):
         tmp_path / "god", n_train_categories=8, n_test_categories=4, n_voxels=40
     )
     out = tmp_path / "out"
-    rc = main(
-        ["-q", "decode", "--god", str(god.root), "--subject", "1", "--model", f"hf:{clip_dir}",
-         "--database", "text-prototypes", "--cv-groups", "none", "--out", str(out)]
-    )  # fmt: skip
-    assert rc == 0
+    args = ["-q", "decode", "--god", str(god.root), "--subject", "1", "--model", f"hf:{clip_dir}",
+            "--database", "text-prototypes", "--cv-groups", "none", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     (row,) = summary["encoders"]
     (ret,) = row["retrieval"]
@@ -154,8 +179,14 @@ def test_text_prototypes_with_a_tiny_clip_through_the_cli(tmp_path, capsys):
     assert 0.0 <= ret["hit5"] <= 1.0 and ret["hit5_chance"] == pytest.approx(5 / 1000)
     printed = capsys.readouterr().out
     assert "text-prototypes (1k)" in printed
-    # the prompt matrix is cached in the run's folder for the next run
-    assert any((out / "text_prototypes").glob("*.safetensors"))
+    # The prompt matrix is a stage of its own, computed once per encoder and label set:
+    # another mapping (another subject, ROI or --cv) reuses it.
+    (protos,) = (out / "cache").glob("prototypes_*text-1k/*/prototypes.safetensors")
+    assert main([*args, "--cv", "3", "--out", str(tmp_path / "out2"), "--cache",
+                 str(out / "cache")]) == 0  # fmt: skip
+    stages = json.loads((tmp_path / "out2" / "stages.json").read_text())["stages"]
+    reused = {s["name"].split("/")[0]: s["reused"] for s in stages}
+    assert reused["prototypes"] and reused["features"] and not reused["mapping"]
 
 
 def test_rerun_reuses_stimulus_features(tmp_path):
@@ -163,15 +194,15 @@ def test_rerun_reuses_stimulus_features(tmp_path):
         tmp_path / "god", n_train_categories=6, n_test_categories=3, n_voxels=30
     )
     enc = PoolEncoder()
-    config = DecodingConfig(encoders=(enc.name,), cv_groups="none", cv=3)
-    first = run_decoding(
-        god.root, tmp_path / "out", config, encoders={enc.name: enc}, progress=False
-    )
-    shard = next((tmp_path / "out" / "stimulus_features" / "training").rglob("shard-*.npy"))
+    first = run_decoding(god.root, tmp_path / "out", enc, cv_groups="none", cv=3)
+    shard = next((tmp_path / "out" / "cache").glob("features_*/*/train/*/shard-*.npy"))
     before = shard.stat().st_mtime_ns
-    second = run_decoding(
-        god.root, tmp_path / "out", config, encoders={enc.name: enc}, progress=False
-    )
+    second = run_decoding(god.root, tmp_path / "out", enc, cv_groups="none", cv=3)
     assert shard.stat().st_mtime_ns == before
-    assert first.summary_rows()[0]["pairwise_id"] == second.summary_rows()[0]["pairwise_id"]
-    assert np.isfinite(second.summary_rows()[0]["r2"])
+    assert second.computed == []
+
+    def pairwise(result):
+        return _only(result).models[0].metrics["pairwise_identification"]["value"]
+
+    assert pairwise(first) == pairwise(second)
+    assert np.isfinite(_only(second).models[0].metrics["r2_variance_weighted"]["value"])

@@ -124,7 +124,7 @@ def test_doc_reference_lists_every_key_with_its_default():
 
 
 def test_doc_tables_list_every_column_in_order():
-    from fmri2image.pipeline.outputs import TABLE_COLUMNS
+    from fmri2image.pipeline.tables import TABLE_COLUMNS
 
     rows = table_rows(doc_section("## Tables"))
     documented = {

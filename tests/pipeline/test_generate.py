@@ -1,9 +1,11 @@
-"""`fmri2image generate` over a decode run: one picture per test image, resumable.
+"""`fmri2image generate --from RUN` over a decode run: the run's configuration with one
+generator, every upstream stage reused from the run's cache, one picture per test
+image, resumable.
 
 A tiny test generator (registered for the test) makes each picture from its
-request, so the pipeline's reading of the decode run, its keys, resume and records
-are checked without any network; the real generators have their own tests in
-tests/generation.
+request, and the pooling encoder is registered under a name, so the command line
+runs as a user runs it, without any network; the real generators have their own
+tests in tests/generation.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from fmri2image.generation import (
     image_seed,
     register_generator,
 )
-from fmri2image.pipeline import DecodingConfig, run_decoding
-from fmri2image.pipeline.generate import GenerateConfig, run_generate
+from fmri2image.cli.main import build_parser, main
+from fmri2image.pipeline.experiment import run_experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,83 +75,136 @@ class EchoGenerator(Generator):
         return out
 
 
+MAPS = ("maps", "s1-ROI_VC", "pool48")
+
+
 @pytest.fixture(scope="module")
 def decode_run(tmp_path_factory):
+    """`fmri2image decode` of planted data, with the pooling encoder registered as pool48."""
+    from fmri2image.features import ENCODERS, register_encoder
+
     register_generator("test-echo", EchoGenerator, conditioning="embedding",
                        description="test", offline=True, overwrite=True)  # fmt: skip
+    register_encoder("pool48", lambda **kw: PoolEncoder(), overwrite=True)
     tmp = tmp_path_factory.mktemp("gen")
     god = write_planted_god(tmp / "god", n_train_categories=6, n_test_categories=4, n_voxels=30)
     db = god.write_database(tmp / "imagenet", per_category=2)
-    enc = PoolEncoder()
-    config = DecodingConfig(encoders=(enc.name,), cv=3, databases=("prototypes", str(db)))
-    run_decoding(god.root, tmp / "decode", config, encoders={enc.name: enc}, progress=False)
+    assert main(["-q", "decode", "--data", str(god.root), "--model", "pool48", "--cv", "3",
+                 "--database", "prototypes", "--database", str(db),
+                 "--out", str(tmp / "decode")]) == 0  # fmt: skip
     yield tmp / "decode"
     GENERATORS.unregister("test-echo")
+    ENCODERS.unregister("pool48")
+
+
+def generate(decode_run, out, *flags, generator="test-echo", built=None):
+    """`fmri2image generate --from decode_run ...` (a built generator may stand in)."""
+    from fmri2image.cli.generate_cmd import generate_config
+
+    args = build_parser().parse_args(
+        ["generate", "--from", str(decode_run), "--generator", generator, "--out", str(out),
+         *flags]
+    )  # fmt: skip
+    built = {generator: built} if built is not None else None
+    return run_experiment(generate_config(args), generators=built, progress=False)
+
+
+def stems_of(decode_run):
+    (block,) = json.loads((decode_run / "summary.json").read_text())["blocks"]
+    return block["test_images"]
+
+
+def pictures(out, generator="test-echo", condition="predicted"):
+    return out / "images" / "s1-ROI_VC" / "pool48" / generator / condition
+
+
+def made(result):
+    return {(p["condition"]): p["n_made"] for p in result.pictures}
 
 
 def test_one_picture_per_test_image_with_records(decode_run, tmp_path):
     out = tmp_path / "gen"
-    summary = run_generate(
-        decode_run, out, GenerateConfig("test-echo", batch_size=3), progress=False
-    )
-    stems = json.loads((decode_run / "summary.json").read_text())["test_images"]
-    assert summary.n_made == {"pool48": len(stems)} and summary.n_reused == {"pool48": 0}
+    result = generate(decode_run, out, "--batch-size", "3")
+    stems = stems_of(decode_run)
+    assert made(result) == {"predicted": len(stems)}
+    # Nothing upstream of the pictures is computed again: the decode's cache is shared.
+    assert {n.split("/")[0] for n in result.computed} == {"generation", "evaluation"}
+    folder = pictures(out)
     for stem in stems:
-        assert (out / "pool48" / f"{stem}.png").is_file()
-        rec = json.loads((out / "pool48" / f"{stem}.json").read_text())
+        assert (folder / f"{stem}.png").is_file()
+        rec = json.loads((folder / f"{stem}.json").read_text())
         assert rec["seed"] == image_seed(0, stem) and rec["conditioning"] == "echo pool48"
     import pyarrow.parquet as pq
 
-    table = pq.read_table(out / "pool48" / "generation.parquet").to_pydict()
+    table = pq.read_table(folder / "generation.parquet").to_pydict()
     assert table["stem"] == stems and not any(table["flagged"])
-    meta = json.loads((out / "generation.json").read_text())
+    (gen,) = [r for r in result.records if r.name.startswith("generation/")]
+    meta = json.loads((gen.folder / "images.json").read_text())
     assert (
         meta["generator"]["generator"] == "test-echo" and meta["generator"]["options"]["size"] == 8
     )
+    assert result.config.generation.generators == ("test-echo",)
+    assert (out / "report.html").is_file() and (out / "tables" / "scores.csv").is_file()
+
+
+def test_a_decode_then_a_run_on_its_cache_fit_the_map_once(decode_run, tmp_path):
+    """The mapping stage of `decode` is the mapping stage of `run` (stages.json says so)."""
+    out = tmp_path / "run"
+    cache = decode_run / "cache"
+    assert main(["-q", "run", "--config", str(decode_run / "config.toml"), "--generators",
+                 "test-echo", "--out", str(out), "--cache", str(cache)]) == 0  # fmt: skip
+    stages = json.loads((out / "stages.json").read_text())
+    by_kind = {}
+    for s in stages["stages"]:
+        by_kind.setdefault(s["name"].split("/")[0], set()).add(s["reused"])
+    assert by_kind["mapping"] == {True} and by_kind["data"] == {True}
+    assert by_kind["features"] == {True} and by_kind["retrieval"] == {True}
+    assert "generation" in by_kind  # (made here, or by another generate on this cache)
+    assert stages["cache"] == str(cache.resolve())
 
 
 def test_rerun_skips_and_changed_options_remake(decode_run, tmp_path):
     out = tmp_path / "gen"
-    cfg = GenerateConfig("test-echo", batch_size=2)
-    run_generate(decode_run, out, cfg, progress=False)
-    png = next((out / "pool48").glob("*.png"))
+    generate(decode_run, out, "--batch-size", "2")
+    png = next(pictures(out).glob("*.png"))
     before = png.stat().st_mtime_ns
-    again = run_generate(decode_run, out, cfg, progress=False)
-    assert sum(again.n_made.values()) == 0 and png.stat().st_mtime_ns == before
-    # a killed run: one record lost -> exactly that image is made again
-    next((out / "pool48").glob("*.json")).unlink()
-    resumed = run_generate(decode_run, out, cfg, progress=False)
-    assert resumed.n_made == {"pool48": 1}
-    other = run_generate(
-        decode_run, out, dataclasses.replace(cfg, options={"size": 6}), progress=False
-    )
-    assert other.n_reused == {"pool48": 0}
+    again = generate(decode_run, out, "--batch-size", "2")
+    assert again.computed == [] and png.stat().st_mtime_ns == before
+    # a record lost (a killed run): exactly that image is made again
+    (gen,) = [r for r in again.records if r.name.startswith("generation/")]
+    next(gen.folder.glob("n*.json")).unlink()
+    resumed = generate(decode_run, out, "--batch-size", "2")
+    assert made(resumed) == {"predicted": 1}
+    other = generate(decode_run, out, "--batch-size", "2", "--option", "size=6")
+    assert made(other) == {"predicted": len(stems_of(decode_run))}
 
 
 def test_a_changed_picture_is_made_again_not_reused(decode_run, tmp_path, caplog):
     out = tmp_path / "gen"
-    cfg = GenerateConfig("test-echo", batch_size=2)
-    run_generate(decode_run, out, cfg, progress=False)
-    png = sorted((out / "pool48").glob("*.png"))[0]
+    generate(decode_run, out, "--batch-size", "2")
+    png = sorted(pictures(out).glob("*.png"))[0]
     original = png.read_bytes()
     from PIL import Image
 
     Image.new("RGB", (8, 8), "white").save(png)  # another picture under the same name
     with caplog.at_level("WARNING"):
-        again = run_generate(decode_run, out, cfg, progress=False)
-    assert again.n_made == {"pool48": 1} and png.name in caplog.text
+        again = generate(decode_run, out, "--batch-size", "2")
+    assert made(again) == {"predicted": 1} and png.name in caplog.text
     assert png.read_bytes() == original
 
 
 def test_bounds_feed_the_true_and_a_random_embedding(decode_run, tmp_path):
     """--condition true / random: the ceiling (true stimulus embedding and label) and the
     floor (a random training stimulus's), recorded and keyed apart from the method."""
-    from fmri2image.pipeline.decode_run import DecodeRun
+    from fmri2image.features import open_feature_store
+    from fmri2image.pipeline.results import load_run
 
-    run = DecodeRun.load(decode_run)
-    enc = run.encoders[0]
-    true = run.true_test_embeddings(enc)
-    assert true.shape == run.outputs(enc).predictions.shape
+    run = load_run(decode_run)
+    features = run.folder("features/pool48")
+    train = open_feature_store(features / "train" / "pool48")
+    test = open_feature_store(features / "test" / "pool48")
+    test_row = {p.rsplit("/", 1)[-1].rsplit(".", 1)[0]: i for i, p in enumerate(test.paths)}
+    true, train_x = test.load(), train.load()
     seen = {}
 
     class Spy(EchoGenerator):
@@ -162,72 +217,78 @@ def test_bounds_feed_the_true_and_a_random_embedding(decode_run, tmp_path):
                        offline=True, overwrite=True)  # fmt: skip
     try:
         for size, condition in ((8, "true"), (6, "random"), (7, "random")):
-            cfg = GenerateConfig("test-spy", condition=condition, options={"size": size})
-            run_generate(decode_run, tmp_path / f"{condition}{size}", cfg, progress=False)
+            result = generate(decode_run, tmp_path / f"{condition}{size}", "--condition",
+                              condition, "--option", f"size={size}", generator="test-spy")  # fmt: skip
+            assert result.config.generation.conditions == (condition,)
     finally:
         GENERATORS.unregister("test-spy")
-    for i, stem in enumerate(run.test_stems):
-        emb, wnid = seen[8][stem]
-        np.testing.assert_array_equal(emb, true[i])
-        assert wnid == run.test_wnids[i]
-    train = run.training_embeddings(enc)
-    train_wnids = run.training_wnids(enc)
-    for stem in run.test_stems:
+    (block,) = json.loads((decode_run / "summary.json").read_text())["blocks"]
+    for stem, wnid in zip(block["test_images"], block["true_labels"]):
+        emb, got = seen[8][stem]
+        np.testing.assert_array_equal(emb, true[test_row[stem]])
+        assert got == wnid
+    for stem in block["test_images"]:
         emb, wnid = seen[6][stem]
-        (row,) = [j for j in range(len(train)) if np.array_equal(train[j], emb)][:1]
-        assert wnid == train_wnids[row]
+        (row,) = [j for j in range(len(train_x)) if np.array_equal(train_x[j], emb)][:1]
+        assert wnid == train.wnids[row]
         np.testing.assert_array_equal(seen[7][stem][0], emb)  # drawn from the image's seed
-    meta = json.loads((tmp_path / "random6" / "generation.json").read_text())
-    assert meta["config"]["condition"] == "random"
-    with pytest.raises(ConfigError, match="--condition"):
-        run_generate(decode_run, tmp_path / "x", GenerateConfig("test-echo", condition="oracle"))
+    assert (pictures(tmp_path / "random6", "test-spy", "random") / "generation.parquet").is_file()
 
 
 def test_images_do_not_depend_on_the_batch(decode_run, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_generate(decode_run, a, GenerateConfig("test-echo", batch_size=1), progress=False)
-    run_generate(decode_run, b, GenerateConfig("test-echo", batch_size=4), progress=False)
-    for p in (a / "pool48").glob("*.png"):
-        assert p.read_bytes() == (b / "pool48" / p.name).read_bytes()
+    generate(decode_run, a, "--batch-size", "1")
+    generate(decode_run, b, "--batch-size", "4", "--cache", str(tmp_path / "other-cache"))
+    pngs = list(pictures(a).glob("*.png"))
+    assert pngs
+    for p in pngs:
+        assert p.read_bytes() == (pictures(b) / p.name).read_bytes()
 
 
 def test_flagged_images_are_recorded(decode_run, tmp_path, caplog):
-    stems = json.loads((decode_run / "summary.json").read_text())["test_images"]
-    cfg = GenerateConfig("test-echo", options={"flag_stems": stems[1]})
+    stems = stems_of(decode_run)
     with caplog.at_level("WARNING"):
-        summary = run_generate(decode_run, tmp_path / "gen", cfg, progress=False)
-    assert summary.n_flagged == {"pool48": 1}
+        result = generate(decode_run, tmp_path / "gen", "--option", f"flag_stems={stems[1]}")
+    (p,) = result.pictures
+    assert p["n_flagged"] == 1
     assert any("flagged" in r.getMessage() and stems[1] in r.getMessage() for r in caplog.records)
 
 
 def test_cli_generate_and_its_errors(decode_run, tmp_path, capsys):
-    from fmri2image.cli.main import main
-
     out = tmp_path / "gen"
     rc = main(["-q", "generate", "--from", str(decode_run), "--generator", "test-echo",
                "--out", str(out), "--option", "size=5"])  # fmt: skip
-    assert rc == 0 and "5 made" not in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert rc == 0 and "4 pictures, 4 made now, 0 flagged" in printed.out
     from PIL import Image
 
-    with Image.open(next((out / "pool48").glob("*.png"))) as im:
+    with Image.open(next(pictures(out).glob("*.png"))) as im:
         assert im.size == (5, 5)
     for argv, needle in (
         (["--option", "size=big"], "takes a value of type int"),
         (["--option", "steps=3"], "has no such option"),
-        (["--encoder", "nope"], "--encoder nope is not in the decode run"),
+        (["--encoder", "nope"], "--encoder nope is not in the run"),
         (["--init", str(tmp_path / "missing")], "--init must be 'invert' or a folder"),
+        (["--condition", "oracle"], "argument --condition: invalid choice"),
     ):
-        rc = main(["-q", "generate", "--from", str(decode_run), "--generator", "test-echo",
-                   "--out", str(tmp_path / "x"), *argv])  # fmt: skip
+        rc = run_cli(["-q", "generate", "--from", str(decode_run), "--generator", "test-echo",
+                      "--out", str(tmp_path / "x"), *argv])  # fmt: skip
         err = capsys.readouterr().err
         assert rc == 2 and needle in err and "Traceback" not in err, (argv, err)
         assert not (tmp_path / "x").exists()
     rc = main(["-q", "generate", "--from", str(tmp_path), "--generator", "test-echo",
                "--out", str(tmp_path / "x")])  # fmt: skip
-    assert rc == 2 and "not the output of `fmri2image decode`" in capsys.readouterr().err
+    assert rc == 2 and "is not a run folder" in capsys.readouterr().err
     assert main(["generate", "--generator", "test-echo", "--list-options"]) == 0
     listing = capsys.readouterr().out
     assert "--option size=...  (default: 8)  Side of the picture." in listing
+
+
+def run_cli(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
 
 
 @pytest.mark.slow
@@ -243,38 +304,45 @@ def test_ray_executor_gives_the_same_images(decode_run, tmp_path):
     try:
         local, remote = tmp_path / "local", tmp_path / "ray"
         gen = EchoGenerator()
-        run_generate(decode_run, local, GenerateConfig("test-echo"), generator=gen, progress=False)
-        cfg = GenerateConfig("test-echo", executor="ray", workers=2, batch_size=1)
-        run_generate(decode_run, remote, cfg, generator=gen, progress=False)
+        generate(decode_run, local, built=gen)
+        generate(decode_run, remote, "--executor", "ray", "--workers", "2", "--batch-size", "1",
+                 "--cache", str(tmp_path / "ray-cache"), built=gen)  # fmt: skip
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    for p in (local / "pool48").glob("*.png"):
-        assert p.read_bytes() == (remote / "pool48" / p.name).read_bytes()
+    pngs = list(pictures(local).glob("*.png"))
+    assert pngs
+    for p in pngs:
+        assert p.read_bytes() == (pictures(remote) / p.name).read_bytes()
 
 
 def test_a_refused_encoder_stops_before_any_picture(decode_run, tmp_path):
-    from fmri2image.errors import ConfigError
-
     out = tmp_path / "gen"
     with pytest.raises(ConfigError, match="refuses encoder 'pool48'"):
-        run_generate(decode_run, out, GenerateConfig("test-echo", options={"refuse": "pool48"}))
+        generate(decode_run, out, "--option", "refuse=pool48")
     assert not out.exists()
 
 
-def test_a_damaged_stimulus_cache_says_to_rerun_decode(decode_run, tmp_path):
-    """A reader of a decode run (generate) names the command that rebuilds its caches."""
+def test_a_damaged_upstream_artifact_is_recomputed_not_used(decode_run, tmp_path, caplog):
+    """generate verifies the run's stages it reuses: a changed feature shard is
+    recomputed (and the pictures equal the ones made from the intact cache)."""
     import shutil
-
-    from fmri2image.errors import DataFormatError
-    from fmri2image.pipeline.decode_run import DecodeRun
 
     copy = tmp_path / "decode"
     shutil.copytree(decode_run, copy)
-    run = DecodeRun.load(copy)
-    manifest = next((copy / "stimulus_features" / "training").glob("*/manifest.json"))
-    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
-    with pytest.raises(DataFormatError) as err:
-        run.training_embeddings(run.encoders[0])
-    msg = str(err.value)
-    assert "Run `fmri2image decode` again with the same --out" in msg and "extract" not in msg
+    reference = generate(decode_run, tmp_path / "ref", "--cache", str(tmp_path / "ref-cache"))
+    config = (copy / "config.toml").read_text()
+    (copy / "stages.json").write_text(
+        (copy / "stages.json").read_text().replace(str((decode_run / "cache").resolve()),
+                                                   str((copy / "cache").resolve()))
+    )  # fmt: skip
+    assert config
+    (shard,) = (copy / "cache").glob("features_pool48/*/train/pool48/shard-*.npy")
+    arr = np.load(shard)
+    np.save(shard, arr[::-1].copy())
+    with caplog.at_level("WARNING"):
+        result = generate(copy, tmp_path / "gen")
+    assert "recomputing stage features/pool48" in caplog.text
+    assert "features/pool48" in result.computed
+    for p in pictures(reference.out_dir).glob("*.png"):
+        assert p.read_bytes() == (pictures(result.out_dir) / p.name).read_bytes()

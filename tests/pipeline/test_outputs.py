@@ -13,15 +13,17 @@ import pytest
 from fmri2image.errors import ConfigError
 from fmri2image.evaluation.evaluate import Evaluation, MetricScore
 from fmri2image.features.shards import store_dirname
-from fmri2image.pipeline.outputs import (
+from fmri2image.evaluation.stats import holm_adjust
+from fmri2image.pipeline.outputs import export_images, image_grid
+from fmri2image.pipeline.tables import (
     CONDITIONS,
     TABLE_COLUMNS,
+    Decoding,
+    ModelDecoding,
     ReconstructionScores,
     decoding_rows,
-    export_images,
+    decoding_summary,
     format_comparison,
-    holm_adjust,
-    image_grid,
     paired_rows,
     scores_long,
     summary_rows,
@@ -242,62 +244,75 @@ def test_holm_adjust_matches_statsmodels():
     assert holm_adjust(p) == pytest.approx(list(want))
 
 
-class _FakeDecoding:
-    def __init__(self, rows):
-        self._rows = rows
+def _retrieval(database: str):
+    from types import SimpleNamespace
 
-    def summary_rows(self):
-        return self._rows
-
-
-def _decoding_row(encoder: str) -> dict:
-    ret = {
-        "database": "prototypes",
-        "label": "prototypes (1k heads)",
-        "k": 5,
+    summary = {
         **{f"{m}{s}": 0.1 for m in ("hit1", "hit5", "wup") for s in ("", "_baseline", "_chance")},
         "coverage": 0.9,
+        "n_database_classes": 1000,
     }
-    return {
-        "encoder": encoder,
-        "dim": 8,
-        "alpha_median": 100.0,
-        "pairwise_id": 0.9,
-        "pairwise_id_baseline": 0.5,
-        "pairwise_id_chance": 0.5,
-        "nway_top1": 0.4,
-        "nway_chance": 0.1,
-        "r2": float("nan"),
-        "r2_baseline": -0.1,
-        "unit_r": 0.2,
-        "cosine": 0.7,
-        "cosine_baseline": 0.6,
-        "retrieval": [ret, {**ret, "database": "images"}],
+    return SimpleNamespace(database=database, label=database, k=5, summary=summary, top1=())
+
+
+def _decoding(*models: str) -> Decoding:
+    """A decoding of one subject and ROI, as the mapping and retrieval stages give it."""
+
+    def metric(value, baseline=None, chance=None):
+        return {"value": value, "baseline": baseline, "chance": chance}
+
+    metrics = {
+        "pairwise_identification": metric(0.9, 0.5, 0.5),
+        "nway_top1": metric(0.4, None, 0.1),
+        "r2_variance_weighted": metric(float("nan"), -0.1),
+        "dimension_correlation": metric(0.2),
+        "cosine": metric(0.7, 0.6),
+        "rmse": metric(1.5, 1.6),
     }
+    return Decoding(
+        subject=1,
+        roi="ROI_VC",
+        info={"n_train": 10, "n_train_categories": 2, "n_eval": 4, "n_eval_repeats": [3],
+              "n_voxels": 8, "split": "test"},  # fmt: skip
+        test_stems=STEMS,
+        true_labels=STEMS,
+        models=tuple(
+            ModelDecoding(m, 8, metrics, {"alpha_median": 100.0},
+                          (_retrieval("prototypes"), _retrieval("images")))  # fmt: skip
+            for m in models
+        ),
+    )
 
 
 def test_decoding_rows():
-    decodings = {(1, "ROI_VC"): _FakeDecoding([_decoding_row("a"), _decoding_row("b")])}
-    rows = decoding_rows(decodings)
+    rows = decoding_rows([_decoding("a", "b")])
     assert len(rows) == 2 * (6 + 2 * 4)
     assert set(rows[0]) == set(TABLE_COLUMNS["decoding"])
     by = {(r["model"], r["stage"], r["database"], r["metric"]): r for r in rows}
-    pid = by[("a", "prediction", None, "pairwise_id")]
+    pid = by[("a", "prediction", None, "pairwise_identification")]
     assert (pid["value"], pid["baseline"], pid["chance"]) == (0.9, 0.5, 0.5)
+    assert pid["higher_is_better"] is True and by[("a", "prediction", None, "rmse")][
+        "higher_is_better"] is False  # directions from the metric registry  # fmt: skip
     nway = by[("b", "prediction", None, "nway_top1")]
     assert (nway["value"], nway["baseline"], nway["chance"]) == (0.4, None, 0.1)
-    assert by[("a", "prediction", None, "r2")]["value"] is None  # NaN
-    assert by[("a", "prediction", None, "r2")]["baseline"] == -0.1
+    r2 = by[("a", "prediction", None, "r2_variance_weighted")]
+    assert r2["value"] is None and r2["baseline"] == -0.1  # NaN is None
     hit5 = by[("a", "retrieval", "images", "hit5")]
     assert (hit5["value"], hit5["baseline"], hit5["chance"], hit5["subject"]) == (0.1, 0.1, 0.1, 1)
     cover = by[("b", "retrieval", "prototypes", "coverage")]
     assert (cover["value"], cover["baseline"], cover["chance"]) == (0.9, None, None)
+    # summary.json: one row per encoder, each score beside its baseline and chance
+    a, _ = decoding_summary([_decoding("a", "b")])
+    assert (a["pairwise_id"], a["pairwise_id_baseline"], a["pairwise_id_chance"]) == (
+        0.9, 0.5, 0.5)  # fmt: skip
+    assert a["r2"] is None and a["r2_baseline"] == -0.1 and a["alpha_median"] == 100.0
+    assert [r["database"] for r in a["retrieval"]] == ["prototypes", "images"]
+    assert a["retrieval"][0]["hit1_chance"] == 0.1
 
 
 def test_write_tables_round_trip(fixture, tmp_path):
     entries, _ = fixture
-    decodings = {(1, "ROI_VC"): _FakeDecoding([_decoding_row("a")])}
-    paths = write_tables(tmp_path / "out", entries, decodings, n_permutations=100)
+    paths = write_tables(tmp_path / "out", entries, [_decoding("a")], n_permutations=100)
     names = ("scores", "summary", "paired", "decoding")
     assert set(paths) == {f"{n}_{k}" for n in names for k in ("csv", "parquet")}
     assert all(p.is_file() for p in paths.values())

@@ -41,7 +41,7 @@ def two(god, one, tmp_path_factory):
     first, _ = one
     config = _config(
         god, tmp_path_factory.mktemp("two") / "out", cache=str(first.out_dir / "cache"),
-        data=DataSection(god=str(god[0]), subjects=(1, 2), rois=("ROI_VC",)),
+        data=DataSection(path=str(god[0]), subjects=(1, 2), rois=("ROI_VC",)),
     )  # fmt: skip
     result = _run(config)
     return result, write_report(result.out_dir)
@@ -142,9 +142,14 @@ def test_the_tables_are_the_run_tables(one):
         assert mine["p_holm"] == theirs["p_holm"]
         assert mine["significant"] == str(theirs["p_holm"] != "" and float(theirs["p_holm"]) < 0.05)
     decoding = list(csv.DictReader(paths["decoding_csv"].open(encoding="utf-8")))
-    assert len(decoding) == len(
-        list(csv.DictReader((result.out_dir / "tables" / "decoding.csv").open()))
-    )
+    run_decoding = list(csv.DictReader((result.out_dir / "tables" / "decoding.csv").open()))
+    # The run's rows, and the median alpha of each model's map (a fit fact, not a metric).
+    alphas = [r for r in decoding if r["metric"] == "alpha_median"]
+    assert len(alphas) == len(MODELS) and all(float(r["value"]) > 0 for r in alphas)
+    assert [r for r in decoding if r["metric"] != "alpha_median"] == [
+        {**r, "best": mine["best"]}
+        for r, mine in zip(run_decoding, (d for d in decoding if d["metric"] != "alpha_median"))
+    ]
 
 
 def test_one_subject_has_no_mean_block_nor_heat_map(one):
@@ -181,9 +186,9 @@ def test_a_run_folder_moved_with_its_cache_still_has_its_labels(one, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(result.out_dir, moved, ignore=shutil.ignore_patterns("report*"))
     stages = json.loads((moved / "stages.json").read_text())
-    for s in stages:  # as a run started from another folder with `--out runs/x` writes it
-        parts = s["folder"].split("/")
-        s["folder"] = "/".join(["runs", "x", "cache", *parts[-2:]])
+    # The cache the run recorded is gone (another machine, a renamed folder): the stage
+    # folders, recorded relative to the cache, are found in the run folder's own cache.
+    stages["cache"] = str(tmp_path / "elsewhere" / "cache")
     (moved / "stages.json").write_text(json.dumps(stages))
     paths = write_report(moved)
     labels = list(csv.DictReader(paths["labels_csv"].open(encoding="utf-8")))
@@ -203,7 +208,7 @@ def test_not_a_run_folder_says_what_is_missing(tmp_path, capsys):
         write_report(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "is not a run folder" in err and "tables/summary.parquet" in err
+    assert "is not a run folder" in err and "tables/decoding.parquet" in err
     with pytest.raises(ConfigError, match="not a folder"):
         write_report(tmp_path / "nosuch")
 

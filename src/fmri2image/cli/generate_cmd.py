@@ -71,6 +71,11 @@ def register(subparsers) -> None:
     p.add_argument("--generator", required=True, metavar="NAME", help="generator (see examples)")
     _options.add_output_options(p)
     p.add_argument(
+        "--set", action="append", dest="overrides", metavar="KEY=VALUE",
+        help="override one value of the run's configuration, e.g. --set "
+        "'evaluation.metrics=[\"ssim\"]' (repeatable; TOML values)",
+    )  # fmt: skip
+    p.add_argument(
         "--encoder", "--model", action="append", dest="encoders", metavar="NAME",
         help="encoder of the run to generate for (repeatable; default: all of them)",
     )  # fmt: skip
@@ -208,6 +213,8 @@ def generate_config(args: argparse.Namespace):
     from fmri2image.errors import ConfigError
     from fmri2image.pipeline.results import load_run
 
+    from fmri2image.pipeline.config import load_config
+
     run_ = load_run(args.run_dir)
     if run_.config is None:
         raise ConfigError(
@@ -215,6 +222,8 @@ def generate_config(args: argparse.Namespace):
             "fmri2image version; rerun the command that made it."
         )
     config = run_.config
+    if args.overrides:
+        config = load_config(run_.root / "config.toml", args.overrides)
     gen = args.generator
     options = {**config.generation.options_for(gen), **parse_options(args.options, gen)}
     models = tuple(args.encoders) if args.encoders else config.models

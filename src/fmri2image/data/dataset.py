@@ -309,22 +309,17 @@ def split_recording(
         if dropped:
             log.info("imagery: %d trials of stimuli without a test image left out", dropped)
     X_eval, rows, counts = _average(Xn[predicted], rec.stimulus[predicted])
-    need = 2 if split == "imagery" else 1
-    if rows.size < need:
-        what = (
-            "imagined test stimuli with imagery trials"
-            if split == "imagery"
-            else "test images with test samples"
+    if split == "imagery" and rows.size < 2:
+        raise ConfigError(
+            f"--split imagery: subject {rec.subject} has {rows.size} imagined test stimuli "
+            "with imagery trials; at least 2 are needed to score identification. Decode "
+            "the perception test set with --split test."
         )
+    if rows.size < 1:
         raise DataFormatError(
-            f"Subject {rec.subject} has {rows.size} {what}; at least {need} "
-            + ("are" if need > 1 else "is")
-            + " needed"
-            + (
-                " to score identification. Decode the perception test set with split test."
-                if split == "imagery"
-                else ". Check that the test files are present."
-            )
+            f"Subject {rec.subject} has no test samples in "
+            f"{', '.join(map(str, rec.sources)) or 'its files'}; check that the test files "
+            "are present."
         )
     return DecodingSplit(
         X_train=np.ascontiguousarray(Xn[train]),

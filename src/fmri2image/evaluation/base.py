@@ -177,7 +177,7 @@ def list_metrics(kind: str | tuple[str, ...] | None = None) -> list[Metric]:
     (installed metric plugins included)."""
     METRICS.load_plugins()
     kinds = (kind,) if isinstance(kind, str) else kind
-    metrics = [METRICS.get(name) for name in _ORDER]
+    metrics = [METRICS.get(name) for name in _ORDER if name in METRICS]  # (unregistered: gone)
     return [m for m in metrics if kinds is None or m.kind in kinds]
 
 

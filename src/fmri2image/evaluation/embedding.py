@@ -26,7 +26,7 @@ import numpy as np
 
 from fmri2image._io import atomic_path, save_json
 from fmri2image.errors import DataFormatError
-from fmri2image.evaluation.base import get_metric
+from fmri2image.evaluation.base import get_metric, list_metrics
 from fmri2image.evaluation.identification import (
     _pair,
     correlation_distance,
@@ -222,6 +222,11 @@ def prediction_metrics(
         "pairwise_identification": (float(s["pair"].mean()), b and float(b["pair"].mean())),
         "nway_top1": (float(s["hit"].mean()), b and float(b["hit"].mean())),
     }
+    for m in list_metrics("embedding"):  # registered ones with a score (a plugin's)
+        if m.score is not None and m.name not in values:
+            value = float(np.nanmean(m.score(T, P, seed=0)))
+            bv = float(np.nanmean(m.score(T, base, seed=0))) if base is not None else None
+            values[m.name] = (value, bv)
     summary = {
         name: MetricResult(
             value=float(v),

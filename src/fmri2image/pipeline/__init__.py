@@ -31,6 +31,13 @@ _EXPORTS = {
     "load_run": "fmri2image.pipeline.results",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ExperimentResult",
+    "RunConfig",
+    "RunResult",
+    "load_config",
+    "load_run",
+    "run_experiment",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

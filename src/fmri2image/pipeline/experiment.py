@@ -561,12 +561,20 @@ def run_experiment(
     t0 = time.perf_counter()
     plan = build_experiment(config, encoders=encoders, generators=generators, progress=progress)
     forced = expand_force(plan.graph, force)
+    # What must be computed, and the models and checks it needs, before anything is
+    # written: a bad input leaves no output folder and no cache behind.
+    problems = plan.graph.problems(plan.cache, force=forced)
+    plan.graph.prepare(problems)
     out = Path(config.out or "")
     with output_lock(out, flag="--out"):
-        config.save(out)
         with _log_file(out / "run.log"):
             log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
-            result = plan.graph.run(plan.cache, force=forced, progress=progress)
+            result = plan.graph.run(
+                plan.cache, force=forced, progress=progress, problems=problems
+            )
+            # The results of the previous run in OUT stay as they were until every
+            # stage of this one is done; then they are replaced.
+            config.save(out)
             write_stages(out, plan.cache, result.records)
             return _publish(config, plan, result, out, time.perf_counter() - t0)
 

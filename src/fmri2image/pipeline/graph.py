@@ -24,6 +24,10 @@ test runs a graph with tiny ones.
   either no artifact or a complete one, and the rerun resumes with the stages that
   finished.
 * **Force.** ``force=("mapping",)`` recomputes that stage and everything downstream.
+* **Resume.** A *resumable* stage (per-image generation, sharded features) keeps what
+  a killed run finished in ``.partial-<key>``, and a damaged artifact of the same key
+  becomes that folder: the stage verifies each item and makes only what is missing
+  or changed.
 * **One writer.** The runner holds the cache's writer lock (:mod:`fmri2image._lock`).
 
 Each run returns :class:`StageRecord` s (reused or computed, seconds, key), which is
@@ -313,12 +317,35 @@ class Graph:
     def folder(self, cache: Path, name: str, key: str) -> Path:
         return cache / safe_name(name) / key[:20]
 
+    def problems(self, cache: str | os.PathLike, *, force: Iterable[str] = ()) -> dict[str, Any]:
+        """Why each stage must be computed (``"forced"``, ``"not computed yet"``, what
+        failed to verify), None for a stage whose artifact is reused.  Reads, never
+        writes."""
+        cache = Path(cache)
+        forced = self.downstream(force)
+        keys = self.keys()
+        return {
+            name: "forced"
+            if name in forced
+            else _problem(self.folder(cache, name, keys[name]), keys[name])
+            for name in self.order
+        }
+
+    def prepare(self, problems: Mapping[str, Any]) -> None:
+        """Build what every stage to compute needs (its model, its checks), before any
+        stage runs: a missing model stops the run in seconds."""
+        for name in self.order:
+            prepare = self.stages[name].prepare
+            if problems[name] is not None and prepare is not None:
+                prepare()
+
     def run(
         self,
         cache: str | os.PathLike,
         *,
         force: Iterable[str] = (),
         progress: bool = True,
+        problems: Mapping[str, Any] | None = None,
     ) -> GraphResult:
         """Run every stage, reusing verified artifacts.
 
@@ -330,6 +357,10 @@ class Graph:
             Stages to recompute, with everything downstream of them.
         progress : bool
             Passed to each stage's context.
+        problems : mapping, optional
+            What :meth:`problems` found, with :meth:`prepare` already called (a
+            caller that checks everything before it writes anything); default: both
+            are done here, under the lock.
         """
         from fmri2image._lock import output_lock
 
@@ -341,16 +372,9 @@ class Graph:
         records: list[StageRecord] = []
         with output_lock(cache, flag="--cache"):
             _remove_leftovers(cache)
-            problems = {
-                name: "forced"
-                if name in forced
-                else _problem(self.folder(cache, name, keys[name]), keys[name])
-                for name in self.order
-            }
-            for name in self.order:  # models of every stage to compute, before any work
-                prepare = self.stages[name].prepare
-                if problems[name] is not None and prepare is not None:
-                    prepare()
+            if problems is None:
+                problems = self.problems(cache, force=force)
+                self.prepare(problems)
             for name in self.order:
                 stage, key = self.stages[name], keys[name]
                 folder = self.folder(cache, name, key)
@@ -390,6 +414,10 @@ class Graph:
             staging = folder.parent / f".partial-{key[:20]}"
             if forced and staging.exists():
                 shutil.rmtree(staging)
+            if not forced and not staging.exists() and folder.is_dir():
+                # A damaged artifact of this very key: its items are verified one by one
+                # (each picture, each shard), so only what changed is made again.
+                os.replace(folder, staging)
             staging.mkdir(exist_ok=True)
             (staging / MANIFEST).unlink(missing_ok=True)
         else:

@@ -72,13 +72,14 @@ def export_images(
     Path
         ``folder/images``, holding per subject and ROI ``s<subject>-<roi>/ground_truth/
         <stem><suffix>`` (the ground truth's own suffix) and
-        ``s<subject>-<roi>/<model>/<generator>/<condition>/<stem>.png``.
+        ``s<subject>-<roi>/<model>/<generator>/<condition>/<stem>.png``, each picture
+        with its record ``<stem>.json`` (prompt or conditioning, the label it shows,
+        seed, flagged, seconds) and the records as one table, ``generation.parquet``.
 
     Notes
     -----
-    Only the stems of each entry's evaluation are exported, and of those only the ones
-    whose PNG exists in ``entry.images`` (reconstructions) or that ``ground_truth``
-    names (ground truth).  The ROI becomes a path component with every character
+    Every picture in ``entry.images`` is exported (blank or flagged ones too, which the
+    evaluation left out), with the ground truth of each that ``ground_truth`` names.  The ROI becomes a path component with every character
     other than alphanumerics, ``-``, ``_`` and ``.`` replaced by ``_``; model and
     generator names go through :func:`~fmri2image.features.shards.store_dirname`
     (``hf:org/model`` -> ``hf_org_model``).  Files are hard links to the originals
@@ -94,11 +95,17 @@ def export_images(
     for e in entries:
         base = root / f"s{e.subject}-{safe_name(e.roi)}"
         target = base / store_dirname(e.model) / store_dirname(e.generator) / e.condition
-        for stem in e.evaluation.stems:
-            src = Path(e.images) / f"{stem}.png"
-            if src.is_file():
-                _place(src, target / f"{stem}.png")
+        # Every picture made, blank or flagged ones too (the evaluation left those out).
+        stems = [p.stem for p in sorted(Path(e.images).glob("*.png"))]
+        for stem in dict.fromkeys([*e.evaluation.stems, *stems]):
+            for name in (f"{stem}.png", f"{stem}.json"):
+                src = Path(e.images) / name
+                if src.is_file():
+                    _place(src, target / name)
             gt_stems.setdefault((e.subject, e.roi), {})[stem] = None
+        table = Path(e.images) / "generation.parquet"
+        if table.is_file():
+            _place(table, target / table.name)
     for (subject, roi), stems in gt_stems.items():
         images = ground_truth.get((subject, roi)) or {}
         target = root / f"s{subject}-{safe_name(roi)}" / "ground_truth"

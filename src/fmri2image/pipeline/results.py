@@ -37,6 +37,7 @@ __all__ = [
     "StageEntry",
     "load_run",
     "read_table",
+    "require_run_folder",
     "write_stages",
 ]
 
@@ -187,6 +188,15 @@ class RunResult:
         return self.table("scores")
 
 
+def require_run_folder(root: str | os.PathLike) -> None:
+    """Raise :class:`ConfigError` unless ``root`` holds what a run leaves (the message
+    names what is missing and the commands that make a run folder)."""
+    root = Path(root)
+    missing = [p for p in RUN_FILES if not (root / p).is_file()]
+    if missing or not root.is_dir():
+        raise _not_a_run(root, missing)
+
+
 def _not_a_run(root: Path, missing: Sequence[str]) -> ConfigError:
     makers = (
         "`fmri2image run`, `compare`, `decode`, `generate` and `demo` make one (the "
@@ -248,9 +258,7 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
     from fmri2image.pipeline.config import load_config, parse_toml
 
     root = Path(run_dir)
-    missing = [p for p in RUN_FILES if not (root / p).is_file()]
-    if missing or not root.is_dir():
-        raise _not_a_run(root, missing)
+    require_run_folder(root)
     config_text = (root / CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
     try:
         table = parse_toml(config_text)

@@ -72,6 +72,7 @@ __all__ = [
     "scores_long",
     "summary_rows",
     "value_range",
+    "write_csv",
     "write_tables",
 ]
 
@@ -775,12 +776,13 @@ def _file_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> lis
     return out
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """``rows`` as a CSV file with ``columns`` (atomically; None and NaN as empty cells)."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for r in rows:
-            writer.writerow([_cell_value(r[c]) for c in columns])
+            writer.writerow([_cell_value(r.get(c)) for c in columns])
     return path
 
 
@@ -847,7 +849,7 @@ def write_tables(
     paths: dict[str, Path] = {}
     for name, rows in tables.items():
         clean = _file_rows(rows, TABLE_COLUMNS[name])
-        paths[f"{name}_csv"] = _write_csv(folder / f"{name}.csv", clean, TABLE_COLUMNS[name])
+        paths[f"{name}_csv"] = write_csv(folder / f"{name}.csv", clean, TABLE_COLUMNS[name])
         paths[f"{name}_parquet"] = _write_parquet(folder / f"{name}.parquet", clean, _SCHEMAS[name])
     return paths
 
