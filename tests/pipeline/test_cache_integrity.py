@@ -35,7 +35,9 @@ def test_changed_stimulus_cache_is_recomputed_not_reused(god, tmp_path, caplog):
     first = prediction(out)
     summary = _io.load_json(out / "summary.json")
     # Change the values of a cached shard, keeping its size (the case that was reused).
-    (shard,) = sorted((out / "cache").glob("features_effnet-lite0/*/train/effnet-lite0/shard-*.npy"))
+    (shard,) = sorted(
+        (out / "cache").glob("features_effnet-lite0/*/train/effnet-lite0/shard-*.npy")
+    )
     arr = np.load(shard)
     np.save(shard, arr[::-1].copy())
     with caplog.at_level("WARNING"):

@@ -181,7 +181,7 @@ def test_text_prototypes_with_a_tiny_clip_through_the_cli(tmp_path, capsys):
     assert "text-prototypes (1k)" in printed
     # The prompt matrix is a stage of its own, computed once per encoder and label set:
     # another mapping (another subject, ROI or --cv) reuses it.
-    (protos,) = (out / "cache").glob("prototypes_*text-1k/*/prototypes.safetensors")
+    assert len(list((out / "cache").glob("prototypes_*text-1k/*/prototypes.safetensors"))) == 1
     assert main([*args, "--cv", "3", "--out", str(tmp_path / "out2"), "--cache",
                  str(out / "cache")]) == 0  # fmt: skip
     stages = json.loads((tmp_path / "out2" / "stages.json").read_text())["stages"]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from _planted import PoolEncoder, write_planted_god
 
+from fmri2image.cli.main import build_parser, main
 from fmri2image.errors import ConfigError
 from fmri2image.generation import (
     GENERATORS,
@@ -25,7 +26,6 @@ from fmri2image.generation import (
     image_seed,
     register_generator,
 )
-from fmri2image.cli.main import build_parser, main
 from fmri2image.pipeline.experiment import run_experiment
 
 

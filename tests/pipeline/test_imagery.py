@@ -48,7 +48,7 @@ def test_imagery_needs_two_categories():
         split_recording(recording([1, 1, -1]), normalization="none", split="imagery")
     from fmri2image.pipeline.config import load_config
 
-    with pytest.raises(ConfigError, match="--split .data.split. must be one of test, imagery"):
+    with pytest.raises(ConfigError, match=r"--split \(data.split\) must be one of test, imagery"):
         load_config(None, ["data.split=imagine"]).validate()
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from fmri2image.errors import ConfigError
 from fmri2image.evaluation.evaluate import Evaluation, MetricScore
-from fmri2image.features.shards import store_dirname
 from fmri2image.evaluation.stats import holm_adjust
+from fmri2image.features.shards import store_dirname
 from fmri2image.pipeline.outputs import export_images, image_grid
 from fmri2image.pipeline.tables import (
     CONDITIONS,
@@ -272,13 +272,24 @@ def _decoding(*models: str) -> Decoding:
     return Decoding(
         subject=1,
         roi="ROI_VC",
-        info={"n_train": 10, "n_train_categories": 2, "n_eval": 4, "n_eval_repeats": [3],
-              "n_voxels": 8, "split": "test"},  # fmt: skip
+        info={
+            "n_train": 10,
+            "n_train_categories": 2,
+            "n_eval": 4,
+            "n_eval_repeats": [3],
+            "n_voxels": 8,
+            "split": "test",
+        },
         test_stems=STEMS,
         true_labels=STEMS,
         models=tuple(
-            ModelDecoding(m, 8, metrics, {"alpha_median": 100.0},
-                          (_retrieval("prototypes"), _retrieval("images")))  # fmt: skip
+            ModelDecoding(
+                m,
+                8,
+                metrics,
+                {"alpha_median": 100.0},
+                (_retrieval("prototypes"), _retrieval("images")),
+            )
             for m in models
         ),
     )

@@ -211,9 +211,8 @@ def _field_docs(cls: type) -> dict[str, str]:
 def generate_config(args: argparse.Namespace):
     """The run's resolved configuration with this command's generator and flags."""
     from fmri2image.errors import ConfigError
-    from fmri2image.pipeline.results import load_run
-
     from fmri2image.pipeline.config import load_config
+    from fmri2image.pipeline.results import load_run
 
     run_ = load_run(args.run_dir)
     if run_.config is None:

@@ -53,8 +53,13 @@ register_generator(
 )  # fmt: skip
 
 #: What the diffusion generators import when built, and where their weights come from.
-_DIFFUSION = Needs(extra="diffusion", packages=("diffusers", "transformers"),
-                   weights="the Hugging Face hub (or a local folder)", offline=False, gpu=True)
+_DIFFUSION = Needs(
+    extra="diffusion",
+    packages=("diffusers", "transformers"),
+    weights="the Hugging Face hub (or a local folder)",
+    offline=False,
+    gpu=True,
+)
 
 
 # Diffusion: Stable Diffusion from the retrieved label (diffusion.py), unCLIP from the

@@ -569,9 +569,7 @@ def run_experiment(
     with output_lock(out, flag="--out"):
         with _log_file(out / "run.log"):
             log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
-            result = plan.graph.run(
-                plan.cache, force=forced, progress=progress, problems=problems
-            )
+            result = plan.graph.run(plan.cache, force=forced, progress=progress, problems=problems)
             # The results of the previous run in OUT stay as they were until every
             # stage of this one is done; then they are replaced.
             config.save(out)

@@ -74,8 +74,13 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
         config=run.config_table,
         config_text=run.config_text,
         stages=[
-            {"name": s.name, "key": s.key, "reused": s.reused, "seconds": s.seconds,
-             "reason": s.reason}
+            {
+                "name": s.name,
+                "key": s.key,
+                "reused": s.reused,
+                "seconds": s.seconds,
+                "reason": s.reason,
+            }
             for s in run.stages
         ],
         folders=dict(run.folders),

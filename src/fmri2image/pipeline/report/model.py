@@ -80,6 +80,7 @@ def _registered(kind: str) -> list[Any]:
 
     return list_metrics(kind)
 
+
 #: The package versions shown when no evaluation recorded its own.
 _VERSION_PACKAGES = ("numpy", "scipy", "torch", "torchvision", "scikit-learn", "scikit-image",
                      "Pillow", "pyarrow", "faiss-cpu", "transformers", "diffusers")  # fmt: skip
