@@ -1,6 +1,7 @@
 """Make docs/img/demo-inversions.png: the demo's test images and their feature inversions.
 
-Reads a finished demo run (``fmri2image demo --out DIR``), inverts every predicted
+Reads a finished demo run (``fmri2image demo --out DIR``: DIR/results, through
+``fmri2image.pipeline.results``), inverts every predicted
 test embedding with the ``invert`` generator at its default options (or the ones
 given with ``--option``), through each encoder of the run, and draws one grid: the
 stimuli on top, then one row of inversions per encoder.  It also prints how well the
@@ -40,23 +41,29 @@ def _coerce(value: str):
 
 
 def invert_run(results: Path, encoders: list[str] | None, options: dict, out: Path | None):
-    """Invert every prediction of a decode run; yields per-encoder results and scores."""
+    """Invert every prediction of a run (its first subject and ROI); yields per-encoder
+    results and scores."""
     import torch
 
     from fmri2image.evaluation import two_way_identification
     from fmri2image.features.shards import open_feature_store, store_dirname
     from fmri2image.generation import EmbeddingStats, GenerationRequest, get_generator
+    from fmri2image.pipeline.results import load_run
 
+    run = load_run(results)
     summary = json.loads((results / "summary.json").read_text())
-    stems = list(summary["test_images"])
-    encoders = encoders or [row["encoder"] for row in summary["encoders"]]
+    block = summary["blocks"][0]
+    stems = list(block["test_images"])
+    maps = results / "maps" / f"s{block['subject']}-{block['roi']}"
+    encoders = encoders or list(dict.fromkeys(row["encoder"] for row in summary["encoders"]))
     gen = get_generator("invert", **options)
     rows = {}
     for name in encoders:
         folder = store_dirname(name)
-        pred = np.load(results / folder / "predicted_test_embeddings.npy", allow_pickle=False)
-        train = open_feature_store(results / "stimulus_features" / "training" / folder).load()
-        test = open_feature_store(results / "stimulus_features" / "test" / folder)
+        features = run.folder(f"features/{name}")
+        pred = np.load(maps / folder / "predicted_test_embeddings.npy", allow_pickle=False)
+        train = open_feature_store(features / "train" / folder).load()
+        test = open_feature_store(features / "test" / folder)
         order = {Path(p).stem: i for i, p in enumerate(test.paths)}
         true = test.load()[[order[s] for s in stems]]
         stats = EmbeddingStats.from_embeddings(train)
@@ -84,7 +91,7 @@ def invert_run(results: Path, encoders: list[str] | None, options: dict, out: Pa
                 r.image.save(out / folder / f"{r.stem}.png")
         rows[name] = ([r.image for r in made], scores)
     stimuli = [Path(p) for p in open_feature_store(
-        results / "stimulus_features" / "test" / store_dirname(encoders[0])).paths]  # fmt: skip
+        run.folder(f"features/{encoders[0]}") / "test" / store_dirname(encoders[0])).paths]  # fmt: skip
     by_stem = {p.stem: p for p in stimuli}
     return [by_stem[s] for s in stems], rows
 

@@ -6,6 +6,7 @@ Tests never touch the network: the hub is forced offline for every test session.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,3 +27,17 @@ def default_demo(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo-default") / "data"
     return write_demo_dataset(out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_run(default_demo):
+    """``fmri2image demo`` run once per session on :func:`default_demo`: its folder holds
+    ``data/`` and ``results/`` (what ``demo-output`` holds after ``make demo``)."""
+    from fmri2image.cli.main import main
+
+    ready = os.environ.get("FMRI2IMAGE_TEST_DEMO_OUTPUT")  # a demo folder made earlier
+    if ready:  # (to iterate on the docs' examples without the 4-minute demo each time)
+        return Path(ready)
+    out = default_demo.root.parent  # the session's default dataset is reused as out/data
+    assert main(["-q", "demo", "--out", str(out)]) == 0
+    return out

@@ -18,13 +18,6 @@ from fmri2image.demo import available_categories
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def demo_run(default_demo):
-    out = default_demo.root.parent  # the session's default dataset is reused as out/data
-    assert main(["-q", "demo", "--out", str(out)]) == 0
-    return out
-
-
 def _table(out, name):
     import pyarrow.parquet as pq
 

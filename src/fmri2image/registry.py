@@ -40,7 +40,7 @@ from fmri2image.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ENTRY_POINT_GROUPS", "Needs", "Registry"]
+__all__ = ["ENTRY_POINT_GROUPS", "Needs", "Registry", "import_target"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,17 @@ class Needs:
             "inputs": list(self.inputs),
             "gpu": self.gpu,
         }
+
+
+def import_target(target: str) -> Any:
+    """The object a ``"package.module:Name"`` string names (imported now): how entries
+    registered by path are loaded on first use, so listing a registry stays cheap."""
+    import importlib
+
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"{target!r} must be 'package.module:Name'.")
+    return getattr(importlib.import_module(module), attr)
 
 
 class Registry(Generic[T]):

@@ -16,14 +16,16 @@ examples:
   # from the demo's image database
   fmri2image decode --data demo-output/data --subject 1 --roi ROI_HVC \\
       --model effnet-lite0 --model effnet-lite2 --database prototypes \\
-      --database demo-output/data/database --out dec/
+      --database demo-output/data/database --cache demo-output/results/cache --out dec/
 
   # higher visual cortex only, exact leave-one-out over a custom alpha grid
   fmri2image decode --data demo-output/data --subject 1 --roi ROI_HVC --model effnet-lite0 \\
-      --cv loo --cv-groups none --alphas 1e0:1e8:17 --out dec-loo/
+      --cv loo --cv-groups none --alphas 1e0:1e8:17 --cache demo-output/results/cache \\
+      --out dec-loo/
 
   # then pictures from the same maps (the cache is shared: nothing is fitted again)
-  fmri2image generate --from dec/ --generator invert --out gen-invert/
+  fmri2image generate --from dec/ --generator invert --option iterations=8 --option size=64 \\
+      --out gen-invert/
 
   # GOD, three encoders; CLIP labels from 21k text prompts
   fmri2image decode --data GOD/ --subject 3 --model resnet50 --model vit --model clip \\

@@ -10,13 +10,13 @@ _EPILOG = """\
 examples:
   fmri2image demo                                  # both EfficientNet-Lites, ROI_HVC
   fmri2image demo --roi ROI_VC --model effnet-lite0 --generators retrieve
-  fmri2image demo --seed 1 --out demo-seed1        # another dataset, another brain
-  fmri2image demo --force generation               # remake the pictures only
+  fmri2image demo --force generation/effnet-lite0/retrieve   # remake those pictures only
 
 The dataset (OUT/data, GOD release layout, with an ImageNet-style image database
 in OUT/data/database) is reused on a rerun only if it is exactly what --seed and
 the installed photos would write; otherwise it is written anew and OUT/results is
-replaced.  OUT/results is what `fmri2image compare` writes (tables, images, grid,
+replaced (`fmri2image demo --seed 1 --out demo-seed1`: another dataset, another
+brain).  OUT/results is what `fmri2image compare` writes (tables, images, grid,
 report.html, config.toml, the stage cache); a rerun reuses every stage that verifies,
 and `fmri2image generate --from OUT/results ...` reuses them too.  See
 docs/demo-dataset.md for how the dataset is made.

@@ -15,10 +15,11 @@ __all__ = ["register", "run"]
 _EPILOG = """\
 examples:
   fmri2image make-demo-data demo/
-  fmri2image make-demo-data demo/ --subjects 3 --seed 1 --snr 0.5
-  fmri2image make-demo-data demo/ --images-per-category 16 --n-test-repeats 10 \\
-      --n-voxels 3000 --force
   fmri2image make-demo-data --list-categories
+
+(`--subjects 3 --seed 1 --snr 0.5` writes three subjects of another simulated brain,
+`--images-per-category 16 --n-test-repeats 10 --n-voxels 3000` a larger one; `--force`
+writes over a dataset already in the folder.)
 
 The folder has the GOD release layout (Subject1.h5 ..., training/, test/,
 imageID_training.csv, imageID_test.csv), so every command that takes a GOD folder

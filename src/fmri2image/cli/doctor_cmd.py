@@ -40,9 +40,9 @@ exit status:
 
 examples:
   fmri2image doctor
-  fmri2image doctor --data /data/GOD --json
-  fmri2image doctor --dataset god --god /data/GOD
-  fmri2image doctor --cache /scratch/hf-cache
+  fmri2image doctor --data demo-output/data --json
+  fmri2image doctor --dataset god --god demo-output/data
+  fmri2image doctor --cache demo-output/results/cache
 """
 
 

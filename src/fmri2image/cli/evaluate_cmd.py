@@ -8,20 +8,22 @@ from fmri2image.cli import _options
 
 _EPILOG = """\
 examples:
-  # the offline metrics (no downloads), e.g. on a generate run of the demo
-  fmri2image evaluate --recon gen-invert/effnet-lite0 --gt demo-output/data/test \\
-      --metrics pixcorr ssim lite0 lite0_nway lite2 --out scores/invert.csv
+  # the offline metrics (no downloads), on the demo's pictures
+  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/invert/predicted \\
+      --gt demo-output/data/test --metrics pixcorr ssim lite0 lite0_nway lite2 \\
+      --out scores/invert.csv
+
+  # with the labels the run retrieved: hit1, hit5 (and wup, path with WordNet) per image too
+  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/retrieve/predicted \\
+      --gt demo-output/data/test --metrics ssim hit1 hit5 --out scores/retrieve.csv \\
+      --labels demo-output/results/maps/s1-ROI_HVC/effnet-lite0/retrieval/prototypes/semantic_per_query.parquet
 
   # MindEye's table (AlexNet, Inception, CLIP, EffNet, SwAV weights needed), on a GPU
   fmri2image evaluate --recon recon/ --gt stimuli/ --device cuda --out scores/all.csv
 
   # another method's reconstructions saved as one array, rows in a stated order
   fmri2image evaluate --recon their_recons.npy --order test_stems.txt --gt stimuli/ \\
-      --out scores/theirs.csv --compare-to scores/all.csv
-
-  # with the labels a decode run retrieved: hit1, hit5, wup, path per image too
-  fmri2image evaluate --recon gen-sd15/clip --gt stimuli/ --out scores/sd15.csv \
-      --labels results/clip/retrieval/prototypes/semantic_per_query.parquet
+      --device cuda --out scores/theirs.csv --compare-to scores/all.csv
 
   # every metric, what it needs, and its chance level
   fmri2image evaluate --list-metrics

@@ -14,9 +14,14 @@ __all__ = ["register", "run"]
 
 _EPILOG = """\
 examples:
-  fmri2image extract --model effnet-lite0 --model effnet-lite2 \\
-      --images /data/ILSVRC/train --out features/imagenet
+  # the demo's labelled image database, offline
+  fmri2image extract --model effnet-lite0 --images demo-output/data/database \\
+      --out features/demo-db
+  # the ImageNet-1k classifier rows as a one-row-per-class database
   fmri2image extract --model effnet-lite0 --prototypes --out features/prototypes
+  # ILSVRC train (1.28 M images) with two encoders, on a GPU
+  fmri2image extract --model effnet-lite0 --model effnet-lite2 \\
+      --images /data/ILSVRC/train --device cuda --out features/imagenet
   RAY_ADDRESS=auto fmri2image extract --model clip --images /data/imagenet-256 \\
       --class-map classes.csv --out features/in256 --executor ray --device cuda
 

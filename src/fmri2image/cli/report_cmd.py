@@ -8,8 +8,8 @@ from fmri2image.cli import _options
 
 _EPILOG = """\
 examples:
-  fmri2image report runs/cmp                       # runs/cmp/report.html
-  fmri2image report demo-output/results --out ~/demo-report.html
+  fmri2image report demo-output/results            # demo-output/results/report.html
+  fmri2image report demo-output/results --out demo-report.html
 
 The page is one file: pictures, style and plots are embedded, it loads nothing from
 anywhere and needs no script, so it can be mailed or opened offline.  Beside it:

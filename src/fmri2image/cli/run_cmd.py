@@ -9,7 +9,7 @@ from fmri2image.cli import _options
 _RUN_EPILOG = """\
 examples:
   fmri2image run --data demo-output/data --roi ROI_HVC --model effnet-lite0 \\
-      --database prototypes --generators invert retrieve --database demo-output/data/database \\
+      --database prototypes --database demo-output/data/database --generators retrieve \\
       --cache demo-output/results/cache --out runs/lite0
   fmri2image run --config examples/demo-like.toml --set mapping.cv=loo --out runs/loo
   fmri2image run --config runs/lite0/config.toml --force generation   # remake the pictures

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fmri2image.errors import ConfigError, DataFormatError
-from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry, import_target
 
 __all__ = [
     "DATASETS",
@@ -242,11 +241,6 @@ class DecodingSplit:
         return int(self.X_train.shape[1])
 
 
-def _zscore(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    std = np.where(std > 0, std, 1.0)
-    return ((X - mean) / std).astype(np.float32)
-
-
 def _average(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean of the samples of each distinct row (ascending), with the counts."""
     uniq, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
@@ -280,7 +274,7 @@ def split_recording(
     DataFormatError
         No training samples, or nothing to predict.
     """
-    from fmri2image.data.preprocess import zscore_by_run
+    from fmri2image.data.preprocess import NormalizationStats, _safe_std, zscore_by_run
 
     if normalization not in NORMALIZATIONS:
         raise ConfigError(
@@ -298,9 +292,9 @@ def split_recording(
     X = rec.voxels
     if normalization == "run":
         Xn = zscore_by_run(X, rec.runs).astype(np.float32, copy=False)
-    elif normalization == "train":
+    elif normalization == "train":  # training statistics only
         fit = X[train].astype(np.float64)
-        Xn = _zscore(X.astype(np.float64), fit.mean(axis=0), fit.std(axis=0))
+        Xn = NormalizationStats("train", fit.mean(axis=0), _safe_std(fit.std(axis=0))).transform(X)
     else:
         Xn = np.asarray(X, dtype=np.float32)
     predicted = rec.mask(split) & (rec.stimulus >= 0)
@@ -446,11 +440,7 @@ class DatasetEntry:
     needs: Needs = field(default_factory=Needs)
 
     def load(self) -> type[Dataset]:
-        if isinstance(self.target, str):
-            module, _, attr = self.target.partition(":")
-            cls = getattr(importlib.import_module(module), attr)
-        else:
-            cls = self.target
+        cls = import_target(self.target) if isinstance(self.target, str) else self.target
         if not (isinstance(cls, type) and issubclass(cls, Dataset)):
             raise ConfigError(
                 f"dataset {self.name!r} must be a subclass of fmri2image.data.Dataset, got {cls!r}."

@@ -21,13 +21,15 @@ normalization, the field's standard protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fmri2image.data.god import GODSubject
 from fmri2image.data.ids import stimulus_id_keys
 from fmri2image.errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.data.god import GODSubject
 
 __all__ = ["GODSplits", "NormalizationStats", "make_splits", "zscore_by_run"]
 

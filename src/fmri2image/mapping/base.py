@@ -48,7 +48,6 @@ shrink=0.5)`` builds one and ``save_mapping`` / ``load_mapping`` round-trip it.
 from __future__ import annotations
 
 import abc
-import importlib
 import inspect
 import json
 from collections.abc import Mapping
@@ -58,7 +57,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fmri2image.errors import ConfigError, DataFormatError
-from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry
+from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry, import_target
 
 __all__ = [
     "MAPPERS",
@@ -252,11 +251,7 @@ class MapperEntry:
 
     def load(self) -> type[Mapper]:
         """The mapper class (imported now if registered by path)."""
-        if isinstance(self.target, str):
-            module, _, attr = self.target.partition(":")
-            cls = getattr(importlib.import_module(module), attr)
-        else:
-            cls = self.target
+        cls = import_target(self.target) if isinstance(self.target, str) else self.target
         _check_mapper_class(self.name, cls)
         return cls
 

@@ -16,6 +16,7 @@ import platform
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fmri2image import __version__
@@ -240,15 +241,18 @@ def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> Non
     block.labels[model] = labels
 
 
+def _map_files(run: RunFolder, block: Block, model: str, rel: str) -> list[Path]:
+    """Where a file of the model's map may be: the run's ``maps/`` export, else the
+    mapping stage's folder."""
+    paths = [run.root / "maps" / block.images / dirname(model) / rel]
+    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{safe_name(block.roi)}")
+    return paths + ([folder / rel] if folder is not None else [])
+
+
 def _load_r2(run: RunFolder, block: Block, model: str) -> None:
     import pyarrow.parquet as pq
 
-    paths = [run.root / "maps" / block.images / dirname(model) / "prediction"]
-    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{safe_name(block.roi)}")
-    if folder is not None:
-        paths.append(folder / "prediction")
-    for p in paths:
-        f = p / "per_dimension.parquet"
+    for f in _map_files(run, block, model, "prediction/per_dimension.parquet"):
         if f.is_file():
             try:
                 col = pq.read_table(str(f), columns=["r2"]).column("r2").to_pylist()
@@ -261,11 +265,7 @@ def _load_r2(run: RunFolder, block: Block, model: str) -> None:
 
 def _load_fit(run: RunFolder, block: Block, model: str) -> None:
     """The median alpha of the model's map (``fit.json``), when it has alphas."""
-    paths = [run.root / "maps" / block.images / dirname(model) / "fit.json"]
-    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{safe_name(block.roi)}")
-    if folder is not None:
-        paths.append(folder / "fit.json")
-    for p in paths:
+    for p in _map_files(run, block, model, "fit.json"):
         if p.is_file():
             try:
                 alpha = (load_json(p).get("fit") or {}).get(ALPHA)
