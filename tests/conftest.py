@@ -30,14 +30,15 @@ def default_demo(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_run(default_demo):
+def demo_run(request):
     """``fmri2image demo`` run once per session on :func:`default_demo`: its folder holds
     ``data/`` and ``results/`` (what ``demo-output`` holds after ``make demo``)."""
     from fmri2image.cli.main import main
 
     ready = os.environ.get("FMRI2IMAGE_TEST_DEMO_OUTPUT")  # a demo folder made earlier
-    if ready:  # (to iterate on the docs' examples without the 4-minute demo each time)
-        return Path(ready)
+    if ready:  # (to iterate on the docs' examples without the 4-minute demo each time;
+        return Path(ready)  # the examples write into it, as into the session's)
+    default_demo = request.getfixturevalue("default_demo")
     out = default_demo.root.parent  # the session's default dataset is reused as out/data
     assert main(["-q", "demo", "--out", str(out)]) == 0
     return out

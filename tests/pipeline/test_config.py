@@ -149,3 +149,10 @@ def test_demo_settings_reach_the_sections(tmp_path):
     assert load_config(tmp_path / "config.toml") == cfg  # a tuple of alphas round-trips
     with pytest.raises(TypeError, match="nosuch"):
         demo_config(tmp_path, nosuch=1)
+
+
+def test_names_of_the_old_pipeline_say_what_replaced_them():
+    with pytest.raises(ImportError, match=r"replaced by the one engine: use RunConfig"):
+        from fmri2image.pipeline import DecodingConfig  # noqa: F401
+    with pytest.raises(ImportError, match="run_experiment"):
+        from fmri2image.pipeline import run_generate  # noqa: F401

@@ -73,7 +73,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--labels", metavar="FILE",
         help="true and predicted WordNet ids per image, for hit1/hit5/wup/path: a CSV "
-        "image,true_wnid,pred_wnid or a decode run's semantic_per_query.parquet",
+        "image,true_wnid,pred_wnid or a run's maps/s<S>-<ROI>/<model>/retrieval/<database>/"
+        "semantic_per_query.parquet",
     )  # fmt: skip
     p.add_argument(
         "--compare-to", metavar="CSV",

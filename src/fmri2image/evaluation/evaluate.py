@@ -374,8 +374,8 @@ def resolve_metrics(
             if not labels:
                 raise ConfigError(
                     f"--metrics {name}: a label metric; give the true and predicted labels "
-                    "with --labels FILE (a CSV image,true_wnid,pred_wnid or a decode run's "
-                    "semantic_per_query.parquet)."
+                    "with --labels FILE (a CSV image,true_wnid,pred_wnid or a run's "
+                    "maps/s<S>-<ROI>/<model>/retrieval/<database>/semantic_per_query.parquet)."
                 )
             chosen.append(m)
             continue

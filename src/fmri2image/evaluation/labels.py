@@ -122,7 +122,8 @@ def _read_parquet(path: Path) -> LabelTable:
 
 
 def read_label_table(path: str | os.PathLike) -> LabelTable:
-    """Read a label CSV or a decode run's ``semantic_per_query.parquet``.
+    """Read a label CSV or a run's ``semantic_per_query.parquet``
+    (``maps/s<S>-<ROI>/<model>/retrieval/<database>/``).
 
     Raises
     ------
@@ -141,5 +142,5 @@ def read_label_table(path: str | os.PathLike) -> LabelTable:
         return _read_parquet(path)
     raise ConfigError(
         f"--labels {path}: give a .csv (image,true_wnid,pred_wnid) or the "
-        "semantic_per_query.parquet of a decode run."
+        "semantic_per_query.parquet of a run (maps/s<S>-<ROI>/<model>/retrieval/<database>/)."
     )

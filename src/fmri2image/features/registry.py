@@ -125,7 +125,7 @@ def register_encoder(
         ``spec`` attribute when it is an :class:`EncoderSpec`.
     needs : Needs, optional
         What it needs (extra, packages, weights); default: the factory's ``needs``
-        attribute, else nothing beyond fmri2image.
+        attribute, else ``Needs(offline=False)`` (its weights may need a download).
     overwrite : bool
         Replace an existing entry of the same name.
 
@@ -149,8 +149,8 @@ def register_encoder(
     if spec is not None and not (isinstance(spec, EncoderSpec) or callable(spec)):
         raise ConfigError("register_encoder: spec must be an EncoderSpec, a callable or None.")
     needs = needs if needs is not None else getattr(factory, "needs", None)
-    if not isinstance(needs, Needs):
-        needs = Needs()
+    if not isinstance(needs, Needs):  # undeclared: assumed to download weights
+        needs = Needs(offline=False)
     entry = EncoderEntry(factory=factory, spec=spec, needs=needs)
     ENCODERS.register(name, entry, overwrite=overwrite)
     return entry

@@ -201,7 +201,8 @@ class Generator(abc.ABC):
     name: ClassVar[str] = ""
     conditioning: ClassVar[str] = "label"
     description: ClassVar[str] = ""
-    needs: ClassVar[Needs] = Needs()
+    #: Undeclared: assumed to download weights (declare ``Needs(offline=True)`` if not).
+    needs: ClassVar[Needs] = Needs(offline=False)
     Options: ClassVar[type] = type("Options", (), {})
 
     def __init__(self, *, device: str = "cpu", dtype: str = "float32", **options: Any) -> None:

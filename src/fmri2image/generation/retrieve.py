@@ -2,8 +2,9 @@
 
 ``retrieve`` answers "which image that exists points where the brain points?": it
 searches an image database's features (a feature store written by
-``fmri2image extract``, or the one ``decode`` writes for an image database under
-``DECODE_OUT/database_features/<name>/``) for the row nearest to the predicted
+``fmri2image extract``, or the ``database`` stage of a run that was given an image
+folder: a run hands it to the generator itself, as the ``database`` input its
+registry entry declares) for the row nearest to the predicted
 embedding, by cosine, and returns that image as stored.  It is the ceiling of
 what label retrieval plus a generator could show, and the floor any generator
 should beat on low-level metrics: a real photo of a neighbouring class.
@@ -53,7 +54,7 @@ class RetrieveOptions:
     database : str or None
         Feature folder of an image database: one encoder's store (holding
         manifest.json, from `fmri2image extract`) or a folder with one store per
-        encoder (a decode run's database_features/NAME).
+        encoder; a run sets it to its first image database's features.
     match : str
         raw: cosine between the prediction and the database features, as decode's
         label retrieval ranks; deviation: cosine of both after subtracting the
@@ -72,9 +73,9 @@ class RetrieveOptions:
 
 
 _HOW = (
-    "Pass --option database=DIR with the feature folder of an image database: the --out "
-    "of `fmri2image extract --images IMAGE_FOLDER` (one store per encoder under it), or a "
-    "decode run's database_features/NAME folder."
+    "Give the run an image database (--database IMAGE_FOLDER, or the --out of `fmri2image "
+    "extract --images IMAGE_FOLDER`), which it hands to retrieve, or pass --option "
+    "database=DIR with such a feature folder (one store per encoder under it)."
 )
 
 

@@ -40,4 +40,23 @@ __all__ = [
     "run_experiment",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+#: Names of the pipeline written twice before the one engine, and what replaced them.
+_REPLACED = {
+    "DecodingConfig": "RunConfig (fmri2image.pipeline.config; load_config reads a TOML file)",
+    "run_decoding": "run_experiment(config) with config.generation.generators = () (what "
+    "`fmri2image decode` runs)",
+    "DecodingResult": "ExperimentResult.decodings (fmri2image.pipeline.tables.Decoding)",
+    "GenerateConfig": "RunConfig's [generation] section",
+    "run_generate": "run_experiment on a run's configuration with one generator (what "
+    "`fmri2image generate --from RUN` runs; see cli/generate_cmd.generate_config)",
+}
+
+
+def __getattr__(name: str):
+    if name in _REPLACED:
+        raise ImportError(
+            f"fmri2image.pipeline.{name} was replaced by the one engine: use {_REPLACED[name]}."
+        )
+    return _lazy_getattr(name)

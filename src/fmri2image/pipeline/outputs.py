@@ -90,7 +90,8 @@ def export_images(
     from fmri2image.features.shards import store_dirname
 
     root = Path(folder) / "images"
-    root.mkdir(parents=True, exist_ok=True)
+    if entries:  # (a run without pictures, decode, has no images folder)
+        root.mkdir(parents=True, exist_ok=True)
     gt_stems: dict[tuple[int, str], dict[str, None]] = {}
     for e in entries:
         base = root / f"s{e.subject}-{safe_name(e.roi)}"

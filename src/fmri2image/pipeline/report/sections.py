@@ -287,11 +287,7 @@ def picture_grids(rep: Report) -> list[PictureGrid]:
     for block in rep.subject_blocks:
         methods = rep.methods.get(block.key, [])
         dbs = unique(block.label_db.values())
-        where = (
-            " Under each picture: the label it was made from, or that of the database image "
-            "it is (retrieve)"
-            + (f"; else the top-1 label retrieved from {', '.join(dbs)}." if dbs else ".")
-        )
+        where = f" Retrieved labels from {', '.join(dbs)}." if dbs else ""
         missing = [m for m in unique(m for m, _ in methods) if m not in block.labels]
         if missing:
             where += f" No retrieved labels found for {', '.join(missing)}."
