@@ -74,13 +74,18 @@ def test_keys_of_earlier_versions_still_read(tmp_path):
 
 
 def test_generator_options_are_checked_per_generator(tmp_path):
-    """A shared key must apply to every generator; a table names one generator."""
+    """A shared key must apply to every generator; a table names one generator: a
+    misspelt one is refused, one the run does not use (--generators over a config
+    file) is kept unused."""
     shared = load_config(write(tmp_path, EXAMPLE), ["generation.options={ steps = 20 }"])
     with pytest.raises(ConfigError, match="--steps does not apply to generator 'invert'"):
         shared.validate()
-    other = load_config(write(tmp_path, EXAMPLE), ["generation.options={ sd15 = { steps = 2 } }"])
-    with pytest.raises(ConfigError, match=r"sd15.*not in generation.generators"):
-        other.validate()
+    typo = load_config(write(tmp_path, EXAMPLE), ["generation.options={ sd16 = { steps = 2 } }"])
+    with pytest.raises(ConfigError, match=r"sd16.*not a registered generator"):
+        typo.validate()
+    unused = load_config(write(tmp_path, EXAMPLE), ["generation.options={ sd15 = { steps = 2 } }"])
+    unused.validate()
+    assert unused.generation.options_for("invert") == {}
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,7 @@ examples:
       --out dec-loo/
 
   # then pictures from the same maps (the cache is shared: nothing is fitted again)
-  fmri2image generate --from dec/ --generator invert --option iterations=8 --option size=64 \\
-      --out gen-invert/
+  fmri2image generate --from dec/ --generator retrieve --out gen-dec/
 
   # GOD, three encoders; CLIP labels from 21k text prompts
   fmri2image decode --data GOD/ --subject 3 --model resnet50 --model vit --model clip \\

@@ -11,7 +11,8 @@ examples:
   fmri2image run --data demo-output/data --roi ROI_HVC --model effnet-lite0 \\
       --database prototypes --database demo-output/data/database --generators retrieve \\
       --cache demo-output/results/cache --out runs/lite0
-  fmri2image run --config examples/demo-like.toml --set mapping.cv=loo --out runs/loo
+  fmri2image run --config examples/demo-like.toml --set mapping.cv=loo --generators retrieve \\
+      --out runs/loo
   fmri2image run --config runs/lite0/config.toml --force generation   # remake the pictures
   fmri2image run --data GOD --model clip-l14 --database text-prototypes:21k \\
       --generators unclip --device cuda --out runs/clip

@@ -490,11 +490,14 @@ def _check_generation(config: RunConfig, injected: Mapping[str, Any]) -> None:
             GENERATORS.get(name)  # unknown names: ConfigError with close matches
     if len(set(g.generators)) != len(g.generators):
         raise ConfigError(f"--generators lists a generator twice: {list(g.generators)}.")
-    for key, value in g.options.items():  # (a run without generators keeps them unused)
-        if isinstance(value, dict) and g.generators and key not in g.generators:
+    for key, value in g.options.items():
+        # A table of a generator the run does not use is kept unused (--generators
+        # overriding a configuration); one that names no generator is a mistake.
+        if isinstance(value, dict) and key not in g.generators and key not in GENERATORS:
             raise ConfigError(
                 f"generation.options.{key} sets options of generator {key!r}, which is "
-                f"not in generation.generators ({', '.join(g.generators) or 'none'})."
+                f"not a registered generator (generation.generators: "
+                f"{', '.join(g.generators) or 'none'}); check its name."
             )
     for name in g.generators:
         given = g.options_for(name)
