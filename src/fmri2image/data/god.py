@@ -512,11 +512,16 @@ class GODDataset(Dataset):
         return find_subject_files(self.path, subject, self.options.release)  # type: ignore[arg-type]
 
     def _stimulus_set(self, split: str):
+        """The id file and image folder of ``split``, read once per dataset object
+        (every subject and ROI a run loads maps its samples onto the same sets)."""
         from fmri2image.data.stimuli import load_stimulus_set
 
         if split not in _FOLDER_OF_SPLIT:
             raise ConfigError(f"GOD has train and test stimuli, not {split!r}.")
-        return load_stimulus_set(self.path, _FOLDER_OF_SPLIT[split])  # type: ignore[arg-type]
+        sets = self.__dict__.setdefault("_sets", {})
+        if split not in sets:
+            sets[split] = load_stimulus_set(self.path, _FOLDER_OF_SPLIT[split])  # type: ignore[arg-type]
+        return sets[split]
 
     def stimuli(self, split: str) -> Stimuli:
         stim = self._stimulus_set(split)

@@ -155,11 +155,6 @@ class _Plan:
     ground_truth: StimulusImages | str
 
 
-def _memo(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` computed once, when first asked for (a recording loads at most once)."""
-    return cache(fn)
-
-
 def build_experiment(
     config: RunConfig,
     *,
@@ -216,7 +211,7 @@ def build_experiment(
             ident = st.files_identity([stim.source]) if stim.source else ""
             images[split] = add(st.stimuli_stage(config.data.dataset, stim, ident))
 
-    @_memo
+    @cache  # once, however many features stages are computed
     def check_images() -> None:  # every stimulus decodes: once, before features are computed
         for stim in stimuli.values():
             dataset.check_images(stim, progress=progress)
@@ -234,7 +229,7 @@ def build_experiment(
         for roi in config.data.rois:
             tag = f"s{subject}/{safe_name(roi)}"
 
-            @_memo
+            @cache  # a recording loads at most once
             def prepared(subject: int = subject, roi: str = roi) -> tuple[Any, Any]:
                 rec = dataset.load(subject, roi, drop_nan_voxels=config.data.drop_nan_voxels)
                 split = split_recording(
