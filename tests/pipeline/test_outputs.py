@@ -375,7 +375,7 @@ def test_write_tables_empty(tmp_path):
 
 
 # ------------------------------------------------------------------ images
-def test_export_images_links_and_replaces(fixture, tmp_path):
+def test_export_images_copies_and_replaces(fixture, tmp_path):
     entries, ground_truth = fixture
     out = tmp_path / "run"
     e = _find(entries, 1, ROIS[1], MODELS[1], "random")
@@ -387,26 +387,28 @@ def test_export_images_links_and_replaces(fixture, tmp_path):
     root = export_images(out, entries, ground_truth)
     assert root == out / "images"
     assert store_dirname(MODELS[1]) == "hf_org_model"
-    # Every reconstruction is a hard link to its source.
+    # Every reconstruction is a copy of its source: same bytes, never the same file.
     assert sorted(p.name for p in dst_dir.iterdir()) == sorted(
         f"{s}.png" for s in e.evaluation.stems
     )
     for s in e.evaluation.stems:
-        assert os.stat(dst_dir / f"{s}.png").st_ino == os.stat(e.images / f"{s}.png").st_ino
+        assert (dst_dir / f"{s}.png").read_bytes() == (e.images / f"{s}.png").read_bytes()
+        assert not os.path.samefile(dst_dir / f"{s}.png", e.images / f"{s}.png")
     n_png = sum(1 for _ in root.glob("s*/*/*/*/*.png"))
     assert n_png == sum(len(x.evaluation.stems) for x in entries)
     # The ground truth keeps its suffix.
     gt_dir = root / "s2-ROI_HVC" / "ground_truth"
     assert sorted(p.name for p in gt_dir.iterdir()) == sorted(f"{s}.JPEG" for s in STEMS)
     src = ground_truth[(2, "ROI_HVC")][STEMS[0]]
-    assert os.path.samefile(gt_dir / f"{STEMS[0]}.JPEG", src)
+    assert (gt_dir / f"{STEMS[0]}.JPEG").read_bytes() == Path(src).read_bytes()
+    assert not os.path.samefile(gt_dir / f"{STEMS[0]}.JPEG", src)
     # A rerun with another source replaces the file.
     new = _png(tmp_path / "other" / f"{STEMS[1]}.png", (9, 9, 9))
     again = ReconstructionScores(
         e.subject, e.roi, e.model, e.generator, "random", e.evaluation, new.parent
     )
     export_images(out, [again], {})
-    assert os.path.samefile(stale, new)
+    assert stale.read_bytes() == new.read_bytes()
     assert not [p for p in dst_dir.iterdir() if p.name.startswith(".")]
 
 

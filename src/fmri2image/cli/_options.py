@@ -243,6 +243,15 @@ def add_retrieval_options(p: argparse.ArgumentParser) -> None:
         "--vote", choices=("nearest", "majority", "weighted"),
         help=f"how neighbour labels are ranked (retrieval.vote; default: {_RET.vote})",
     )  # fmt: skip
+    g.add_argument(
+        "--class-map", metavar="FILE",
+        help="JSON object or CSV 'folder,wnid' naming the WordNet id of an image folder's "
+        "class folders whose names are ambiguous or unknown (retrieval.class_map)",
+    )  # fmt: skip
+    g.add_argument(
+        "--skip-unresolved", action="store_true", default=None,
+        help="leave such class folders out instead of stopping (retrieval.skip_unresolved)",
+    )  # fmt: skip
 
 
 def add_generation_options(p: argparse.ArgumentParser, *, generators: bool = True) -> None:
@@ -347,6 +356,7 @@ _FLAGS = {
     "alphas": "mapping__alphas", "alpha_per_target": "mapping__alpha_per_target",
     "n_voxels": "mapping__n_voxels",
     "databases": "retrieval__databases", "k": "retrieval__k", "vote": "retrieval__vote",
+    "class_map": "retrieval__class_map", "skip_unresolved": "retrieval__skip_unresolved",
     "generators": "generation__generators", "labels_from": "generation__labels_from",
     "init": "generation__init", "dtype": "generation__dtype",
     "executor": "generation__executor", "workers": "generation__workers",

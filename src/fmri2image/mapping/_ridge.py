@@ -181,14 +181,30 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self, n_samples: int, n_features: int) -> tuple[np.ndarray, np.dtype]:
-        dtype = self._check_dtype()
-        alphas = np.asarray(self.alphas, dtype=np.float64).ravel()
+    def check_params(
+        self,
+        n_samples: int | None = None,
+        n_features: int | None = None,
+        n_groups: int | None = None,
+    ) -> None:
+        """Refuse arguments that cannot work (:meth:`Mapper.check_params`): types and
+        ranges of every constructor argument, and, given the data's sizes, folds and
+        ``n_voxels`` that do not fit them.  Nothing is coerced: ``alpha_per_target="no"``
+        is refused, not read as true."""
+        self._check_dtype()
+        try:
+            alphas = np.asarray(self.alphas, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            alphas = np.empty(0)
         if alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
             raise ConfigError(
                 f"alphas must be a non-empty list of positive finite numbers, got {self.alphas!r}. "
                 "Use e.g. numpy.logspace(-2, 10, 13)."
             )
+        for name in ("alpha_per_target", "standardize_X", "standardize_Y"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"{name}={value!r} must be true or false.")
         if self.scoring not in SCORINGS:
             raise ConfigError(f"scoring={self.scoring!r} is not supported; use one of {SCORINGS}.")
         if self.score_pooling not in SCORE_POOLINGS:
@@ -197,25 +213,77 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
                 f"{SCORE_POOLINGS}: 'pooled' scores all out-of-fold predictions at once, "
                 "'fold-mean' averages one score per fold."
             )
-        if self.cv == "loo" and self.score_pooling != "pooled":
+        cv = self.cv
+        if isinstance(cv, str):
+            if cv != "loo":
+                raise ConfigError(
+                    f"cv={cv!r} is not understood. Pass a number of folds (e.g. 5), 'loo' "
+                    "for efficient leave-one-out, or a scikit-learn splitter."
+                )
+            if self.score_pooling != "pooled":
+                raise ConfigError(
+                    "cv='loo' leaves out one sample per fold, on which R² and correlation are "
+                    "undefined, so its scores are always pooled; use score_pooling='pooled' "
+                    "with cv='loo', or an integer cv for 'fold-mean'."
+                )
+            if self.n_voxels is not None:
+                raise ConfigError(
+                    "n_voxels with cv='loo' would select voxels with each left-out sample; "
+                    "use an integer cv with n_voxels."
+                )
+        elif isinstance(cv, (int, np.integer)) and not isinstance(cv, (bool, np.bool_)):
+            if cv < 2:
+                raise ConfigError(
+                    f"cv={cv} is not a valid number of folds; cross-validation needs at "
+                    "least 2 folds. Use cv=5 (default), cv='loo', or a scikit-learn splitter."
+                )
+            if n_samples is not None and cv > n_samples:
+                raise ConfigError(
+                    f"cv={cv} folds is more than the {n_samples} training samples; use fewer folds."
+                )
+            if n_groups is not None and cv > n_groups:
+                raise ConfigError(
+                    f"cv={cv} grouped folds need at least {cv} distinct groups, and there "
+                    f"are {n_groups}. Use fewer folds or finer groups."
+                )
+        elif not hasattr(cv, "split"):
             raise ConfigError(
-                "cv='loo' leaves out one sample per fold, on which R² and correlation are "
-                "undefined, so its scores are always pooled; use score_pooling='pooled' "
-                "with cv='loo', or an integer cv for 'fold-mean'."
+                f"cv={cv!r} is not understood. Pass a number of folds (e.g. 5), 'loo' for "
+                "efficient leave-one-out, or a scikit-learn splitter such as GroupKFold(5)."
+            )
+        if not isinstance(self.solver, str):
+            raise ConfigError(
+                f"solver={self.solver!r} must be a solver name: auto or one of "
+                f"{', '.join(self.ALL_SOLVERS)}."
             )
         if self.solver != "auto" and self.solver not in self.ALL_SOLVERS:
             self.ALL_SOLVERS.get(self.solver)  # raises ConfigError with suggestions
-        if self.n_voxels is not None:
-            if not (isinstance(self.n_voxels, (int, np.integer)) and 0 < self.n_voxels):
-                raise ConfigError(f"n_voxels={self.n_voxels!r} must be a positive integer or None.")
-            if self.n_voxels > n_features:
-                raise ConfigError(
-                    f"n_voxels={self.n_voxels} exceeds the {n_features} voxels of X; "
-                    "use a smaller n_voxels or None to keep all voxels."
-                )
-        if self.n_targets_batch is not None and int(self.n_targets_batch) < 1:
-            raise ConfigError(f"n_targets_batch={self.n_targets_batch!r} must be >= 1 or None.")
-        return alphas, dtype
+        for name in ("n_voxels", "n_targets_batch"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, (int, np.integer))
+                and not isinstance(value, (bool, np.bool_))
+                and value > 0
+            ):
+                raise ConfigError(f"{name}={value!r} must be a positive integer or None.")
+        if self.n_voxels is not None and n_features is not None and self.n_voxels > n_features:
+            raise ConfigError(
+                f"n_voxels={self.n_voxels} exceeds the {n_features} voxels of X; "
+                "use a smaller n_voxels or None to keep all voxels."
+            )
+        rs = self.random_state
+        if rs is not None and not (
+            isinstance(rs, (int, np.integer, np.random.RandomState))
+            and not isinstance(rs, (bool, np.bool_))
+        ):
+            raise ConfigError(
+                f"random_state={rs!r} must be an integer seed or None (None keeps "
+                "contiguous folds)."
+            )
+
+    def _check_params(self, n_samples: int, n_features: int) -> tuple[np.ndarray, np.dtype]:
+        self.check_params(n_samples, n_features)
+        return np.asarray(self.alphas, dtype=np.float64).ravel(), self._check_dtype()
 
     def _check_dtype(self) -> np.dtype:
         try:

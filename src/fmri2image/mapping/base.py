@@ -86,6 +86,8 @@ class Mapper(abc.ABC):
         that the two agree.
     :meth:`fit` and :meth:`predict`
         Learn from training rows only; predict each row from that row alone.
+    :meth:`check_params` (recommended)
+        Refuse bad constructor arguments before any data is read.
     :meth:`_save_state`
         The fitted state as arrays and JSON values.
 
@@ -134,6 +136,35 @@ class Mapper(abc.ABC):
         Y_pred : ndarray of shape (n_samples, n_targets)
             (A mapper fitted on 1-D ``Y`` may return shape (n_samples,).)
         """
+
+    def check_params(
+        self,
+        n_samples: int | None = None,
+        n_features: int | None = None,
+        n_groups: int | None = None,
+    ) -> None:
+        """Refuse constructor arguments that cannot work, before any data is read.
+
+        The pipeline calls it once the configuration is parsed (no sizes), and again
+        with the sizes of each subject × ROI while the run is planned, before any
+        stage runs: a bad ``mapping.options`` value stops the run in seconds with one
+        message instead of failing (or being silently coerced) after the features
+        are computed.  :meth:`fit` should call it too.  The default accepts
+        everything; override it to check types and ranges.
+
+        Parameters
+        ----------
+        n_samples, n_features : int, optional
+            Training samples and voxels the mapper will be fitted on, when known.
+        n_groups : int, optional
+            Distinct groups in ``fit``'s ``groups``, when groups will be passed.
+
+        Raises
+        ------
+        ConfigError
+            Naming the argument, the value given and what it accepts.
+        """
+        return None  # the default: every argument the constructor took is accepted
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor arguments as ``{name: value}`` (scikit-learn's contract).

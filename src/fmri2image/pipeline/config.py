@@ -199,11 +199,19 @@ class RetrievalSection:
     k : int or None
         Neighbours per query; None: 5 for prototypes, 50 for folders.
     vote : {"nearest", "majority", "weighted"}
+    class_map : str or None
+        A JSON object or CSV ``folder,wnid`` naming the WordNet id of image folders'
+        class folders (a folder of class names, such as Kaggle's "imagenet-256",
+        whose names are ambiguous or unknown in WordNet).
+    skip_unresolved : bool
+        Leave such class folders out instead of refusing the folder.
     """
 
     databases: tuple[str, ...] = ("prototypes",)
     k: int | None = None
     vote: str = "nearest"
+    class_map: str | None = None
+    skip_unresolved: bool = False
 
 
 @dataclass(frozen=True)
@@ -468,7 +476,11 @@ def _check_mapping(m: MappingSection) -> None:
             f"1e-2:1e10:13), got {m.alphas!r}."
         )
     _positive_int("--n-voxels (mapping.n_voxels)", m.n_voxels, allow_none=True)
-    m.make_mapper()  # an unknown mapper or parameter, before any data is read
+    mapper = m.make_mapper()  # an unknown mapper or parameter, before any data is read
+    try:  # and the mapper's own check of its arguments' types and ranges
+        mapper.check_params()
+    except ConfigError as exc:
+        raise ConfigError(f"mapping ({m.mapper}): {exc}") from exc
 
 
 def _check_retrieval(r: RetrievalSection) -> None:
@@ -478,6 +490,14 @@ def _check_retrieval(r: RetrievalSection) -> None:
         parse_database(str(db).strip())  # keyword forms (text-prototypes:9k); folders later
     _positive_int("--k (retrieval.k)", r.k, allow_none=True)
     _one_of("--vote (retrieval.vote)", r.vote, VOTES)
+    if r.class_map is not None:
+        from fmri2image.errors import DataFormatError
+        from fmri2image.features.databases import load_class_map
+
+        try:
+            load_class_map(r.class_map)
+        except (ConfigError, DataFormatError) as exc:
+            raise ConfigError(f"--class-map (retrieval.class_map): {exc}") from exc
 
 
 def _check_generation(config: RunConfig, injected: Mapping[str, Any]) -> None:

@@ -38,6 +38,7 @@ Under the output folder::
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -258,7 +259,11 @@ def build_experiment(
                     source = None
                     if db.kind == "images":
                         if db.name not in scans:  # one scan of the folder for every model
-                            scans[db.name] = st.scan_database(db)
+                            scans[db.name] = st.scan_database(
+                                db,
+                                class_map=config.retrieval.class_map,
+                                skip_unresolved=config.retrieval.skip_unresolved,
+                            )
                         source = add(st.database_stage(model, scans[db.name], components,
                                                        batch_size=config.batch_size))  # fmt: skip
                     elif db.kind in ("prototypes", "text-prototypes"):
@@ -452,26 +457,32 @@ def _check_data_fits(config: RunConfig, subject: int, roi: str, info: Mapping[st
     """The mapping options fit the data: voxels, training samples, categories."""
     m = config.mapping
     n_voxels, n_train = int(info["n_voxels"]), int(info["n_train"])
+    n_groups = int(info["n_train_categories"])
     if m.n_voxels is not None and m.n_voxels > n_voxels:
         raise ConfigError(
             f"--n-voxels {m.n_voxels} is more than the {n_voxels} voxels of {roi} in subject "
             f"{subject}; pass at most --n-voxels {n_voxels}, or leave it out to use every voxel."
         )
-    if m.cv == "loo":
-        return
-    folds = int(m.cv)
-    if folds > n_train:
+    folds = None if m.cv == "loo" else int(m.cv)
+    if folds is not None and folds > n_train:
         raise ConfigError(
             f"--cv {folds} asks for more folds than the {n_train} training samples; pass "
             f"a smaller --cv (e.g. --cv 5) or --cv loo --cv-groups none."
         )
-    n_groups = int(info["n_train_categories"])
-    if m.cv_groups == "category" and folds > n_groups:
+    if folds is not None and m.cv_groups == "category" and folds > n_groups:
         raise ConfigError(
             f"--cv {folds} with --cv-groups category needs at least {folds} training "
             f"categories, and there are {n_groups} training categories; pass --cv "
             f"{max(2, min(5, n_groups))}, or --cv-groups none."
         )
+    try:  # what the mapper itself says of these sizes (mapping.options included)
+        m.make_mapper().check_params(
+            n_samples=n_train,
+            n_features=n_voxels,
+            n_groups=n_groups if m.cv_groups == "category" else None,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"mapping ({m.mapper}) on {roi} of subject {subject}: {exc}") from exc
 
 
 def expand_force(graph: Graph, patterns: Sequence[str]) -> list[str]:
@@ -550,7 +561,6 @@ def run_experiment(
     -------
     ExperimentResult
     """
-    from fmri2image._lock import output_lock
     from fmri2image.pipeline.results import write_stages
 
     t0 = time.perf_counter()
@@ -561,15 +571,117 @@ def run_experiment(
     problems = plan.graph.problems(plan.cache, force=forced)
     plan.graph.prepare(problems)
     out = Path(config.out or "")
-    with output_lock(out, flag="--out"):
-        with _log_file(out / "run.log"):
-            log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
-            result = plan.graph.run(plan.cache, force=forced, progress=progress, problems=problems)
-            # The results of the previous run in OUT stay as they were until every
-            # stage of this one is done; then they are replaced.
-            config.save(out)
-            write_stages(out, plan.cache, result.records)
-            return _publish(config, plan, result, out, time.perf_counter() - t0)
+    with _claim(out, Path(plan.cache)) as started:
+        log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
+        started()
+        result = plan.graph.run(plan.cache, force=forced, progress=progress, problems=problems)
+        # The results of the previous run in OUT stay as they were until every
+        # stage of this one is done; then they are replaced.
+        config.save(out)
+        write_stages(out, plan.cache, result.records)
+        return _publish(config, plan, result, out, time.perf_counter() - t0)
+
+
+def _created(path: Path) -> list[Path]:
+    """``path`` and its missing parents, deepest first: what ``mkdir(parents=True)`` makes."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+@contextmanager
+def _claim(out: Path, cache: Path) -> Iterator[Callable[[], None]]:
+    """Hold the cache's and OUT's writer locks and OUT/run.log for a run.
+
+    Yields a function the run calls just before its first stage.  A failure before
+    that call (a lock held by another run, an interrupt) leaves OUT as this run found
+    it: the folders and lock files it created are removed and an existing ``run.log``
+    is cut back to its former length.  Later failures keep the log, which tells what
+    happened.
+    """
+    from contextlib import ExitStack
+
+    from fmri2image._lock import LOCK_NAME, output_lock
+
+    folders = list(dict.fromkeys([*_created(cache), *_created(out)]))
+    locks = [f / LOCK_NAME for f in (cache, out) if not (f / LOCK_NAME).exists()]
+    log_path = out / "run.log"
+    log_size = log_path.stat().st_size if log_path.is_file() else None
+    state = {"started": False}
+
+    def started() -> None:
+        state["started"] = True
+
+    try:
+        with ExitStack() as stack:
+            # The cache first: a run that finds it busy stops before OUT is touched
+            # (when the cache lies elsewhere), and the graph re-enters this lock.
+            stack.enter_context(output_lock(cache, flag="--cache"))
+            stack.enter_context(output_lock(out, flag="--out"))
+            stack.enter_context(_log_file(log_path))
+            collected = _collect_output_leftovers(out, cache)
+            if collected:
+                log.info(
+                    "collected %d unfinished file(s) of killed runs in %s: %s",
+                    len(collected),
+                    out,
+                    ", ".join(collected),
+                )
+            yield started
+    except BaseException:
+        if not state["started"]:
+            _restore(folders, locks, log_path, log_size)
+        raise
+
+
+#: Temporary files of :func:`fmri2image._io.atomic_path` (``.<name>.<8 chars>.tmp``),
+#: of older image exports (``.<name>.<12 hex>.link``) and of the write probe.
+_LEFTOVER = re.compile(
+    r"^\..+\.[a-z0-9_]{8}\.tmp$|^\..+\.[0-9a-f]{12}\.link$|^\.fmri2image-write-test-"
+)
+
+
+def _collect_output_leftovers(out: Path, cache: Path) -> list[str]:
+    """Remove the temporary files a killed run left in OUT (the cache is the graph's
+    to collect); the caller holds OUT's lock.  Returns them, relative to OUT."""
+    import os
+
+    collected: list[str] = []
+    skip = cache.resolve()
+    for root, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if (Path(root) / d).resolve() != skip]
+        for name in files:
+            if _LEFTOVER.match(name):
+                path = Path(root) / name
+                try:
+                    path.unlink()
+                except OSError:
+                    continue
+                collected.append(path.relative_to(out).as_posix())
+    return sorted(collected)
+
+
+def _restore(
+    folders: Sequence[Path], locks: Sequence[Path], log_path: Path, log_size: int | None
+) -> None:
+    """Undo what claiming an output folder wrote (see :func:`_claim`)."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        if log_size is None:
+            log_path.unlink(missing_ok=True)
+        else:
+            os.truncate(log_path, log_size)
+    for lock in locks:  # released (emptied) by now; a non-empty one is another run's
+        with contextlib.suppress(OSError):
+            if lock.stat().st_size == 0:
+                lock.unlink()
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: never what another run put there
 
 
 def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: float):

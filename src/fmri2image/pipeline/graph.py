@@ -28,6 +28,9 @@ test runs a graph with tiny ones.
   a killed run finished in ``.partial-<key>``, and a damaged artifact of the same key
   becomes that folder: the stage verifies each item and makes only what is missing
   or changed.
+* **Collection.** The next run that holds the lock removes what killed runs left:
+  staging and trash folders, and ``.partial-*`` folders that it does not resume and
+  that have not changed for a day (:data:`STALE_PARTIAL_SECONDS`); its log lists them.
 * **One writer.** The runner holds the cache's writer lock (:mod:`fmri2image._lock`).
 
 Each run returns :class:`StageRecord` s (reused or computed, seconds, key), which is
@@ -238,13 +241,37 @@ def reusable(cache: str | os.PathLike, stage: Stage) -> Path | None:
     return folder if _problem(folder, key) is None else None
 
 
-def _remove_leftovers(cache: Path) -> None:
-    """Staging and trash folders of runs that were killed (SIGKILL, power loss): with
-    the writer lock held, no live run owns one.  Resumable stages' ``.partial-*``
-    folders are kept: the next computation of their key resumes from them."""
-    for pattern in ("*/.staging-*", "*/.trash-*"):
-        for leftover in cache.glob(pattern):
+#: A resumable stage's ``.partial-*`` folder that no stage of the running graph
+#: resumes is collected once it has not changed for this long (seconds): a run on a
+#: shared cache with another configuration keeps a killed run's work for a day.
+STALE_PARTIAL_SECONDS = 24 * 3600
+
+
+def _remove_leftovers(cache: Path, resumed: set[str]) -> list[str]:
+    """Collect what killed runs (SIGKILL, power loss) left in ``cache``; with the
+    writer lock held, no live run owns any of it.
+
+    Staging and trash folders go at once.  A resumable stage's ``.partial-<key>``
+    folder is kept when this run resumes it (``resumed``: paths relative to the
+    cache) or when it changed within :data:`STALE_PARTIAL_SECONDS` (another
+    configuration's run on the same cache may resume it); otherwise it is stale and
+    collected.  Returns the collected paths, relative to the cache, for the log.
+    """
+    collected: list[str] = []
+    now = time.time()
+    for pattern in ("*/.staging-*", "*/.trash-*", "*/.partial-*"):
+        for leftover in sorted(cache.glob(pattern)):
+            rel = leftover.relative_to(cache).as_posix()
+            if pattern.endswith(".partial-*"):
+                try:
+                    age = now - leftover.stat().st_mtime
+                except OSError:
+                    continue
+                if rel in resumed or age < STALE_PARTIAL_SECONDS:
+                    continue
             shutil.rmtree(leftover, ignore_errors=True)
+            collected.append(rel)
+    return collected
 
 
 class Graph:
@@ -371,7 +398,19 @@ class Graph:
         folders: dict[str, Path] = {}
         records: list[StageRecord] = []
         with output_lock(cache, flag="--cache"):
-            _remove_leftovers(cache)
+            resumed = {
+                f"{safe_name(n)}/.partial-{keys[n][:20]}"
+                for n in self.order
+                if self.stages[n].resumable
+            }
+            collected = _remove_leftovers(cache, resumed)
+            if collected:
+                log.info(
+                    "collected %d leftover(s) of killed runs in %s: %s",
+                    len(collected),
+                    cache,
+                    ", ".join(collected),
+                )
             if problems is None:
                 problems = self.problems(cache, force=force)
                 self.prepare(problems)

@@ -1,7 +1,8 @@
 """What a run leaves beside its tables: pictures, maps and an image grid.
 
-* **Images** (:func:`export_images`): the reconstructions beside the ground truth,
-  hard-linked where the file system allows, under ``images/s<subject>-<roi>/``.
+* **Images** (:func:`export_images`): copies of the reconstructions beside the
+  ground truth (reflinks where the file system shares blocks copy-on-write; never
+  hard links into the cache or the dataset), under ``images/s<subject>-<roi>/``.
 * **Maps** (:func:`export_maps`): each fitted map with its predictions, scores and
   retrieved labels, under ``maps/s<subject>-<roi>/<model>/``.
 * **A grid** (:func:`image_grid`): ground truth on top, one row per method.
@@ -12,7 +13,6 @@ The tables are :mod:`fmri2image.pipeline.tables`'.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,30 +27,53 @@ __all__ = ["export_images", "export_maps", "image_grid", "safe_name"]
 
 
 # ------------------------------------------------------------------ images
-def _same_file(a: Path, b: Path) -> bool:
+#: ``FICLONE`` (linux/fs.h): share the source's blocks, copy-on-write (btrfs, XFS,
+#: bcachefs, OCFS2; others refuse it and a plain copy is made).
+_FICLONE = 0x40049409
+
+
+def _clone(src: Path, dst: Path) -> None:
+    """Copy ``src`` to the new file ``dst``: a reflink where the file system shares
+    blocks copy-on-write (instant, no extra space), else an ordinary copy."""
+    with open(src, "rb") as fin, open(dst, "r+b" if dst.exists() else "wb") as fout:
+        try:
+            import fcntl
+
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            return
+        except (ImportError, OSError):
+            pass
+        fout.truncate(0)
+        shutil.copyfileobj(fin, fout, length=1 << 20)
+
+
+def _same_copy(src: Path, dst: Path) -> bool:
+    """``dst`` is an earlier copy of ``src``: a file of its own (not a hard link to
+    ``src``) with its size and modification time (copies take the source's)."""
     try:
-        return os.path.samefile(a, b)
+        a, b = src.stat(), dst.stat()
     except OSError:
         return False
+    return (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) and (a.st_size, a.st_mtime_ns) == (
+        b.st_size,
+        b.st_mtime_ns,
+    )
 
 
 def _place(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (a copy where linking fails), replacing ``dst`` atomically."""
-    if _same_file(src, dst):
+    """Put a copy of ``src`` at ``dst``, atomically, with the umask's mode.
+
+    Never a hard link: a user who edits a picture under ``images/`` must not change
+    the cached artifact or the dataset's own stimulus file (an export made by an
+    older version as a hard link is replaced).  The copy is a reflink where the file
+    system supports it.  An unchanged earlier copy (same size and time) is left alone.
+    """
+    if _same_copy(src, dst):
         return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.link")
-    try:
-        os.link(src, tmp)
-    except OSError:  # another file system, or links not allowed: copy
-        with atomic_path(dst) as copy:
-            shutil.copyfile(src, copy)
-        return
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        _clone(src, tmp)
+        st = src.stat()
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def export_images(
@@ -82,9 +105,9 @@ def export_images(
     evaluation left out), with the ground truth of each that ``ground_truth`` names.  The ROI becomes a path component with every character
     other than alphanumerics, ``-``, ``_`` and ``.`` replaced by ``_``; model and
     generator names go through :func:`~fmri2image.features.shards.store_dirname`
-    (``hf:org/model`` -> ``hf_org_model``).  Files are hard links to the originals
-    where the file system allows, copies otherwise; an existing file is replaced
-    atomically.  Files from earlier exports that are not part of this one are left
+    (``hf:org/model`` -> ``hf_org_model``).  Files are copies (reflinks where the
+    file system allows), made with the umask's mode; an existing file is replaced
+    atomically unless it holds the same bytes.  Files from earlier exports that are not part of this one are left
     in place.
     """
     from fmri2image.features.shards import store_dirname
@@ -129,7 +152,7 @@ def export_maps(
     """Lay the fitted maps and their retrieved labels out by subject, ROI and model.
 
     ``maps`` gives the artifact folder of each (subject, roi, model) mapping stage;
-    every file under it is placed (hard link, else copy) in
+    every file under it is copied (:func:`_place`) to
     ``folder/maps/s<subject>-<roi>/<model>/`` with the same relative path: the
     fitted model (``mapping/``, readable with :func:`fmri2image.mapping.load_mapping`),
     the predicted embeddings, the prediction metrics and ``fit.json``.

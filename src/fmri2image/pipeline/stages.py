@@ -487,13 +487,32 @@ class ScannedDatabase:
     identity: str
 
 
-def scan_database(db: DatabaseSpec) -> ScannedDatabase:
-    """Scan an ImageNet-style image folder and fingerprint its files."""
+def scan_database(
+    db: DatabaseSpec, *, class_map: str | None = None, skip_unresolved: bool = False
+) -> ScannedDatabase:
+    """Scan an ImageNet-style image folder and fingerprint its files.
+
+    Class-name folders are resolved to WordNet ids here, while the run is planned:
+    an ambiguous name stops the run before any stage, naming ``--class-map`` and
+    ``--skip-unresolved``.  With either, the labels they give are part of the
+    fingerprint (the same images labelled otherwise are another database).
+    """
+    import hashlib
+
     from fmri2image.features import scan_image_folder
 
     assert db.path is not None
-    images = scan_image_folder(db.path, progress=False)
-    return ScannedDatabase(db, images, files_identity([db.path / p for p in images.paths]))
+    images = scan_image_folder(
+        db.path,
+        class_map=class_map,
+        unresolved="skip" if skip_unresolved else "error",
+        progress=False,
+    )
+    identity = files_identity([db.path / p for p in images.paths])
+    if class_map is not None or skip_unresolved:
+        labels = hashlib.sha256("\n".join(images.wnids).encode()).hexdigest()
+        identity = f"{identity}:{labels[:16]}"
+    return ScannedDatabase(db, images, identity)
 
 
 def database_stage(
