@@ -312,3 +312,16 @@ def test_class_map_flags_reach_the_configuration(tmp_path):
     assert config.retrieval.skip_unresolved is True
     with pytest.raises(ConfigError, match=r"retrieval\.class_map.*does not exist"):
         load_config(None, ["retrieval.class_map='nope.csv'"]).validate()
+
+
+def test_extract_checks_folder_and_models_before_touching_out(tmp_path, class_name_db):
+    from fmri2image.cli.main import main
+
+    out = tmp_path / "features"
+    assert main(["-q", "extract", "--images", str(class_name_db), "--model", "effnet-lite0",
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert not out.exists()  # no empty folder, no lock file
+    (tmp_path / "map.csv").write_text("apple,n07739125\ncrane,n02012849\n")
+    assert main(["-q", "extract", "--images", str(class_name_db), "--model", "nosuch",
+                 "--class-map", str(tmp_path / "map.csv"), "--out", str(out)]) == 2  # fmt: skip
+    assert not out.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fmri2image.cli import _options
 
@@ -143,6 +144,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fmri2image._lock import output_lock
     from fmri2image.errors import ConfigError
+    from fmri2image.features.extract import _resolve_encoders
 
     if args.images is None and not args.prototypes:
         raise ConfigError(
@@ -150,33 +152,45 @@ def run(args: argparse.Namespace) -> int:
             "write the models' class-prototype stores."
         )
     progress = not getattr(args, "quiet", False)
+    # Everything that can be refused is checked before --out is touched: the image
+    # folder (class-name folders resolved), the model names, and (local executor)
+    # the models themselves, so a mistake leaves no empty --out and no lock file.
+    db = _scan(args, progress) if args.images is not None else None
+    local = args.executor == "local"
+    encoders = _resolve_encoders(args.models, args.device, args.dtype, build=local)
     # One writer at a time: two extract runs into one --out would mix their stores
     # (extract_features locks too; this lock also covers the --prototypes stores).
     with output_lock(args.out):
-        return _extract(args, progress)
+        return _extract(args, db, encoders if local else list(args.models), progress)
 
 
-def _extract(args: argparse.Namespace, progress: bool) -> int:
+def _scan(args: argparse.Namespace, progress: bool) -> Any:
     import numpy as np
 
-    from fmri2image.features.databases import class_prototype_database, scan_image_folder
+    from fmri2image.features.databases import scan_image_folder
+
+    db = scan_image_folder(
+        args.images,
+        layout=args.layout,
+        class_map=args.class_map,
+        unresolved="skip" if args.skip_unresolved else "error",
+        progress=progress,
+    )
+    if args.limit and args.limit < len(db):
+        idx = np.unique(np.linspace(0, len(db) - 1, args.limit).round().astype(np.int64))
+        db = db.select(idx)
+    return db
+
+
+def _extract(args: argparse.Namespace, db: Any, encoders: list[Any], progress: bool) -> int:
+    from fmri2image.features.databases import class_prototype_database
     from fmri2image.features.extract import DEFAULT_DECODE_MIN_SIDE, extract_features
 
-    if args.images is not None:
-        db = scan_image_folder(
-            args.images,
-            layout=args.layout,
-            class_map=args.class_map,
-            unresolved="skip" if args.skip_unresolved else "error",
-            progress=progress,
-        )
-        if args.limit and args.limit < len(db):
-            idx = np.unique(np.linspace(0, len(db) - 1, args.limit).round().astype(np.int64))
-            db = db.select(idx)
+    if db is not None:
         print(f"images: {db.summary()}")
         res = extract_features(
             db,
-            args.models,
+            encoders,
             args.out,
             batch_size=args.batch_size,
             num_workers=args.workers,
