@@ -142,3 +142,75 @@ def test_two_extract_runs_into_one_out_never_mix(tmp_path):
     store = open_feature_store(out / "effnet-lite0", verify=True)
     assert store.complete and store.n in (40, 30)
     assert len(store.paths) == store.n and store.load().shape == (store.n, 1280)
+
+
+def test_remove_deletes_the_lock_file_at_the_outermost_release(tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out, remove=True) as path:
+        with output_lock(out, remove=True):
+            pass
+        assert path.exists()  # still held by the outer block
+    assert not path.exists()
+    proc = _holder(out, 30)  # released: another process can take it
+    proc.kill()
+    proc.wait()
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_taken_on_the_new_file(tmp_path, monkeypatch):
+    """A run that opened the lock file just before its holder removed it must not think
+    it holds the folder: it locks the file now at the path instead."""
+    from fmri2image import _lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("")
+    old = os.open(out / LOCK_NAME, os.O_RDWR)  # opened before the holder removed it
+    os.unlink(out / LOCK_NAME)
+    opened = []
+
+    def open_(folder, path):
+        opened.append(path)
+        return old if len(opened) == 1 else real(folder, path)
+
+    real = _lock._open
+    monkeypatch.setattr(_lock, "_open", open_)
+    with output_lock(out) as path:
+        assert len(opened) == 2 and path.exists()
+        other = subprocess.run(
+            [sys.executable, "-c", HOLD, str(out), "0"], capture_output=True, text=True
+        )
+        assert other.returncode != 0 and "being written by" in other.stderr
+
+
+RACE = """
+import os, sys, time
+from fmri2image._lock import output_lock
+out, name = sys.argv[1], sys.argv[2]
+for i in range(40):
+    with output_lock(out, wait=True, timeout=60, poll=0.001, remove=True):
+        marker = os.path.join(out, "inside")
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if two are inside
+        time.sleep(0.001)
+        os.close(fd)
+        os.unlink(marker)
+    try:  # as `download` does with a --dest it created and left empty
+        os.rmdir(out)
+    except OSError:
+        pass
+"""
+
+
+def test_runs_that_remove_the_lock_file_still_never_overlap(tmp_path):
+    """Four processes take the lock 40 times each, removing the lock file (and the
+    folder, when empty) as they go: never two inside at once, and none fails."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(tmp_path / "out"), str(i)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -11,9 +11,18 @@ dangerous sense: the kernel drops a process's record locks when it dies (SIGKILL
 included), so the next run simply takes it over.  Record locks, unlike ``flock``,
 are not inherited by forked children (DataLoader workers), so orphaned workers of a
 killed run cannot keep holding it.  The file's old contents are only a record, reported when they name a
-process that no longer runs.  Locks are advisory: they order fmri2image runs, not
-other programs.  On network file systems without lock support, and on
-platforms without :mod:`fcntl`, locking is skipped with a warning.
+process that no longer runs.
+
+``remove=True`` deletes the lock file as the lock is released (``download`` leaves
+no lock file in its ``--dest``).  The holder unlinks it while it still holds the
+lock, and every run that gets a lock checks that the file it locked is still the one
+at the path (else it locks the new one), so two runs never hold locks on two
+different files of one folder.  (Unlinking after the release would race: a run that
+locked the old file in between would hold a lock on a file the next run cannot see.)
+
+Locks are advisory: they order fmri2image runs, not other programs.  On network
+file systems without lock support, and on platforms without :mod:`fcntl`, locking is
+skipped with a warning.
 """
 
 from __future__ import annotations
@@ -80,6 +89,7 @@ def output_lock(
     wait: bool = False,
     timeout: float = 0.0,
     poll: float = 0.2,
+    remove: bool = False,
 ) -> Iterator[Path]:
     """Hold the exclusive writer lock of ``folder`` (created if missing) for a block.
 
@@ -94,6 +104,9 @@ def output_lock(
         instead of stopping at once.
     timeout, poll : float
         Seconds.
+    remove : bool
+        Delete the lock file when the block ends (only the outermost holder in
+        this process does, and only while it still holds the lock).
 
     Yields
     ------
@@ -112,7 +125,6 @@ def output_lock(
         yield Path(folder) / LOCK_NAME
         return
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     key = str(path.resolve())
     if key in _HELD:  # re-entrant within a process (the CLI and the engine both lock)
@@ -122,14 +134,14 @@ def output_lock(
         finally:
             _HELD[key] -= 1
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open(folder, path)
+    locked, moved = False, 0
     try:
         deadline = time.monotonic() + timeout if timeout > 0 else None
         previous = _holder(path)
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. ENOLCK on NFS
                     log.warning(
@@ -143,6 +155,19 @@ def output_lock(
                         "would mix their results."
                     ) from None
                 time.sleep(poll)
+                continue
+            if _is_at(fd, path):
+                locked = True
+                break
+            moved += 1
+            if moved > 1000:  # a file system whose inode numbers are not stable
+                log.warning("warning: cannot tell whether %s is locked; continuing", path)
+                break
+            # The holder removed the file (remove=True) as it released it: the lock is
+            # on a file no other run can find, so lock the one now at the path.
+            os.close(fd)
+            fd = -1
+            fd = _open(folder, path)
         pid = previous.get("pid")
         if isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
             log.info(
@@ -165,6 +190,30 @@ def output_lock(
         finally:
             del _HELD[key]
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                if remove and locked and _is_at(fd, path):
+                    os.unlink(path)  # before the release below: see _is_at above
+                else:
+                    os.ftruncate(fd, 0)
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open(folder: Path, path: Path) -> int:
+    """Open (creating) the lock file; recreates the folder a holder removed meanwhile."""
+    for attempt in range(10):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except (FileNotFoundError, FileExistsError):  # a holder removed the empty folder
+            if attempt == 9:  # meanwhile (FileExistsError: mkdir saw it, is_dir did not)
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path`` (not one unlinked since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False

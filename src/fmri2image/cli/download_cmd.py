@@ -25,10 +25,13 @@ examples:
 
 An interrupted download resumes where it stopped: run the same command again.
 Transfers in progress live in DEST/.partial/; a file gets its final name only once
-its size and MD5 match the article's, and files already complete are skipped.  The
-file list is read from the figshare API at run time.  The stimulus images are not on
-figshare (ImageNet licence): request them from the dataset's authors; the note
-printed at the end shows where `fmri2image decode` expects them.
+its size and MD5 match the article's, and files already complete are skipped.  A
+failed run keeps only what a rerun can resume (a DEST it created and left empty is
+removed again); the next run resumes those parts and removes any other leftovers
+from DEST/.partial/.  The file list is read from the figshare API at run time and
+checked: only plain file names, real sizes and http(s) URLs are used.  The stimulus
+images are not on figshare (ImageNet licence): request them from the dataset's
+authors; the note printed at the end shows where `fmri2image decode` expects them.
 """
 
 

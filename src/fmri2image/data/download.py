@@ -14,6 +14,21 @@ the size and, when the article gives one, the MD5 match, the part file is rename
 onto ``DEST/<name>`` (atomic on POSIX), so a file under its final name is always
 complete.  A file already complete in ``DEST`` is skipped.
 
+The file list is not trusted: an entry is used only when its name is a plain file
+name (no path separator, no ``..``, no leading dot, no control characters), its size
+a positive number of bytes, its MD5 (if any) 32 hex digits and its URL http(s)
+(redirects too).  Other entries are skipped with a warning, or, when they are files
+the run asks for, refused before anything is written.  Names are printed with
+control characters escaped (``\\x1b``), so a name cannot drive the terminal.
+
+A run holds the lock of ``DEST`` (:func:`fmri2image._lock.output_lock`) and
+removes the lock file when it ends.  Under the lock it first collects what earlier
+runs left in ``DEST/.partial`` that cannot be resumed (empty parts, parts longer
+than their file or of names the article does not list, anything else), and logs
+it; a part of a listed file is resumed.  A failed run keeps only resumable parts,
+and a run that leaves nothing leaves ``DEST`` as it found it (a folder it created
+is removed again).
+
 Only the standard library speaks HTTP (:mod:`urllib.request`); proxies are taken
 from the usual ``HTTPS_PROXY`` / ``HTTP_PROXY`` variables.
 
@@ -23,6 +38,8 @@ The stimulus images are not in the article (ImageNet licence): see
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -31,8 +48,9 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +92,8 @@ _GOD_NAME = re.compile(r"Subject(\d+)(?:_(ImageNetTraining|ImageNetTest|Imagery)
 #: so a full disk still reaches the CLI as the OSError it is).
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 _MAX_PAGES = 1000
+_SCHEMES = ("http", "https")
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
 Release = Literal["spm", "fmriprep"]
 
@@ -163,7 +183,8 @@ class DownloadResult:
 
     def format(self) -> str:
         """The per-file table and a one-line summary."""
-        width = max((len(f.name) for f in self.files), default=4)
+        names = {f.name: _shown(f.name) for f in self.files}
+        width = max(map(len, names.values()), default=4)
         subjects = ", ".join(map(str, self.subjects))
         if self.dry_run:
             lines = [
@@ -180,7 +201,7 @@ class DownloadResult:
                 note = notes[f.action]
                 if f.action == "resume":
                     note = f"resume after the {_human(f.have)} in {PARTIAL_DIR}/"
-                lines.append(f"  {f.name:<{width}}  {_human(f.size):>10}  {note}")
+                lines.append(f"  {names[f.name]:<{width}}  {_human(f.size):>10}  {note}")
             todo = sum(f.size - f.have for f in self.files if f.action != "check")
             total = sum(f.size for f in self.files)
             lines.append(
@@ -193,7 +214,7 @@ class DownloadResult:
         ]
         for f in self.files:
             note = "fetched" if f.action == "fetched" else "already complete, skipped"
-            lines.append(f"  {f.name:<{width}}  {_human(f.size):>10}  {note}")
+            lines.append(f"  {names[f.name]:<{width}}  {_human(f.size):>10}  {note}")
         fetched, skipped = self.fetched, self.skipped
         lines.append(
             f"{len(fetched)} file(s) fetched ({_human(self.bytes_transferred)} transferred), "
@@ -213,6 +234,24 @@ def _human(n: int) -> str:
         if value < 1024 or unit == "TiB":
             return f"{value:.2f} {unit}" if unit in ("GiB", "TiB") else f"{value:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _shown(text: object) -> str:
+    """``text`` safe to print: control and other non-printable characters (a terminal
+    escape code, a newline) as Python writes them in a string literal (``\\x1b``,
+    ``\\n``), and a backslash doubled, so what is shown reads back unambiguously."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
+
+
+def _is_http(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in _SCHEMES and bool(parts.netloc)
 
 
 def _reason(exc: BaseException, timeout: float | None = None) -> str:
@@ -241,9 +280,30 @@ def _retryable(exc: BaseException) -> bool:
     return True
 
 
+class _HttpRedirectOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http(s) (urllib's own handler also follows ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not _is_http(newurl):
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"{msg}, to {_shown(newurl)}: refused, only http and "
+                "https URLs are fetched", headers, fp,
+            )  # fmt: skip
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_HttpRedirectOnly)
+
+
 def _open(url: str, *, timeout: float, headers: dict[str, str] | None = None):
+    if not _is_http(url):  # entries are checked when the list is read; this is the backstop
+        raise DownloadError(
+            f"Refusing to open {_shown(url)}: only http and https URLs are fetched."
+        )
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **(headers or {})})
-    return urllib.request.urlopen(request, timeout=timeout)
+    return _opener().open(request, timeout=timeout)
 
 
 def _get_json(url: str, timeout: float) -> Any:
@@ -255,25 +315,85 @@ def _get_json(url: str, timeout: float) -> Any:
         raise ValueError(f"the answer is not JSON ({exc})") from None
 
 
+class _Refused(Exception):
+    """An entry of the file list that is not used: ``name`` (as listed) and why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason)
+        self.name, self.reason = name, reason
+
+
+def _value(value: Any) -> str:
+    """A JSON value for a message: repr (which escapes control characters), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain file name to create in the destination; None if it is."""
+    if not name.isprintable():
+        return "control or other non-printable characters in its name"
+    if "/" in name or "\\" in name:
+        return "a path separator in its name"
+    if name.startswith(".") or ".." in name:
+        return "a name that starts with '.' or holds '..'"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "a name longer than 255 bytes"
+    return None
+
+
 def _parse_entry(entry: Any) -> RemoteFile | None:
-    """A figshare file record -> :class:`RemoteFile`; None for link-only or nameless ones."""
-    if not isinstance(entry, dict) or not entry.get("name") or not entry.get("download_url"):
-        return None
+    """A figshare file record -> :class:`RemoteFile`; None for a link-only record.
+
+    Raises
+    ------
+    _Refused
+        The record's name, size, URL or MD5 is not usable.
+    """
+    if not isinstance(entry, dict):
+        raise _Refused(f"an entry {_value(entry)}", "no fields")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise _Refused(f"an entry named {_value(name)}", "no usable file name")
+    problem = _name_problem(name)
+    if problem is not None:
+        raise _Refused(name, problem)
     if entry.get("is_link_only"):
         return None
+    if "size" not in entry:
+        raise _Refused(name, "no size")
+    size = entry["size"]
+    if type(size) is not int or size <= 0:  # bool is an int subclass: excluded too
+        raise _Refused(
+            name, f"the size {_value(size)}, which is not a positive whole number of bytes"
+        )
+    url = entry.get("download_url")
+    if not isinstance(url, str) or not url:
+        raise _Refused(name, "no download URL")
+    if not url.isprintable() or " " in url or not _is_http(url):
+        raise _Refused(
+            name, f"the download URL {_shown(url)}, which is not an http or https URL (only "
+            "those are fetched)",
+        )  # fmt: skip
     md5 = entry.get("computed_md5") or entry.get("supplied_md5") or None
-    try:
-        size = int(entry.get("size"))
-    except (TypeError, ValueError):
-        return None
+    if md5 is not None and not (isinstance(md5, str) and _MD5.fullmatch(md5.strip())):
+        raise _Refused(name, f"the MD5 {_value(md5)}, which is not 32 hexadecimal digits")
     file_id = entry.get("id")
     return RemoteFile(
-        name=str(entry["name"]),
+        name=name,
         size=size,
-        url=str(entry["download_url"]),
-        md5=str(md5).strip().lower() if md5 else None,
-        file_id=int(file_id) if isinstance(file_id, int) else None,
+        url=url,
+        md5=md5.strip().lower() if md5 else None,
+        file_id=file_id if type(file_id) is int else None,
     )
+
+
+def _check_api_url(api_url: str) -> None:
+    if not isinstance(api_url, str) or not _is_http(api_url):
+        raise ConfigError(
+            f"--api-url must be an http:// or https:// URL, got {_shown(api_url)}; only "
+            "http and https are fetched."
+        )
 
 
 def list_article_files(
@@ -291,11 +411,35 @@ def list_article_files(
     ``{api_url}/articles/{article}`` instead.  Either answer may be a list of
     file records or an object with a ``files`` list.
 
+    Entries that cannot be used safely (a name that is not a plain file name, a
+    size that is not a positive number of bytes, a URL that is not http(s), an
+    MD5 that is not 32 hex digits) are left out, each with a warning.
+
     Raises
     ------
+    ConfigError
+        ``api_url`` is not an http(s) URL.
     DownloadError
         The API cannot be reached or answers something else.
     """
+    files, refused = _read_file_list(article, api_url, page_size, timeout)
+    for entry in refused:
+        _warn_skipped(entry, article)
+    return files
+
+
+def _warn_skipped(entry: _Refused, article: int) -> None:
+    log.warning(
+        "warning: figshare article %s lists %s with %s; that entry is skipped",
+        article, _shown(entry.name), entry.reason,
+    )  # fmt: skip
+
+
+def _read_file_list(
+    article: int, api_url: str, page_size: int, timeout: float
+) -> tuple[tuple[RemoteFile, ...], tuple[_Refused, ...]]:
+    """The usable files of the article, and the entries refused (see list_article_files)."""
+    _check_api_url(api_url)
     base = api_url.rstrip("/")
     hint = (
         "Check the network connection (api.figshare.com must be reachable; a proxy is "
@@ -358,8 +502,17 @@ def list_article_files(
             f"{_reason(exc, timeout)}. {hint}",
             retryable=_retryable(exc),
         ) from None
-    files = [f for f in map(_parse_entry, entries) if f is not None]
-    return tuple(files)
+    files: list[RemoteFile] = []
+    refused: list[_Refused] = []
+    for entry in entries:
+        try:
+            parsed = _parse_entry(entry)
+        except _Refused as exc:
+            refused.append(exc)
+            continue
+        if parsed is not None:
+            files.append(parsed)
+    return tuple(files), tuple(refused)
 
 
 def god_file_names(subject: int, release: Release) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -389,6 +542,15 @@ def _available(files: Iterable[RemoteFile]) -> dict[str, list[int]]:
     }
 
 
+def _subject_numbers(subjects: Sequence[int | str]) -> list[int]:
+    from fmri2image.data.god import parse_subject
+
+    numbers = list(dict.fromkeys(parse_subject(s) for s in subjects))
+    if not numbers:
+        raise ConfigError("Name at least one subject (--subjects 3, or --subjects 1 2 3 4 5).")
+    return numbers
+
+
 def select_god_files(
     files: Sequence[RemoteFile],
     subjects: Sequence[int | str],
@@ -406,11 +568,7 @@ def select_god_files(
     ConfigError
         A subject (or release) is not in the article; the message lists what is.
     """
-    from fmri2image.data.god import parse_subject
-
-    numbers = list(dict.fromkeys(parse_subject(s) for s in subjects))
-    if not numbers:
-        raise ConfigError("Name at least one subject (--subjects 3, or --subjects 1 2 3 4 5).")
+    numbers = _subject_numbers(subjects)
     by_name = {f.name: f for f in files}
     chosen: list[RemoteFile] = []
     missing: dict[int, list[str]] = {}
@@ -432,7 +590,7 @@ def select_god_files(
             return ", ".join(map(str, ns)) if ns else "none"
 
         looked = "; ".join(f"subject {n}: {', '.join(names)}" for n, names in missing.items())
-        h5 = sorted(f.name for f in files if f.name.endswith(".h5"))
+        h5 = sorted(_shown(f.name) for f in files if f.name.endswith(".h5"))
         raise ConfigError(
             f"figshare article {article} has no {release} release file for subject(s) "
             f"{', '.join(map(str, missing))} (looked for {looked}). The article holds the "
@@ -501,12 +659,12 @@ class _Fetcher:
         if final.is_file():
             size = final.stat().st_size
             if size == remote.size and (remote.md5 is None or _md5(final) == remote.md5):
-                log.info("%s is already complete; skipped", remote.name)
+                log.info("%s is already complete; skipped", _shown(remote.name))
                 return FileOutcome(remote.name, final, remote.size, "skipped")
             log.warning(
                 "warning: %s differs from the article's file (%s); fetching it again (the "
                 "old file is replaced only once the new one is verified)",
-                final,
+                _shown(final),
                 "its size" if size != remote.size else "its MD5",
             )
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -521,7 +679,7 @@ class _Fetcher:
                 wait = self.retry_wait * 2**attempt
                 log.info(
                     "%s: %s; trying again in %g s (retry %d of %d)",
-                    remote.name, exc.reason, wait, attempt + 1, self.retries,
+                    _shown(remote.name), exc.reason, wait, attempt + 1, self.retries,
                 )  # fmt: skip
                 time.sleep(wait)
         self._install(remote, part, final)
@@ -549,8 +707,8 @@ class _Fetcher:
             advice = "Check the network connection and run the same command again"
         reason = exc if isinstance(exc, str) else _reason(exc, self.timeout)
         return DownloadError(
-            f"Downloading {remote.name} ({_human(remote.size)}) from {remote.url} failed: "
-            f"{reason}. {advice}: {kept}.",
+            f"Downloading {_shown(remote.name)} ({_human(remote.size)}) from "
+            f"{_shown(remote.url)} failed: {reason}. {advice}: {kept}.",
             retryable=isinstance(exc, str) or _retryable(exc),
             reason=reason,
         )
@@ -575,7 +733,9 @@ class _Fetcher:
                     raise
                 # "Range not satisfiable": the part file does not fit the remote file.
                 _close(exc)
-                log.info("the server cannot resume %s; fetching it from the start", remote.name)
+                log.info(
+                    "the server cannot resume %s; fetching it from the start", _shown(remote.name)
+                )
                 part.unlink()
                 have = 0
                 resp = _open(remote.url, timeout=self.timeout)
@@ -589,27 +749,27 @@ class _Fetcher:
                 if have:
                     log.info(
                         "resuming %s after %s of %s",
-                        remote.name, _human(have), _human(remote.size),
+                        _shown(remote.name), _human(have), _human(remote.size),
                     )  # fmt: skip
             elif status == 200:
                 if have:
                     log.info(
                         "the server ignored the range request for %s; fetching it from the start",
-                        remote.name,
+                        _shown(remote.name),
                     )
                 have, mode = 0, "wb"
             elif status == 206:
                 part.unlink(missing_ok=True)
                 raise DownloadError(
-                    f"The server resumed {remote.name} at byte {start} instead of {have}, so "
-                    "the partial file was deleted; run the same command again to fetch it "
-                    "from the start.",
+                    f"The server resumed {_shown(remote.name)} at byte {start} instead of "
+                    f"{have}, so the partial file was deleted; run the same command again to "
+                    "fetch it from the start.",
                     retryable=True,
                 )
             else:
                 raise DownloadError(
-                    f"Downloading {remote.name} from {remote.url} failed: unexpected HTTP "
-                    f"status {status}. Run the same command again.",
+                    f"Downloading {_shown(remote.name)} from {_shown(remote.url)} failed: "
+                    f"unexpected HTTP status {status}. Run the same command again.",
                     retryable=True,
                 )
             self._stream(remote, part, resp, mode, have)
@@ -621,8 +781,8 @@ class _Fetcher:
         with (
             open(part, mode) as fh,
             tqdm(
-                total=remote.size, initial=have, desc=remote.name, unit="B", unit_scale=True,
-                unit_divisor=1024, **tqdm_kwargs(self.progress),
+                total=remote.size, initial=have, desc=_shown(remote.name), unit="B",
+                unit_scale=True, unit_divisor=1024, **tqdm_kwargs(self.progress),
             ) as bar,
         ):  # fmt: skip
             while True:
@@ -657,9 +817,9 @@ class _Fetcher:
         if problem is not None:
             part.unlink(missing_ok=True)
             raise DownloadError(
-                f"The download of {remote.name} is damaged: {problem}. The partial file was "
-                "deleted; run the same command again to fetch it anew (if this repeats, the "
-                "file changed on figshare or a proxy alters it)."
+                f"The download of {_shown(remote.name)} is damaged: {problem}. The partial "
+                "file was deleted; run the same command again to fetch it anew (if this "
+                "repeats, the file changed on figshare or a proxy alters it)."
             )
         os.chmod(part, file_mode())
         os.replace(part, final)
@@ -687,7 +847,8 @@ def download_god(
     subjects : sequence of int or str
         Subject numbers (``3``, ``"3"``, ``"Subject3"``, ``"sub-03"``).
     dest : path-like
-        Destination folder (created); the ``--god`` folder of ``fmri2image decode``.
+        Destination folder (created; removed again when a failed run leaves it
+        empty); the ``--god`` folder of ``fmri2image decode``.
     release : {"spm", "fmriprep"}
         ``SubjectN.h5``, or the split ``SubjectN_ImageNetTraining.h5``,
         ``SubjectN_ImageNetTest.h5`` (and ``SubjectN_Imagery.h5``).
@@ -716,9 +877,12 @@ def download_god(
     Raises
     ------
     ConfigError
-        A subject is not in the article (the message lists those that are).
+        A subject is not in the article (the message lists those that are), or
+        ``api_url`` is not an http(s) URL.
     DownloadError
-        A transfer failed; the data fetched so far is kept and a rerun resumes.
+        A transfer failed (the data fetched so far is kept and a rerun resumes),
+        or the article lists a requested file with an unusable name, size, MD5 or
+        URL (nothing is written).
     OutputLockedError
         Another fmri2image run is writing into ``dest``.
     """
@@ -727,7 +891,24 @@ def download_god(
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--dest {dest} is a file; pass a folder to download into.")
-    files = list_article_files(article, api_url=api_url, page_size=page_size, timeout=timeout)
+    files, refused = _read_file_list(article, api_url, page_size, timeout)
+    wanted = {
+        name
+        for n in _subject_numbers(subjects)
+        for names in god_file_names(n, release)
+        for name in names
+    }
+    bad = [entry for entry in refused if entry.name in wanted]
+    if bad:
+        listed = "; ".join(f"{_shown(entry.name)} with {entry.reason}" for entry in bad)
+        raise DownloadError(
+            f"The file list of figshare article {article} cannot be trusted for the files "
+            f"asked for: it lists {listed}. Nothing was fetched or written. Check --api-url "
+            "and --article (a mirror or test server may serve a damaged list), and run the "
+            "command again."
+        )
+    for entry in refused:
+        _warn_skipped(entry, article)
     chosen = select_god_files(files, subjects, release, article=article)
     numbers = tuple(dict.fromkeys(_subject_of(f.name) for f in chosen))
     if dry_run:
@@ -741,12 +922,77 @@ def download_god(
         progress=progress,
         chunk_size=chunk_size,
     )
-    with output_lock(dest, flag="--dest"):
-        outcomes = tuple(fetcher.fetch(f) for f in chosen)
-        partial = dest / PARTIAL_DIR
-        if partial.is_dir() and not any(partial.iterdir()):
-            partial.rmdir()
+    listed = {f.name: f for f in files}
+    created = _missing_folders(dest)
+    try:
+        with output_lock(dest, flag="--dest", remove=True):
+            collected = _collect_leftovers(dest, listed)
+            if collected:
+                log.info(
+                    "removed %d leftover(s) of earlier runs from %s: %s",
+                    len(collected), _shown(dest / PARTIAL_DIR), "; ".join(collected),
+                )  # fmt: skip
+            try:
+                outcomes = tuple(fetcher.fetch(f) for f in chosen)
+            finally:  # a failed run keeps only what a rerun can resume
+                with contextlib.suppress(OSError):
+                    _collect_leftovers(dest, listed)
+    finally:  # a run that leaves nothing in a folder it made removes that folder again
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return DownloadResult(dest, article, release, numbers, outcomes)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing
+
+
+def _collect_leftovers(dest: Path, listed: Mapping[str, RemoteFile]) -> list[str]:
+    """Remove what in ``DEST/.partial`` a run cannot resume; what was removed, and why.
+
+    A ``<name>.part`` file of a file the article lists, holding 1 byte to that file's
+    size, is kept (resumed by the run that fetches ``name``).  Removed: empty parts,
+    parts longer than their file, parts of names the list does not hold, and every
+    other file or link (temporary files).  A folder inside is left alone.  An empty
+    ``.partial`` is removed.
+    """
+    partial = dest / PARTIAL_DIR
+    if not partial.exists():
+        return []
+    if not partial.is_dir():
+        raise ConfigError(
+            f"{partial} is not a folder; {PARTIAL_DIR} in --dest holds the transfers in "
+            "progress. Move that file away and run the command again."
+        )
+    removed: list[str] = []
+    for entry in sorted(partial.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            continue
+        why = None
+        remote = listed.get(entry.name.removesuffix(".part"))
+        if entry.is_symlink() or not entry.is_file() or not entry.name.endswith(".part"):
+            why = "not a part file"
+        elif remote is None:
+            why = "not of a file the article lists"
+        elif (size := entry.stat().st_size) == 0:
+            why = "empty"
+        elif size > remote.size:
+            why = f"{size} bytes, longer than the file"
+        if why is not None:
+            entry.unlink(missing_ok=True)
+            removed.append(f"{_shown(entry.name)} ({why})")
+    with contextlib.suppress(OSError):  # not empty: parts to resume (or a folder)
+        partial.rmdir()
+    return removed
 
 
 def _subject_of(name: str) -> int:
