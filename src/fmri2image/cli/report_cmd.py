@@ -14,9 +14,11 @@ examples:
 The page is one file: pictures, style and plots are embedded, it loads nothing from
 anywhere and needs no script, so it can be mailed or opened offline.  Beside it:
 FILE.md (the comparison, paired and decoding tables as GitHub markdown) and the
-folder FILE/ (the same tables, and the retrieved labels, as CSV).  Only the run
-folder is read: its tables, images/, maps/, config.toml, and the stage folders
-stages.json lists (the retrieved labels and library versions come from those).
+folder FILE/ (the same tables, and the retrieved labels, as CSV), all written at
+once.  Only the run folder is read: its tables, summary.json, images/, maps/,
+config.toml and stages.json; and, for the package versions the evaluations
+recorded, their stage folders inside the run's cache.  A damaged table or
+stages.json is named (exit 2); a damaged picture is left out with a warning.
 """
 
 

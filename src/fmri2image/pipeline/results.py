@@ -10,6 +10,13 @@ folder has one meaning.
 ``stages.json`` records each stage's artifact folder *relative to the cache* and
 the cache's absolute path, so a stage is found where the run put it; when the cache
 moved together with the run folder (``OUT/cache``, the default), it is found there.
+
+A run folder is read as untrusted input: a table without the columns (or with
+columns of other types) that this version writes, or a ``stages.json`` whose fields
+have the wrong types, is a :class:`~fmri2image.errors.DataFormatError` that names
+the file; a stage folder is only looked for inside a cache (the recorded one, then
+``OUT/cache``): one recorded as an absolute path, with ``..``, or resolving (through
+links) outside that cache is not followed.
 """
 
 from __future__ import annotations
@@ -97,24 +104,41 @@ def write_stages(out: str | os.PathLike, cache: str | os.PathLike, records: Sequ
     )
 
 
-def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+#: Per long table, the columns every row must fill (the rest may be empty).
+KEY_COLUMNS = {
+    "scores": ("subject", "roi", "model", "generator", "condition", "image", "metric"),
+    "summary": ("subject", "roi", "model", "generator", "condition", "metric"),
+    "paired": ("subject", "roi", "generator", "metric", "model_a", "model_b"),
+    "decoding": ("subject", "roi", "model", "stage", "metric"),
+}
+
+
+def read_table(path: str | os.PathLike, *, name: str | None = None) -> list[dict[str, Any]]:
     """The rows of one long table (parquet), NaN as None and ``subject`` as str.
+
+    ``name`` (one of :data:`TABLES`) checks the table against what this version
+    writes: every column present with its type (numbers where numbers are written,
+    text where text is, true/false where flags are), and no empty cell in the
+    columns that name a row (:data:`KEY_COLUMNS`).
 
     Raises
     ------
     DataFormatError
-        The file cannot be read.
+        The file cannot be read, or (with ``name``) is not such a table.
     """
     import pyarrow.parquet as pq
 
     path = Path(path)
     try:
-        rows = pq.read_table(str(path)).to_pylist()
+        table = pq.read_table(str(path))
     except Exception as exc:  # pyarrow raises its own error types
         raise DataFormatError(
             f"Cannot read {path} ({exc}); rerun the command that wrote the run folder "
             "to write its tables again."
         ) from exc
+    if name is not None:
+        _check_table(path, name, table)
+    rows = table.to_pylist()
     for r in rows:
         for k, v in r.items():
             if isinstance(v, float) and not math.isfinite(v):
@@ -122,6 +146,43 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
         if r.get("subject") is not None:
             r["subject"] = str(r["subject"])
     return rows
+
+
+def _check_table(path: Path, name: str, table: Any) -> None:
+    """Raise DataFormatError unless ``table`` has the columns and types of ``name``."""
+    import pyarrow as pa
+
+    from fmri2image.pipeline.tables import _SCHEMAS
+
+    accepts = {
+        "string": (pa.types.is_string, pa.types.is_large_string),
+        "float64": (pa.types.is_floating, pa.types.is_integer),
+        "int64": (pa.types.is_integer,),
+        "bool": (pa.types.is_boolean,),
+    }
+    what = {"string": "text", "float64": "numbers", "int64": "integers", "bool": "true/false"}
+    fix = "rerun the command that wrote the run folder to write its tables again"
+    columns = dict(zip(table.schema.names, table.schema.types))
+    missing = [c for c, _ in _SCHEMAS[name] if c not in columns]
+    if missing:
+        raise DataFormatError(
+            f"{path} is not a {name} table of this fmri2image version: it lacks the "
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; {fix}."
+        )
+    for col, kind in _SCHEMAS[name]:
+        typ = columns[col]
+        ok = accepts[kind] + ((pa.types.is_integer,) if col == "subject" else ())
+        if not (pa.types.is_null(typ) or any(test(typ) for test in ok)):
+            raise DataFormatError(
+                f"{path} is not a {name} table of this fmri2image version: its column "
+                f"{col} holds {typ} where {what[kind]} are expected; {fix}."
+            )
+    empty = [c for c in KEY_COLUMNS[name] if table.column(c).null_count]
+    if empty:
+        raise DataFormatError(
+            f"{path} is damaged: its column{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(empty)} {'have' if len(empty) > 1 else 'has'} empty cells; {fix}."
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,10 +221,18 @@ class RunResult:
         return self.folders.get(name)
 
     def table(self, name: str) -> list[dict[str, Any]]:
-        """Rows of ``tables/<name>.parquet`` (read once; an absent table has no rows)."""
+        """Rows of ``tables/<name>.parquet`` (read once; an absent table has no rows).
+
+        Raises
+        ------
+        DataFormatError
+            The table cannot be read, or is not a table of this version (its columns,
+            their types, an empty cell where a row is named).
+        """
         if name not in self._tables:
             path = self.root / "tables" / f"{name}.parquet"
-            self._tables[name] = read_table(path) if path.is_file() else []
+            known = name if name in TABLES else None
+            self._tables[name] = read_table(path, name=known) if path.is_file() else []
         return self._tables[name]
 
     def section(self, name: str) -> dict[str, Any]:
@@ -213,35 +282,128 @@ def _not_a_run(root: Path, missing: Sequence[str]) -> ConfigError:
     )
 
 
+#: The fields of a stage record: (what a value must be, its test).
+_STAGE_FIELDS: dict[str, tuple[str, Any]] = {
+    "name": ("text", lambda v: isinstance(v, str)),
+    "key": ("text", lambda v: isinstance(v, str)),
+    "reused": ("true or false", lambda v: isinstance(v, bool)),
+    "seconds": ("a number", lambda v: _is_number(v)),
+    "folder": ("a path (text)", lambda v: isinstance(v, str)),
+    "reason": ("text", lambda v: isinstance(v, str)),
+}
+
+
 def _stage_entries(root: Path, data: Any) -> tuple[Path | None, tuple[StageEntry, ...]]:
     path = root / STAGES_FILE
+    fix = (
+        "rerun the command that wrote the run folder (every stage whose artifact "
+        "verifies is reused)"
+    )
     if not (
         isinstance(data, dict)
         and data.get("format") == STAGES_FORMAT
         and isinstance(data.get("stages"), list)
         and all(isinstance(s, dict) for s in data["stages"])
     ):
+        raise DataFormatError(f"{path} is not a stage record of this fmri2image version; {fix}.")
+    recorded_cache = data.get("cache")
+    if recorded_cache is not None and not isinstance(recorded_cache, str):
         raise DataFormatError(
-            f"{path} is not a stage record of this fmri2image version; rerun the command "
-            "that wrote the run folder (every stage whose artifact verifies is reused)."
+            f'{path} is damaged: its "cache" is {_json_text(recorded_cache)} where the '
+            f"cache's path (text) is expected; {fix}."
         )
-    recorded = Path(str(data.get("cache") or ""))
-    caches = [c for c in (recorded, root / "cache") if str(c) and c.is_dir()]
+    for i, s in enumerate(data["stages"]):
+        for key, (what, test) in _STAGE_FIELDS.items():
+            if s.get(key) is not None and not test(s[key]):
+                name = s.get("name") if isinstance(s.get("name"), str) else f"number {i + 1}"
+                raise DataFormatError(
+                    f'{path} is damaged: the "{key}" of stage {name} is '
+                    f"{_json_text(s[key])} where {what} is expected; {fix}."
+                )
+    # The cache the run recorded (absolute, as write_stages writes it), then OUT/cache.
+    recorded = Path(recorded_cache) if _is_path(recorded_cache) else None
+    caches = [c for c in (recorded, root / "cache") if c is not None and _is_dir(c)]
     entries = []
+    outside = []
     for s in data["stages"]:
-        rel = str(s.get("folder") or "")
-        folder = next((c / rel for c in caches if rel and (c / rel).is_dir()), None)
+        rel = s.get("folder") or ""
+        folder = None
+        if rel and not _relative_inside(rel):
+            outside.append(f"{s.get('name') or '?'} ({_json_text(rel)})")
+        elif rel:
+            folder = next((f for f in (_stage_folder(c, rel) for c in caches) if f), None)
         entries.append(
             StageEntry(
-                name=str(s.get("name", "")),
-                key=str(s.get("key", "")),
+                name=s.get("name") or "",
+                key=s.get("key") or "",
                 reused=bool(s.get("reused")),
                 seconds=float(s.get("seconds") or 0.0),
                 folder=folder,
-                reason=str(s.get("reason") or ""),
+                reason=s.get("reason") or "",
             )
         )
+    if outside:
+        log.warning(
+            "warning: %s records stage folders outside the cache, not followed: %s",
+            path,
+            "; ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else ""),
+        )
     return (caches[0] if caches else None), tuple(entries)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int past float's range
+        return False
+
+
+def _is_path(value: Any) -> bool:
+    """Whether ``value`` is an absolute path (text without NUL)."""
+    return isinstance(value, str) and "\x00" not in value and os.path.isabs(value)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long, a NUL
+        return False
+
+
+def _json_text(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON text, cut at ``limit`` characters (for messages)."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _relative_inside(rel: str) -> bool:
+    """Whether ``rel`` is a relative path that stays where it starts: not absolute (nor
+    with a drive), no ``..``, no NUL."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if "\x00" in rel or "\\" in rel:
+        return False
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    return not (posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts)
+
+
+def _stage_folder(cache: Path, rel: str) -> Path | None:
+    """``cache/rel`` when it is a folder that lies, links resolved, inside ``cache``."""
+    folder = cache / rel
+    if not _is_dir(folder):
+        return None
+    try:
+        folder.resolve().relative_to(cache.resolve())
+    except (OSError, ValueError):
+        return None
+    return folder
 
 
 def load_run(run_dir: str | os.PathLike) -> RunResult:
@@ -253,7 +415,7 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
         ``run_dir`` is not a run folder (the message names what is missing and the
         commands that make one).
     DataFormatError
-        ``stages.json`` is not a stage record.
+        ``stages.json`` is not a stage record, or a field of it has the wrong type.
     """
     from fmri2image.pipeline.config import load_config, parse_toml
 

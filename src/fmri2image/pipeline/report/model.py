@@ -2,10 +2,13 @@
 
 :func:`build` turns a :class:`~fmri2image.pipeline.report.loader.RunFolder` into a
 :class:`Report` (one :class:`Block` per subject × ROI, with the retrieved labels and
-the per-dimension R² it finds in the stage folders); :func:`tables` gives the rows of
-the CSV tables; :func:`versions` the package versions.  Plain data, no HTML
-(:mod:`~fmri2image.pipeline.report.sections` lays it out per section).  Of the run
-folder only the attributes of ``RunFolder`` are used.
+the per-dimension R² it finds in the run folder's ``maps/`` and ``images/``);
+:func:`tables` gives the rows of the CSV tables; :func:`versions` the package
+versions.  Plain data, no HTML (:mod:`~fmri2image.pipeline.report.sections` lays it
+out per section).  Of the run folder only the attributes and methods of
+``RunFolder`` are used: every file under it is opened through
+:meth:`~fmri2image.pipeline.report.loader.RunFolder.file`, and a file that cannot be
+read is left out with a warning naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from fmri2image import __version__
 from fmri2image._io import load_json, safe_name
-from fmri2image.pipeline.report.loader import RunFolder
+from fmri2image.pipeline.report.loader import RunFolder, is_stem, shown
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,8 @@ class Block:
 
     @property
     def images(self) -> str:
-        return f"s{self.subject}-{safe_name(self.roi)}"
+        """The block's folder under ``images/`` and ``maps/`` (one path component)."""
+        return f"s{safe_name(self.subject)}-{safe_name(self.roi)}"
 
     @property
     def anchor(self) -> str:
@@ -190,21 +194,26 @@ class Report:
         return f"fmri2image report: {'/'.join(where.parts[-2:]) if len(where.parts) > 2 else where}"
 
 
+def _retrieval_file(run: RunFolder, block: Block, model: str, database: str, name: str):
+    """A file of the model's retrieval from ``database``, as the run exported it
+    (``maps/<block>/<model>/retrieval/<database>/``)."""
+    return run.file("maps", block.images, dirname(model), "retrieval", safe_name(database), name)
+
+
 def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> None:
-    name = f"retrieval/{model}/{database}/s{block.subject}/{safe_name(block.roi)}"
-    folder = run.folders.get(name)
-    if folder is None:
-        return
     import pyarrow.parquet as pq
 
+    per_query = _retrieval_file(run, block, model, database, "semantic_per_query.parquet")
+    meta_path = _retrieval_file(run, block, model, database, "retrieval.json")
+    if per_query is None and meta_path is None:
+        return
     labels: dict[str, Label] = {}
-    per_query = folder / "semantic_per_query.parquet"
     rows: list[dict[str, Any]] = []
-    if per_query.is_file():
+    if per_query is not None:
         try:
             rows = pq.read_table(str(per_query)).to_pylist()
-        except Exception as exc:
-            log.warning("warning: cannot read %s (%s)", per_query, exc)
+        except Exception as exc:  # pyarrow raises its own error types
+            log.warning("warning: cannot read %s (%s)", per_query, shown(exc))
     if rows:
         wup = []
         chances = []
@@ -226,12 +235,12 @@ def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> Non
         block.wup[model] = wup
         if chances:
             block.wup_chance[model] = sum(chances) / len(chances)
-    else:
-        meta_path = folder / "retrieval.json"
+    elif meta_path is not None:
         try:
-            top1s = list(load_json(meta_path).get("top1") or [])
+            top1s = load_json(meta_path).get("top1") or []
+            top1s = top1s if isinstance(top1s, list) else []
         except (OSError, ValueError, AttributeError) as exc:
-            log.warning("warning: cannot read %s (%s)", meta_path, exc)
+            log.warning("warning: cannot read %s (%s)", meta_path, shown(exc))
             top1s = []
         for stem, top1 in zip(block.stems, top1s):
             true = block.wnids.get(stem) or stem.split("_")[0]
@@ -241,63 +250,69 @@ def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> Non
     block.labels[model] = labels
 
 
-def _map_files(run: RunFolder, block: Block, model: str, rel: str) -> list[Path]:
-    """Where a file of the model's map may be: the run's ``maps/`` export, else the
-    mapping stage's folder."""
-    paths = [run.root / "maps" / block.images / dirname(model) / rel]
-    folder = run.folders.get(f"mapping/{model}/s{block.subject}/{safe_name(block.roi)}")
-    return paths + ([folder / rel] if folder is not None else [])
+def _map_file(run: RunFolder, block: Block, model: str, *rel: str) -> Path | None:
+    """A file of the model's map, as the run exported it (``maps/<block>/<model>/``)."""
+    return run.file("maps", block.images, dirname(model), *rel)
 
 
 def _load_r2(run: RunFolder, block: Block, model: str) -> None:
     import pyarrow.parquet as pq
 
-    for f in _map_files(run, block, model, "prediction/per_dimension.parquet"):
-        if f.is_file():
-            try:
-                col = pq.read_table(str(f), columns=["r2"]).column("r2").to_pylist()
-            except Exception as exc:
-                log.warning("warning: cannot read %s (%s)", f, exc)
-                continue
-            block.r2[model] = [v for v in col if isinstance(v, float) and math.isfinite(v)]
-            return
+    f = _map_file(run, block, model, "prediction", "per_dimension.parquet")
+    if f is None:
+        return
+    try:
+        col = pq.read_table(str(f), columns=["r2"]).column("r2").to_pylist()
+    except Exception as exc:  # pyarrow raises its own error types
+        log.warning("warning: cannot read %s (%s)", f, shown(exc))
+        return
+    block.r2[model] = [v for v in col if isinstance(v, float) and math.isfinite(v)]
 
 
 def _load_fit(run: RunFolder, block: Block, model: str) -> None:
     """The median alpha of the model's map (``fit.json``), when it has alphas."""
-    for p in _map_files(run, block, model, "fit.json"):
-        if p.is_file():
-            try:
-                alpha = (load_json(p).get("fit") or {}).get(ALPHA)
-            except (OSError, ValueError, AttributeError) as exc:
-                log.warning("warning: cannot read %s (%s)", p, exc)
-                continue
-            if isinstance(alpha, (int, float)):
-                block.alpha[model] = float(alpha)
-            return
+    p = _map_file(run, block, model, "fit.json")
+    if p is None:
+        return
+    try:
+        alpha = (load_json(p).get("fit") or {}).get(ALPHA)
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("warning: cannot read %s (%s)", p, shown(exc))
+        return
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha):
+        block.alpha[model] = float(alpha)
 
 
 def _load_shown(run: RunFolder, block: Block, model: str, gen: str) -> None:
-    """What each predicted picture of (model, generator) shows, from its record: the
-    label it was made from (label-conditioned generators) or that of the database image
-    it is (``retrieve``)."""
-    name = f"generation/{model}/{gen}/predicted/s{block.subject}/{safe_name(block.roi)}"
-    folder = run.folders.get(name)
-    if folder is None:
-        return
-    shown = {}
+    """What each predicted picture of (model, generator) shows, from its record beside
+    it in ``images/``: the label it was made from (label-conditioned generators) or that
+    of the database image it is (``retrieve``)."""
+    labels = {}
     for stem in block.stems:
-        rec = folder / f"{stem}.json"
-        if not rec.is_file():
+        rec = picture_file(run, block, model, gen, f"{stem}.json")
+        if rec is None:
             continue
         try:
             label = load_json(rec).get("label")
         except (OSError, ValueError, AttributeError) as exc:
-            log.warning("warning: cannot read %s (%s)", rec, exc)
+            log.warning("warning: cannot read %s (%s)", rec, shown(exc))
             continue
         if isinstance(label, str) and label:
-            shown[stem] = label
-    block.shown[(model, gen)] = shown
+            labels[stem] = label
+    if labels:
+        block.shown[(model, gen)] = labels
+
+
+def picture_path(run: RunFolder, block: Block, model: str, gen: str, name: str) -> Path:
+    """Where the run exported a file of a ``predicted`` picture of (model, generator)."""
+    return run.root.joinpath(
+        "images", block.images, dirname(model), dirname(gen), "predicted", name
+    )
+
+
+def picture_file(run: RunFolder, block: Block, model: str, gen: str, name: str) -> Path | None:
+    """That file, when it is there (inside the run folder)."""
+    return run.inside(picture_path(run, block, model, gen, name))
 
 
 def decoding_with_fit(rep: Report) -> list[dict[str, Any]]:
@@ -312,6 +327,15 @@ def decoding_with_fit(rep: Report) -> list[dict[str, Any]]:
                  "baseline": None, "chance": None, "higher_is_better": None}
             )  # fmt: skip
     return rows
+
+
+def _ground_truth_stems(run: RunFolder, block: Block) -> list[str]:
+    gt = run.root / "images" / block.images / "ground_truth"
+    try:
+        found = sorted(p for p in gt.glob("*") if is_stem(p.stem))
+    except OSError:
+        return []
+    return [p.stem for p in found if run.inside(p) is not None]
 
 
 def build(run: RunFolder) -> Report:
@@ -343,21 +367,13 @@ def build(run: RunFolder) -> Report:
     for subject, roi in keys:
         block = Block(subject=subject, roi=roi)
         if not block.is_mean:
-            data = run.folders.get(f"data/s{subject}/{safe_name(roi)}")
-            meta: dict[str, Any] = {}
-            if data is not None and (data / "data.json").is_file():
-                try:
-                    meta = load_json(data / "data.json")
-                except (OSError, ValueError) as exc:
-                    log.warning("warning: cannot read %s (%s)", data / "data.json", exc)
-            meta = meta if isinstance(meta, dict) else {}
-            block.stems = [str(s) for s in meta.get("test_stems") or ()]
-            truth = meta.get("true_labels") or meta.get("true_wnids") or ()
-            block.wnids = dict(zip(block.stems, (str(w) for w in truth)))
-            block.info = dict(meta.get("info") or {})
-            if not block.stems:  # no data stage folder: the exported ground truth
-                gt = run.root / "images" / block.images / "ground_truth"
-                block.stems = sorted(p.stem for p in gt.glob("*") if p.is_file())
+            data = run.blocks.get((subject, roi))
+            if data is not None:
+                block.stems = list(data.stems)
+                block.wnids = dict(data.wnids)
+                block.info = dict(data.info)
+            if not block.stems:  # not in summary.json: the exported ground truth
+                block.stems = _ground_truth_stems(run, block)
             for model in models:
                 dbs = unique(
                     r.get("database")
@@ -521,21 +537,43 @@ def tables(rep: Report) -> Tables:
 
 
 # ---------------------------------------------------------------- versions
-def versions(run: RunFolder) -> dict[str, str]:
-    """The package versions the first evaluation recorded, else those installed."""
+def recorded_versions(run: RunFolder) -> dict[str, str] | None:
+    """The package versions the first evaluation recorded (its ``scores.summary.json``
+    in the run's cache; ``load_run`` finds stage folders inside that cache only), or
+    None when no evaluation stage folder holds them."""
     for record in run.stages:
         name = str(record.get("name", ""))
         folder = run.folders.get(name)
         if not name.startswith("evaluation/") or folder is None:
             continue
+        path = folder / "scores.summary.json"
         try:
-            found = load_json(folder / "scores.summary.json").get("protocol", {}).get("versions")
+            if not path.is_file():
+                continue
+            found = load_json(path).get("protocol", {}).get("versions")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(found, dict) and found:
-            out = {str(k): str(v) for k, v in found.items() if v}
-            out.setdefault("python", platform.python_version())
-            return out
+            out = {
+                str(k)[:100]: str(v)[:100]
+                for k, v in found.items()
+                if isinstance(v, (str, int, float)) and v
+            }
+            if out:
+                out.setdefault("python", platform.python_version())
+                return out
+    return None
+
+
+def versions(run: RunFolder) -> dict[str, str]:
+    """The package versions the first evaluation recorded, else those installed."""
+    found = recorded_versions(run)
+    if found is not None:
+        return found
+    return installed_versions()
+
+
+def installed_versions() -> dict[str, str]:
     from fmri2image._io import package_versions
 
     out = {"fmri2image": __version__, "python": platform.python_version()}

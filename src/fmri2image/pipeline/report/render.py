@@ -1,7 +1,14 @@
 """Writing the report of a :class:`~fmri2image.pipeline.report.model.Report`: the page
 (jinja2 templates filled with its :mod:`~fmri2image.pipeline.report.sections`, the style
 sheet inlined, the charts as inline SVG, the pictures as ``data:`` URIs), the markdown
-tables and the CSVs.
+tables and the CSVs, each as text: :func:`~fmri2image.pipeline.report.write_report`
+writes them all at once.
+
+Whatever the run folder names (models, generators, metrics, ROIs, databases, labels)
+is untrusted text: the page escapes it (jinja2's autoescape, :mod:`.charts`), the
+markdown through :func:`md_text`, so a name cannot make a link, a tag or a picture.
+A picture that cannot be read (damaged, truncated, not a picture, or declaring more
+than :data:`MAX_PIXELS` pixels) is left out with a warning naming it.
 
 jinja2 is imported when a page is rendered, not with this module.
 """
@@ -9,10 +16,14 @@ jinja2 is imported when a page is rendered, not with this module.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as _dt
 import functools
 import io
 import logging
+import math
+import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -31,7 +42,14 @@ from fmri2image.pipeline.report.format import (
     p_value,
     winner,
 )
-from fmri2image.pipeline.report.model import SIGNIFICANT, Report, Tables, versions
+from fmri2image.pipeline.report.loader import shown
+from fmri2image.pipeline.report.model import (
+    SIGNIFICANT,
+    Report,
+    Tables,
+    installed_versions,
+    recorded_versions,
+)
 from fmri2image.pipeline.report.sections import (
     BarChart,
     Histogram,
@@ -61,25 +79,51 @@ CSV_COLUMNS = {
 }  # fmt: skip
 
 
-def write_tables(folder: Path, tables: Tables) -> dict[str, Path]:
-    """``<folder>/<name>.csv`` of each table; their paths by ``<name>_csv``."""
-    from fmri2image.pipeline.tables import write_csv
+def _csv_cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return v
 
-    return {
-        f"{name}_csv": write_csv(folder / f"{name}.csv", getattr(tables, name), columns)
-        for name, columns in CSV_COLUMNS.items()
-    }
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as CSV with ``columns`` (None and NaN as empty cells), as
+    :func:`fmri2image.pipeline.tables.write_csv` writes them."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_csv_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def csv_tables(tables: Tables) -> dict[str, str]:
+    """Each table's CSV text, by name (``comparison``, ``paired``, ...)."""
+    return {name: csv_text(getattr(tables, name), cols) for name, cols in CSV_COLUMNS.items()}
 
 
 # ---------------------------------------------------------------- markdown
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|")
+#: Line breaks and other control characters: a name stays on its line.
+_MD_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: What markdown (GitHub's) reads as markup: emphasis, code, links and pictures,
+#: HTML tags and entities, headings, table cells, strike-through, math.
+_MD_SPECIAL = re.compile(r"[\\`*_\[\]<>#|&~$]")
+#: What GitHub turns into a link without markup: ``www.``, ``scheme://``, e-mail.
+_MD_AUTOLINK = re.compile(r"(?i)(?<=www)\.|:(?=//)|@(?=[\w.+-]*\.)")
+
+
+def md_text(text: Any) -> str:
+    """``text`` for markdown, as text: every character that markdown would read as
+    markup backslash-escaped, line breaks as spaces."""
+    text = _MD_BREAKS.sub(" ", str(text))
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
+    return _MD_AUTOLINK.sub(lambda m: "\\" + m.group(), text)
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A GitHub table of cells that are markdown already (names through md_text)."""
     sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
 
 
@@ -105,11 +149,12 @@ def _md_decoding_cell(r: Mapping[str, Any] | None) -> str:
 
 def markdown(rep: Report, tables: Tables) -> str:
     """``report.md``: the comparison, paired and decoding tables as GitHub markdown."""
+    md = md_text
     out = [
-        f"# fmri2image report: {rep.run.root.name}",
+        f"# fmri2image report: {md(rep.run.root.resolve().name)}",
         "",
-        f"Models: {', '.join(rep.models)}. Generators: {', '.join(rep.generators)}. "
-        f"fmri2image {__version__}.",
+        f"Models: {', '.join(map(md, rep.models))}. "
+        f"Generators: {', '.join(map(md, rep.generators))}. fmri2image {__version__}.",
         "",
         "## Comparison",
         "",
@@ -118,10 +163,13 @@ def markdown(rep: Report, tables: Tables) -> str:
         "(↑ higher is better, ↓ lower).",
     ]
     for table in comparison_tables(rep, tables.comparison):
-        out += ["", f"### {table.block.title} ({table.n_images})", ""]
-        header = ["model", "generator", *(f"{m}{arrow(h)}" for m, h in table.metrics)]
-        rows = [[model, gen, *map(_md_comparison_cell, cells)] for model, gen, cells in table.rows]
-        rows.append(["reference", "", *table.references])
+        out += ["", f"### {md(table.block.title)} ({md(table.n_images)})", ""]
+        header = ["model", "generator", *(md(f"{m}{arrow(h)}") for m, h in table.metrics)]
+        rows = [
+            [md(model), md(gen), *map(_md_comparison_cell, cells)]
+            for model, gen, cells in table.rows
+        ]
+        rows.append(["reference", "", *map(md, table.references)])
         out += _md_table(header, rows, "ll" + "r" * len(table.metrics))
     if tables.paired:
         out += [
@@ -133,15 +181,16 @@ def markdown(rep: Report, tables: Tables) -> str:
             f"p (Holm) < {SIGNIFICANT}.",
         ]
         for block, tests in paired_tables(rep, tables.paired):
-            out += ["", f"### {block.title}", ""]
+            out += ["", f"### {md(block.title)}", ""]
             rows = []
             for t in tests:
                 holm = p_value(t.get("p_holm"))
                 if t["significant"]:
                     holm = f"**{holm}** {SIG}"
-                rows.append([t["generator"], t["metric"], f"{t['model_a']} − {t['model_b']}",
+                rows.append([md(t["generator"]), md(t["metric"]),
+                             f"{md(t['model_a'])} − {md(t['model_b'])}",
                              num(t.get("mean_difference"), "+.3f"), p_value(t.get("p_value")),
-                             holm, winner(t)])  # fmt: skip
+                             holm, md(winner(t))])  # fmt: skip
             out += _md_table(
                 ["generator", "metric", "a − b", "difference", "p", "p (Holm)", "better"],
                 rows,
@@ -152,10 +201,11 @@ def markdown(rep: Report, tables: Tables) -> str:
                 "Each cell: the score (baseline: the training mean's; chance). "
                 f"{BEST} marks the best model."]  # fmt: skip
         for table in decoding_tables(rep, tables.decoding):
-            out += ["", f"### {table.block.title}: {table.stage}", ""]
-            rows = [[*lead, *map(_md_decoding_cell, cells)] for lead, cells in table.rows]
+            out += ["", f"### {md(table.block.title)}: {md(table.stage)}", ""]
+            rows = [[*map(md, lead), *map(_md_decoding_cell, cells)] for lead, cells in table.rows]
             n_scores = len(table.header) - table.n_lead
-            out += _md_table(table.header, rows, "l" * table.n_lead + "r" * n_scores)
+            header = [md(h) for h in table.header]
+            out += _md_table(header, rows, "l" * table.n_lead + "r" * n_scores)
     return "\n".join(out) + "\n"
 
 
@@ -181,22 +231,44 @@ def _css() -> str:
     return resources.files(__package__).joinpath("report.css").read_text(encoding="utf-8")
 
 
+#: A picture declaring more pixels than this is not opened (a decompression bomb: a
+#: small file that would take gigabytes once decoded).  Photographs and
+#: reconstructions have far fewer.
+MAX_PIXELS = 40_000_000
+#: The picture formats the page embeds (Pillow's names); a file of another format is
+#: not opened, whatever its suffix.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+
+
+class PictureError(Exception):
+    """A picture that is not one the page embeds (too large, an unknown format)."""
+
+
 def _thumbnail(path: Path | None, size: int) -> tuple[str, bool] | None:
     """``path`` as a JPEG ``data:`` URI at most ``size`` pixels a side, and whether it
-    is tiny (shown without smoothing); None when there is no picture to read."""
+    is tiny (shown without smoothing); None when there is no picture to read (one that
+    cannot be read is named in a warning)."""
     if path is None or not path.is_file():
         return None
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            tiny = max(im.size) < 64
-            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise PictureError(
+                        f"it declares {width} x {height} pixels, more than {MAX_PIXELS:,}"
+                    )
+                im.draft("RGB", (size, size))  # JPEG: decode at a smaller scale
+                rgb = im.convert("RGB")
+            tiny = max(rgb.size) < 64
+            rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80, optimize=True)
-    except (OSError, ValueError) as exc:
-        log.warning("warning: cannot read picture %s (%s)", path, exc)
+            rgb.save(buf, format="JPEG", quality=80, optimize=True)
+    except Exception as exc:  # a damaged picture: whatever its decoder raises, skip it
+        log.warning("warning: cannot read picture %s (%s); left out", shown(path), shown(exc))
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), tiny
 
@@ -235,6 +307,7 @@ def html(rep: Report, tables: Tables, size: int) -> str:
         for title, values in heat.maps
     ]  # fmt: skip
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    recorded = recorded_versions(rep.run)
     return (
         _environment()
         .get_template("report.html.j2")
@@ -255,6 +328,11 @@ def html(rep: Report, tables: Tables, size: int) -> str:
             thumbnail=functools.partial(_thumbnail, size=size),
             size=size,
             distributions=[(b, svg(map(histogram, hs))) for b, hs in distributions(rep)],
-            versions=versions(rep.run),
+            versions=recorded or installed_versions(),
+            versions_note=(
+                "As the run's evaluations recorded them."
+                if recorded
+                else "Installed now: no evaluation stage in the run's cache recorded them."
+            ),
         )
     )

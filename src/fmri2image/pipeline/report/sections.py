@@ -21,8 +21,8 @@ from fmri2image.pipeline.report.model import (
     Block,
     Report,
     decoding_columns,
-    dirname,
     label_name,
+    picture_file,
     subject_key,
     unique,
 )
@@ -277,8 +277,11 @@ def _glob_escape(text: str) -> str:
 
 def _ground_truth(run: RunFolder, block: Block, stem: str) -> Path | None:
     folder = run.root / "images" / block.images / "ground_truth"
-    hits = sorted(folder.glob(f"{_glob_escape(stem)}.*"))
-    return hits[0] if hits else None
+    try:
+        hits = sorted(folder.glob(f"{_glob_escape(stem)}.*"))
+    except (OSError, ValueError):
+        return None
+    return next((p for p in hits if run.inside(p) is not None), None)
 
 
 def picture_grids(rep: Report) -> list[PictureGrid]:
@@ -296,8 +299,7 @@ def picture_grids(rep: Report) -> list[PictureGrid]:
             true = block.wnids.get(stem) or stem.split("_")[0]
             cells = [Picture(_ground_truth(run, block, stem), stem, "gt", label_name(true), stem)]
             for model, gen in methods:
-                path = (run.root / "images" / block.images / dirname(model) / dirname(gen)
-                        / "predicted" / f"{stem}.png")  # fmt: skip
+                path = picture_file(run, block, model, gen, f"{stem}.png")
                 shown = block.shown.get((model, gen), {}).get(stem)
                 lab = block.labels.get(model, {}).get(stem)
                 if shown is not None:
@@ -396,8 +398,8 @@ def facts(rep: Report, now: str) -> list[tuple[str, str]]:
     n_reused = sum(bool(s.get("reused")) for s in run.stages)
     found = ""
     if len(run.folders) < len(run.stages):
-        found = (f"; {len(run.stages) - len(run.folders)} stage folders not found (cache "
-                 "moved or deleted): what only they hold is left out")  # fmt: skip
+        found = (f"; {len(run.stages) - len(run.folders)} stage folders not found in the "
+                 "cache (moved or deleted)")  # fmt: skip
     mapper = mapping.get("mapper", "ridge")
     cv = mapping.get("cv")
     out = [
