@@ -180,7 +180,8 @@ def test_two_subjects_add_the_mean_block_and_the_heat_map(two):
 
 def test_a_run_folder_moved_with_its_cache_still_has_its_labels(one, tmp_path):
     """Stage folders recorded relative to another working folder are found in the
-    run's own cache; without any cache, only the recorded versions are missing."""
+    run's own cache; without any cache the page is whole (the report reads only the
+    run folder)."""
     import json
 
     result, _ = one
@@ -196,14 +197,14 @@ def test_a_run_folder_moved_with_its_cache_still_has_its_labels(one, tmp_path):
     assert len(labels) == len(MODELS) * 4
     assert "As the run&#39;s evaluations recorded them." in paths["html"].read_text()
     # Without its cache the report still comes, whole: all it shows is in the run
-    # folder (maps/, images/, summary.json) but the versions the evaluations recorded.
+    # folder (maps/, images/, summary.json with the versions the evaluations recorded).
     shutil.rmtree(moved / "cache")
     paths = write_report(moved)
     page = paths["html"].read_text(encoding="utf-8")
     assert "No retrieved labels found" not in page
     assert len(list(csv.DictReader(paths["labels_csv"].open(encoding="utf-8")))) == len(labels)
     assert "stage folders not found in the cache" in page
-    assert "Installed now: no evaluation stage in the run&#39;s cache recorded them." in page
+    assert "As the run&#39;s evaluations recorded them." in page
     assert page.count("data:image/jpeg;base64,") == 4 * (1 + len(MODELS) * len(GENERATORS_RUN))
 
 

@@ -3,8 +3,8 @@
 A damaged table or ``stages.json`` is named in one paragraph (exit 2, no traceback);
 a damaged picture is left out with a warning naming it; the report's files are
 written all at once or not at all; the markdown escapes the names it embeds; and
-nothing outside the run folder (and the run's cache, for the recorded versions) is
-read, whatever ``stages.json``, ``summary.json`` or a link says.
+nothing outside the run folder is read, whatever ``stages.json``, ``summary.json`` or
+a link says.
 
 Each test damages a copy of one tiny run (that of ``test_report``).
 """
@@ -272,7 +272,7 @@ def test_stage_folders_outside_the_cache_are_not_followed(run, tmp_path, caplog,
         paths = write_report(run)
     page = paths["html"].read_text(encoding="utf-8")
     assert "SECRET" not in page and "leaked" not in page
-    assert "Installed now" in page
+    assert "As the run&#39;s evaluations recorded them." in page  # from summary.json
     if how != "link":
         assert "stage folders outside the cache, not followed" in caplog.text
 
@@ -426,3 +426,19 @@ def test_csv_tables_hold_the_names_as_they_are(run):
     paths = write_report(run)
     rows = list(csv.DictReader(paths["comparison_csv"].open(encoding="utf-8", newline="")))
     assert EVIL in {r["model"] for r in rows}
+
+
+def test_versions_come_from_the_run_folder_only(run):
+    """The versions shown are those summary.json records (escaped); a summary without
+    them says the installed ones are shown, and nothing in the cache is read."""
+    shutil.rmtree(run / "cache")
+    data = json.loads((run / "summary.json").read_text())
+    data["versions"] = {"torch": "<script>x</script>", "bad": ["list"], "flag": True}
+    (run / "summary.json").write_text(json.dumps(data))
+    page = write_report(run)["html"].read_text(encoding="utf-8")
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+    assert "As the run&#39;s evaluations recorded them." in page
+    del data["versions"]
+    (run / "summary.json").write_text(json.dumps(data))
+    page = write_report(run)["html"].read_text(encoding="utf-8")
+    assert "Installed now: the run folder records none" in page

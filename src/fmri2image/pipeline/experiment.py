@@ -721,7 +721,10 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
     written = tables.write_tables(
         out / "tables", entries, decodings.values(), summary=summary, paired=paired
     )
-    _write_summary(out, config, decodings, seconds)
+    # The versions the evaluations ran with, recorded in OUT: the report reads
+    # nothing outside the run folder.
+    versions = next((dict(e.evaluation.protocol.get("versions") or {}) for e in entries), {})
+    _write_summary(out, config, decodings, seconds, versions)
     gt = plan.ground_truth if not isinstance(plan.ground_truth, str) else values[plan.ground_truth]
     gt_by_key = {key: gt.files_of(d.test_stems) for key, d in decodings.items()}
     outputs.export_images(out, entries, gt_by_key)
@@ -787,9 +790,14 @@ def _decoding(plan: _Plan, values: dict, result: Any, key: tuple[int, str]) -> D
 
 
 def _write_summary(
-    out: Path, config: RunConfig, decodings: Mapping[tuple[int, str], Decoding], seconds: float
+    out: Path,
+    config: RunConfig,
+    decodings: Mapping[tuple[int, str], Decoding],
+    seconds: float,
+    versions: Mapping[str, Any],
 ) -> Path:
-    """``OUT/summary.json``: the decoding, one row per subject, ROI and encoder."""
+    """``OUT/summary.json``: the decoding, one row per subject, ROI and encoder, and
+    the package versions the evaluations recorded."""
     from fmri2image.pipeline.tables import decoding_summary
 
     blocks = [
@@ -812,6 +820,7 @@ def _write_summary(
             "blocks": blocks,
             "encoders": decoding_summary(decodings.values()),
             "warnings": sorted({w for d in decodings.values() for w in d.warnings}),
+            "versions": dict(versions),
             "seconds": round(seconds, 2),
         },
     )

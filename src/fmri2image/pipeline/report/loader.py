@@ -64,11 +64,14 @@ class RunFolder:
         ``stages.json``: one record per stage (name, key, reused, seconds, reason).
     folders : dict of str to Path
         Each stage's artifact folder that could be found inside the run's cache, by
-        stage name (the report reads only the evaluations' recorded versions there).
+        stage name (the report itself reads nothing there).
     summary, paired, decoding : list of dict
         The rows of ``tables/<name>.parquet``.
     blocks : dict of (subject, roi) to DataBlock
         What ``summary.json`` records of each subject × ROI.
+    versions : dict of str to str
+        The package versions the run's evaluations recorded (``summary.json``), empty
+        when it has none.
     """
 
     root: Path
@@ -80,6 +83,7 @@ class RunFolder:
     paired: list[dict[str, Any]]
     decoding: list[dict[str, Any]]
     blocks: dict[tuple[str, str], DataBlock] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.config.get(name)
@@ -141,21 +145,40 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _data_blocks(root: Path) -> dict[tuple[str, str], DataBlock]:
-    """What ``summary.json`` records of each subject × ROI (what does not have the
-    expected shape is left out with a warning)."""
+def _summary(root: Path) -> tuple[Path | None, dict[str, Any]]:
+    """``summary.json`` (its path and content; an empty dict when it cannot be read)."""
     from fmri2image._io import load_json
 
     path = inside(root / SUMMARY_FILE, root)
     if path is None:
-        return {}
+        return None, {}
     try:
         data = load_json(path)
     except (OSError, ValueError) as exc:
         log.warning("warning: cannot read %s (%s); the test images are taken from images/",
                     path, shown(exc))  # fmt: skip
+        return None, {}
+    return path, data if isinstance(data, dict) else {}
+
+
+def _versions(data: dict[str, Any]) -> dict[str, str]:
+    """The recorded package versions: plain names and values only, cut short."""
+    found = data.get("versions")
+    if not isinstance(found, dict):
         return {}
-    entries = data.get("blocks") if isinstance(data, dict) else None
+    return {
+        shown(k, 100): shown(v, 100)
+        for k, v in found.items()
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool) and v
+    }
+
+
+def _data_blocks(path: Path | None, data: dict[str, Any]) -> dict[tuple[str, str], DataBlock]:
+    """What ``summary.json`` records of each subject × ROI (what does not have the
+    expected shape is left out with a warning)."""
+    if path is None:
+        return {}
+    entries = data.get("blocks")
     if not isinstance(entries, list):
         log.warning("warning: %s has no list of blocks; the test images are taken from "
                     "images/", path)  # fmt: skip
@@ -214,6 +237,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
     from fmri2image.pipeline.results import load_run as read
 
     run = read(run_dir)
+    summary_path, summary = _summary(run.root)
     return RunFolder(
         root=run.root,
         config=run.config_table,
@@ -232,5 +256,6 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
         summary=run.summary,
         paired=run.paired,
         decoding=run.decoding,
-        blocks=_data_blocks(run.root),
+        blocks=_data_blocks(summary_path, summary),
+        versions=_versions(summary),
     )

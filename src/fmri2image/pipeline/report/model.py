@@ -538,31 +538,13 @@ def tables(rep: Report) -> Tables:
 
 # ---------------------------------------------------------------- versions
 def recorded_versions(run: RunFolder) -> dict[str, str] | None:
-    """The package versions the first evaluation recorded (its ``scores.summary.json``
-    in the run's cache; ``load_run`` finds stage folders inside that cache only), or
-    None when no evaluation stage folder holds them."""
-    for record in run.stages:
-        name = str(record.get("name", ""))
-        folder = run.folders.get(name)
-        if not name.startswith("evaluation/") or folder is None:
-            continue
-        path = folder / "scores.summary.json"
-        try:
-            if not path.is_file():
-                continue
-            found = load_json(path).get("protocol", {}).get("versions")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(found, dict) and found:
-            out = {
-                str(k)[:100]: str(v)[:100]
-                for k, v in found.items()
-                if isinstance(v, (str, int, float)) and v
-            }
-            if out:
-                out.setdefault("python", platform.python_version())
-                return out
-    return None
+    """The package versions the run's evaluations recorded (``summary.json``, in the
+    run folder), or None when it has none (a run without pictures, or an older one)."""
+    if not run.versions:
+        return None
+    out = dict(run.versions)
+    out.setdefault("python", platform.python_version())
+    return out
 
 
 def versions(run: RunFolder) -> dict[str, str]:

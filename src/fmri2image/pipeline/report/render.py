@@ -332,7 +332,7 @@ def html(rep: Report, tables: Tables, size: int) -> str:
             versions_note=(
                 "As the run's evaluations recorded them."
                 if recorded
-                else "Installed now: no evaluation stage in the run's cache recorded them."
+                else "Installed now: the run folder records none (a run without pictures, or one written by an older version)."
             ),
         )
     )
