@@ -49,8 +49,10 @@ Sections (the keys of :meth:`Report.to_dict`):
 ``god``
     With a data folder (``data``, read as dataset ``dataset``, GOD by default) through
     the dataset seam: each subject's fMRI files (for GOD: their release), the training
-    and test stimuli and how many of their images are present.  (The key predates
-    other datasets.)
+    and test stimuli and how many of their images are present.  Each file must also
+    be readable by this user (``os.access``; the fMRI files are opened and a few bytes
+    read, the images are not opened): one that is not fails with the ``chmod`` that
+    fixes it.  (The key predates other datasets.)
 ``disk``
     Free space at the download caches (or a given folder) and the current folder;
     a warning below :data:`LOW_DISK_BYTES`.
@@ -70,7 +72,9 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -955,21 +959,21 @@ def _data_checks(data: str | os.PathLike | None, dataset: str) -> list[Check]:
         ]
     folder = ds.path
     get = _layout_hint(ds, dataset)
+    blocked = _blocked_folder(folder)  # Path.is_dir raises there (Python < 3.12)
+    if blocked is not None:
+        return [Check(folder_check, False, blocked[0], blocked[1])]
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         return [Check(folder_check, False, f"{folder} {what}", get)]
-    try:
-        with os.scandir(folder) as entries:
-            next(entries, None)
-    except OSError as exc:
-        return [
-            Check(
-                folder_check,
-                False,
-                f"{folder} cannot be read ({exc})",
-                f"check the permissions of {folder}",
-            )
-        ]
+    blocked = _unreadable(folder)
+    if blocked is None:
+        try:
+            with os.scandir(folder) as entries:
+                next(entries, None)
+        except OSError as exc:
+            blocked = (f"{folder} cannot be listed ({exc})", _access_fix(folder, "u+rx"))
+    if blocked is not None:
+        return [Check(folder_check, False, blocked[0], blocked[1])]
     checks = [Check(folder_check, True, str(folder))]
     subjects = ds.subjects()
     if not subjects:
@@ -984,19 +988,34 @@ def _subject_check(ds: Any, subject: int) -> Check:
 
     name = f"subject {subject}"
     releases = _god_releases(ds, subject)
+    described = [f"{release} release: {', '.join(p.name for p in fs)}" for release, fs in releases]
+    if len(releases) > 1:
+        files = tuple(p for _, fs in releases for p in fs)
+    else:
+        try:
+            files = tuple(ds.files(subject))
+        except Fmri2ImageError as exc:  # the seam's message names the files it looked for
+            return _os_error_check(name, "the fMRI files cannot be read", exc) or Check(
+                name, False, "no complete set of fMRI files", str(exc)
+            )
+        except OSError as exc:
+            return _os_error_check(name, "the fMRI files cannot be read", exc) or Check(
+                name, False, f"the fMRI files cannot be looked up ({exc})", _folder_fix(ds.path)
+            )
+    detail = "; ".join(described) or ", ".join(p.name for p in files)
+    for path in files:
+        problem = _unreadable(path, read=True)
+        if problem is not None:
+            return Check(name, False, f"{detail}; {problem[0]}", problem[1])
     if len(releases) > 1:
         return Check(
             name,
             True,
-            "; ".join(releases) + " (both releases)",
+            detail + " (both releases)",
             "choose one with --release spm|fmriprep when you run fmri2image (their voxels differ)",
             warning=True,
         )
-    try:
-        files = ds.files(subject)
-    except Fmri2ImageError as exc:  # the seam's message names the files it looked for
-        return Check(name, False, "no complete set of fMRI files", str(exc))
-    return Check(name, True, "; ".join(releases) or ", ".join(p.name for p in files))
+    return Check(name, True, detail)
 
 
 def _stimuli_check(ds: Any, split: str) -> Check:
@@ -1013,23 +1032,198 @@ def _stimuli_check(ds: Any, split: str) -> Check:
     except MissingDataFileError as exc:  # the seam's message names what it looked for
         return Check(name, False, f"no {word} stimulus list found in {ds.path}", str(exc))
     except Fmri2ImageError as exc:
-        return Check(name, False, f"the {word} stimuli cannot be read", str(exc))
+        return _os_error_check(name, f"the {word} stimuli cannot be read", exc) or Check(
+            name, False, f"the {word} stimuli cannot be read", str(exc)
+        )
+    except OSError as exc:  # an id file or image folder this user cannot read, ...
+        return _os_error_check(name, f"the {word} stimuli cannot be read", exc) or Check(
+            name, False, f"the {word} stimuli cannot be read ({exc})", _folder_fix(ds.path)
+        )
     source = stim.source.name if stim.source is not None else "the dataset"
     if stim.files is None:
         return Check(name, True, f"{len(stim)} stimuli listed in {source} (images inside it)")
-    missing = [p for p in stim.files if not p.is_file()]
+    missing, unreadable = _missing_and_unreadable(stim.files)
     folders = sorted({str(p.parent) for p in stim.files})
     where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
     n = len(stim)
     detail = f"{n - len(missing)} of {n} images listed in {source} present in {where}"
-    if not missing:
+    if not missing and not unreadable:
         return Check(name, True, detail)
-    return Check(
-        name,
-        False,
-        f"{detail}; missing e.g. {missing[0].name}",
-        f"put the {len(missing)} missing {word} images back (e.g. {missing[0]})",
+    details, fixes = [detail], []
+    if missing:
+        details.append(f"missing e.g. {missing[0].name}")
+        fixes.append(f"put the {len(missing)} missing {word} images back (e.g. {missing[0]})")
+    if unreadable:
+        why, fix = _unreadable_files(unreadable, f"{word} images")
+        details.append(why)
+        fixes.append(fix)
+    return Check(name, False, "; ".join(details), "; ".join(fixes))
+
+
+# --------------------------------------------------------------------------- readability
+# A file that exists but that this user cannot read is reported as such, with a fix that
+# names the permission (never "reinstall"): os.access for each file (one cheap system
+# call, so a folder of thousands of images is checked in milliseconds), plus opening
+# and reading a few bytes of the few fMRI files.
+
+
+def _can(path: str | os.PathLike, mode: int) -> bool:
+    """``os.access`` for the effective user (the one that will open the file)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _mode(st: os.stat_result) -> str:
+    return f"{stat.S_IMODE(st.st_mode):03o}"
+
+
+def _access_fix(path: Path, perm: str, st: os.stat_result | None = None) -> str:
+    """The command that gives this user ``perm`` (``u+r``, ``u+rx``, ``-R u+rX``) on ``path``."""
+    if st is None:
+        try:
+            st = path.stat()
+        except OSError:
+            return f"check the permissions of {path} and of the folders above it"
+    quoted = shlex.quote(str(path))
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None or st.st_uid == geteuid():
+        return f"chmod {perm} {quoted}"
+    others = perm.replace("u+", "a+")
+    return (
+        f"{path} belongs to another user (uid {st.st_uid}): ask them or an administrator "
+        f"to make it readable to you (chmod {others} {quoted}), or copy it to a folder of yours"
     )
+
+
+def _blocked_folder(path: Path) -> tuple[str, str] | None:
+    """The first folder above ``path`` this user cannot enter (no ``x``), with the fix;
+    ``None`` when every folder on the way can be entered, or one does not exist."""
+    for folder in reversed(path.absolute().parents):
+        if _can(folder, os.X_OK):
+            continue
+        try:  # the folder above it could be entered, so this stat is allowed
+            st = folder.stat()
+        except OSError:  # it does not exist: not a permission problem
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        return (
+            f"the folder {folder} cannot be entered by this user (mode {_mode(st)}), so "
+            f"{path.name} in it cannot be read",
+            _access_fix(folder, "u+rx", st),
+        )
+    return None
+
+
+def _unreadable(path: Path, *, read: bool = False) -> tuple[str, str] | None:
+    """``(what is wrong, the fix)`` when this user cannot read ``path`` (a file, or a
+    folder: read and enter it); ``None`` when it can.  ``read``: also open the file and
+    read a few bytes (what ``os.access`` cannot see: ACLs, file systems that refuse)."""
+    blocked = _blocked_folder(path)
+    if blocked is not None:
+        return blocked
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path} does not exist", f"put {path.name} back in {path.parent}"
+    except OSError as exc:
+        return f"{path} cannot be examined ({exc.strerror or exc})", _folder_fix(path.parent)
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if not _can(path, os.R_OK | (os.X_OK if is_dir else 0)):
+        what = "folder " if is_dir else ""
+        return (
+            f"{what}{path.name} is not readable by this user (mode {_mode(st)})",
+            _access_fix(path, "u+rx" if is_dir else "u+r", st),
+        )
+    if read and not is_dir:
+        try:
+            with open(path, "rb") as fh:
+                fh.read(8)
+        except OSError as exc:
+            return (
+                f"{path.name} cannot be opened for reading ({exc.strerror or exc})",
+                f"check that this user can read {path} (its permissions and ACLs, the disk)",
+            )
+    return None
+
+
+def _folder_fix(folder: str | os.PathLike) -> str:
+    return f"check that this user can read the files and folders in {folder}"
+
+
+def _os_error_check(name: str, what: str, exc: BaseException) -> Check | None:
+    """A failed check naming the file an ``OSError`` (``exc`` itself, or the error it
+    was raised from) could not read and why (not readable by this user: the chmod that
+    fixes it); ``None`` when no such file is named, or when ``exc`` only wraps the
+    error and the file reads fine now (the wrapper's own message is then the better)."""
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.filename and not isinstance(err, FileNotFoundError):
+            path = Path(os.fsdecode(err.filename))
+            problem = _unreadable(path, read=True)
+            if problem is not None:
+                return Check(name, False, f"{what}: {problem[0]}", problem[1])
+            if err is not exc:
+                return None
+            return Check(
+                name,
+                False,
+                f"{what}: {path} ({err.strerror or err})",
+                f"check that this user can read {path}",
+            )
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _missing_and_unreadable(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The files that do not exist and those this user cannot read: one ``os.access``
+    per file (no image is opened or decoded); a stat only for those that fail it."""
+    missing: list[Path] = []
+    unreadable: list[Path] = []
+    for path in files:
+        if _can(path, os.R_OK):
+            continue
+        try:
+            path.stat()
+        except FileNotFoundError:
+            missing.append(path)
+            continue
+        except OSError:  # a folder above it cannot be entered: it is there, unreadable
+            pass
+        unreadable.append(path)
+    return missing, unreadable
+
+
+def _unreadable_files(paths: Sequence[Path], what: str) -> tuple[str, str]:
+    """``(detail, fix)`` for files that exist but this user cannot read."""
+    first = paths[0]
+    problem = _unreadable(first) or (
+        f"{first.name} is not readable by this user",
+        _access_fix(first, "u+r"),
+    )
+    n = len(paths)
+    if n == 1:
+        return f"1 not readable: {problem[0]}", problem[1]
+    detail = f"{n} not readable by this user, e.g. {problem[0]}"
+    folders = sorted({p.parent for p in paths})
+    try:
+        owner = first.stat().st_uid
+    except OSError:  # a folder above it cannot be entered: that folder's fix
+        owner = None
+    geteuid = getattr(os, "geteuid", None)
+    if owner is not None and len(folders) <= 3:
+        commands = "; ".join(f"chmod -R u+rX {shlex.quote(str(f))}" for f in folders)
+        if geteuid is None or owner == geteuid():
+            return detail, f"make the {n} {what} readable: {commands}"
+        return detail, (
+            f"the {n} {what} belong to another user (uid {owner}): ask them or an "
+            f"administrator to make them readable to you ({commands.replace('u+rX', 'a+rX')}), "
+            "or copy them to a folder of yours"
+        )
+    return detail, f"make the {n} {what} readable, e.g. {problem[1]}"
 
 
 # GOD extras: what the Dataset seam does not say (the release a subject's files belong
@@ -1056,9 +1250,9 @@ def _layout_hint(ds: Any, dataset: str) -> str:
     return f"pass the folder of dataset {dataset!r}" + (f" ({about})" if about else "")
 
 
-def _god_releases(ds: Any, subject: int) -> list[str]:
-    """GOD: ``"<release> release: <files>"`` for each release whose files of
-    ``subject`` are complete (read through the seam, one release option at a time)."""
+def _god_releases(ds: Any, subject: int) -> list[tuple[str, tuple[Path, ...]]]:
+    """GOD: ``(release, files)`` for each release whose files of ``subject`` are
+    complete (read through the seam, one release option at a time)."""
     from fmri2image.errors import Fmri2ImageError
 
     if not _is_god(ds):
@@ -1069,7 +1263,7 @@ def _god_releases(ds: Any, subject: int) -> list[str]:
             files = type(ds)(ds.path, release=release).files(subject)
         except Fmri2ImageError:
             continue
-        found.append(f"{release} release: {', '.join(p.name for p in files)}")
+        found.append((release, tuple(files)))
     return found
 
 
@@ -1222,6 +1416,9 @@ def _section(key: str, title: str, build: Callable[[], list[Check]]) -> Section:
     try:
         return Section(key, title, tuple(build()))
     except Exception as exc:
+        unreadable = _os_error_check(f"{key} checks", "could not be checked", exc)
+        if unreadable is not None:  # a file this user cannot read: not an install problem
+            return Section(key, title, (unreadable,))
         missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
         fix = (
             f"pip install {missing}"

@@ -620,3 +620,250 @@ def test_another_dataset_is_checked_through_the_seam(tmp_path, capsys):
     rc, data = _json(capsys, "--dataset", "flat", "--data", str(tmp_path / "nowhere"))
     (folder,) = data["sections"]["god"]
     assert rc == 1 and "Unknown dataset" in folder["detail"]  # unregistered again
+
+
+# --------------------------------------------------------------------------- unreadable data
+# A file that is there but that this user cannot read is a failed check whose fix names
+# the permission (never "reinstall"). "real": chmod 000 as a user it binds (skipped as
+# root, for whom it binds nothing); "emulated": the same files, with what a non-root
+# owner may do emulated from the owner bits, so the checks also run as root (CI).
+
+
+def _owner_may(path, mode) -> bool:
+    """What ``os.access(path, mode)`` answers for a non-root owner of every file."""
+    import stat as st
+
+    try:
+        bits = os.stat(path).st_mode
+    except OSError:
+        return False
+    parents = Path(os.fspath(path)).absolute().parents
+    if any(not os.stat(folder).st_mode & st.S_IXUSR for folder in parents):
+        return False
+    need = (st.S_IRUSR if mode & os.R_OK else 0) | (st.S_IXUSR if mode & os.X_OK else 0)
+    return bits & need == need
+
+
+def _chmod_000_binds(folder: Path) -> bool:
+    probe = folder / "chmod-000-probe"
+    probe.write_text("x")
+    probe.chmod(0o000)
+    try:
+        probe.read_text()
+    except PermissionError:
+        return True
+    else:
+        return False
+    finally:
+        probe.chmod(0o644)
+        probe.unlink()
+
+
+@pytest.fixture(params=["real", "emulated"])
+def unreadable_by_owner(request, monkeypatch, tmp_path):
+    """chmod 000 binds: really (a non-root user) or emulated (as root)."""
+    if request.param == "real":
+        if not _chmod_000_binds(tmp_path):  # root (os.geteuid() == 0) with its capabilities
+            pytest.skip("chmod 000 does not stop this user (root) from reading")
+        return
+    import builtins
+
+    from fmri2image.data import stimuli
+
+    real_open, real_scandir = builtins.open, os.scandir
+
+    def denied(path):
+        return PermissionError(13, "Permission denied", os.fspath(path))
+
+    def fake_open(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and not _owner_may(file, os.R_OK):
+            raise denied(file)
+        return real_open(file, *args, **kwargs)
+
+    def fake_scandir(path="."):
+        if not _owner_may(path, os.R_OK | os.X_OK):
+            raise denied(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(doctor, "_can", _owner_may)
+    monkeypatch.setattr(stimuli, "open", fake_open, raising=False)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+
+
+@pytest.fixture
+def god_to_spoil(tmp_path):
+    root = tmp_path / "god"
+    write_planted_god(
+        root, n_train_categories=2, images_per_category=2, n_test_categories=1, n_voxels=8,
+        planted=False,
+    )  # fmt: skip
+    spoiled: list[Path] = []
+
+    def chmod(path, mode):
+        spoiled.append(path)
+        path.chmod(mode)
+
+    yield root, chmod
+    for path in reversed(spoiled):  # let pytest clean up
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_unreadable_fmri_file_image_and_id_file_are_failed_checks(
+    god_to_spoil, unreadable_by_owner, capsys
+):
+    root, chmod = god_to_spoil
+    subject, id_file = root / "Subject1.h5", root / "imageID_test.csv"
+    image = sorted((root / "training").iterdir())[0]
+    for path in (subject, image, id_file):
+        chmod(path, 0o000)
+    rc, data = _json(capsys, "--god", str(root))
+    assert rc == 1
+    god = {c["name"]: c for c in data["sections"]["god"]}
+    assert god["GOD folder"]["ok"]
+
+    fmri = god["subject 1"]
+    assert not fmri["ok"]
+    assert "Subject1.h5 is not readable by this user (mode 000)" in fmri["detail"]
+    assert fmri["fix"] == f"chmod u+r {subject}"
+
+    train = god["training stimuli"]
+    assert not train["ok"] and train["detail"].startswith("4 of 4 images")  # all present
+    assert (
+        f"1 not readable: {image.name} is not readable by this user (mode 000)" in (train["detail"])
+    )
+    assert train["fix"] == f"chmod u+r {image}"
+
+    test = god["test stimuli"]
+    assert not test["ok"]
+    assert "imageID_test.csv is not readable by this user (mode 000)" in test["detail"]
+    assert test["fix"] == f"chmod u+r {id_file}"
+
+    fixes = [c["fix"] or "" for checks in data["sections"].values() for c in checks]
+    assert not any("reinstall fmri2image" in fix for fix in fixes)
+
+    main(["doctor", "--god", str(root)])
+    text = capsys.readouterr().out
+    assert f"fix: chmod u+r {subject}" in text and "Traceback" not in text
+
+
+def test_unreadable_image_folder_and_many_unreadable_images(
+    god_to_spoil, unreadable_by_owner, capsys
+):
+    root, chmod = god_to_spoil
+    chmod(root / "test", 0o000)
+    images = sorted((root / "training").iterdir())
+    for image in images[:3]:
+        chmod(image, 0o200)  # write-only
+    _, data = _json(capsys, "--god", str(root))
+    god = {c["name"]: c for c in data["sections"]["god"]}
+    assert god["subject 1"]["ok"]
+    train = god["training stimuli"]
+    assert not train["ok"] and "3 not readable by this user" in train["detail"]
+    assert "(mode 200)" in train["detail"]
+    assert train["fix"].endswith(f"chmod -R u+rX {root / 'training'}")
+    test = god["test stimuli"]
+    assert not test["ok"]
+    assert "folder test is not readable by this user (mode 000)" in test["detail"]
+    assert test["fix"] == f"chmod u+rx {root / 'test'}"
+
+
+def test_unreadable_data_folder_names_the_permission(god_to_spoil, unreadable_by_owner, capsys):
+    root, chmod = god_to_spoil
+    chmod(root, 0o000)
+    rc, data = _json(capsys, "--god", str(root))
+    (check,) = data["sections"]["god"]
+    assert rc == 1 and not check["ok"]
+    assert "folder god is not readable by this user (mode 000)" in check["detail"]
+    assert check["fix"] == f"chmod u+rx {root}"
+
+
+def test_readability_check_costs_one_access_per_image(small_god, monkeypatch, capsys):
+    """Images are neither opened nor decoded: os.access each (cheap on thousands)."""
+    import builtins
+
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).endswith((".JPEG", ".jpg", ".png")):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    calls: list[str] = []
+    real_can = doctor._can
+
+    def counting_can(path, mode):
+        calls.append(os.fspath(path))
+        return real_can(path, mode)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(doctor, "_can", counting_can)
+    _, data = _json(capsys, "--god", str(small_god))
+    assert all(c["ok"] for c in data["sections"]["god"])
+    n_images = sum(1 for _ in (small_god / "training").iterdir()) + sum(
+        1 for _ in (small_god / "test").iterdir()
+    )
+    assert not opened
+    assert sum(p.endswith((".JPEG", ".jpg", ".png")) for p in calls) == n_images
+
+
+def test_a_permission_error_inside_a_check_names_the_file_not_a_reinstall(
+    tmp_path, monkeypatch, capsys
+):
+    locked = tmp_path / "locked.txt"
+    locked.write_text("x")
+    locked.chmod(0o000)
+
+    def boom():
+        raise PermissionError(13, "Permission denied", str(locked))
+
+    monkeypatch.setattr(doctor, "_can", _owner_may)
+    monkeypatch.setattr(doctor, "_wordnet_checks", boom)
+    try:
+        _, data = _json(capsys)
+    finally:
+        locked.chmod(0o644)
+    (check,) = data["sections"]["wordnet"]
+    assert (
+        not check["ok"]
+        and "locked.txt is not readable by this user (mode 000)" in (check["detail"])
+    )
+    assert check["fix"] == f"chmod u+r {locked}" and "reinstall" not in check["fix"]
+
+
+def test_an_image_folder_that_cannot_be_entered_names_the_folder(
+    god_to_spoil, unreadable_by_owner, capsys
+):
+    root, chmod = god_to_spoil
+    chmod(root / "test", 0o644)  # listable, but its files cannot be reached (no x)
+    _, data = _json(capsys, "--god", str(root))
+    test = _check(data, "god", "test stimuli")
+    assert not test["ok"] and "test" in test["detail"] and "(mode 644)" in test["detail"]
+    assert test["fix"] == f"chmod u+rx {root / 'test'}"
+    assert _check(data, "god", "training stimuli")["ok"]
+
+
+def test_an_unreadable_id_file_behind_a_dataset_error_names_the_permission(
+    god_to_spoil, unreadable_by_owner, monkeypatch, capsys
+):
+    """A dataset that wraps the PermissionError in its own error is diagnosed the same."""
+    from fmri2image.data import stimuli
+    from fmri2image.errors import DataFormatError
+
+    root, chmod = god_to_spoil
+    id_file = root / "imageID_training.csv"
+    chmod(id_file, 0o000)
+    real = stimuli.read_id_file
+
+    def wrapping(path):
+        try:
+            return real(path)
+        except PermissionError as exc:
+            raise DataFormatError(f"cannot read {path}") from exc
+
+    monkeypatch.setattr(stimuli, "read_id_file", wrapping)
+    _, data = _json(capsys, "--god", str(root))
+    train = _check(data, "god", "training stimuli")
+    assert not train["ok"]
+    assert "imageID_training.csv is not readable by this user (mode 000)" in train["detail"]
+    assert train["fix"] == f"chmod u+r {id_file}"

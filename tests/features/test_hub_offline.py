@@ -11,6 +11,7 @@ import http.server
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +73,7 @@ def test_torchvision_download_is_not_attempted_when_unreachable(tmp_path, monkey
 
     monkeypatch.setattr(_net, "probe_url", fake_probe)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     with pytest.raises(ModelUnavailableError) as info:
         get_encoder("resnet50")
     _net.clear_probe_cache()
@@ -79,6 +81,119 @@ def test_torchvision_download_is_not_attempted_when_unreachable(tmp_path, monkey
     assert probed == ["https://download.pytorch.org/"]
     assert "https://download.pytorch.org could not be reached" in msg
     assert "resnet50-11ad3fa6.pth" in msg and "TORCH_HOME" in msg
+
+
+# --------------------------------------------------------------------------- torchvision downloads
+# A checkpoint that is downloaded is read like a cached one, with
+# torch.load(weights_only=True): a file whose pickle would run code is refused unrun.
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this writes ``marker`` (what a malicious checkpoint could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+@pytest.fixture
+def fake_torchvision_download(tmp_path, monkeypatch):
+    """Downloads allowed and the server reachable, but ``torch.hub.download_url_to_file``
+    copies ``payload["file"]`` instead of fetching; calls are recorded."""
+    pytest.importorskip("torchvision")
+    import shutil
+
+    import torch
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(_net, "probe_url", lambda url, *, timeout=None: None)
+    _net.clear_probe_cache()
+    payload = {"file": None, "calls": []}
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        payload["calls"].append((url, dst, hash_prefix))
+        shutil.copyfile(payload["file"], dst)
+
+    # torch.hub.load_state_dict_from_url is left as it is: it downloads through the fake,
+    # so a loader that used it would unpickle the file with weights_only=False.
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    yield payload
+    _net.clear_probe_cache()
+
+
+def test_downloaded_torchvision_checkpoint_that_runs_code_is_refused_unrun(
+    tmp_path, fake_torchvision_download
+):
+    import torch
+    from torchvision.models import MobileNet_V3_Small_Weights
+
+    from fmri2image.features.encoders._torchvision import checkpoint_path
+
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"features.0.0.weight": torch.zeros(1), "x": _RunsCodeWhenUnpickled(marker)}, evil)
+    # The payload is real: a plain unpickling runs it.
+    torch.load(evil, weights_only=False)
+    assert marker.read_text() == "ran"
+    marker.unlink()
+
+    fake_torchvision_download["file"] = evil
+    cache = tmp_path / "checkpoints"
+    name = "torchvision:mobilenet_v3_small:IMAGENET1K_V1"
+    with pytest.raises(ModelUnavailableError) as info:
+        get_encoder(name, cache_dir=str(cache))
+    assert not marker.exists(), "unpickling the downloaded checkpoint ran its code"
+    weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    path = checkpoint_path(weights, cache)
+    [(url, dst, hash_prefix)] = fake_torchvision_download["calls"]
+    assert (url, dst) == (weights.url, str(path))
+    assert hash_prefix and path.name.endswith(f"-{hash_prefix}.pth")  # the hash is checked
+    msg = str(info.value)
+    assert str(path) in msg and "weights_only=True" in msg and "nothing in it was run" in msg
+    assert "Delete the file and download it again" in msg
+    # Read again from the cache (no download this time): refused the same way, unrun.
+    with pytest.raises(ModelUnavailableError, match="nothing in it was run"):
+        get_encoder(name, cache_dir=str(cache))
+    assert not marker.exists() and len(fake_torchvision_download["calls"]) == 1
+
+
+def test_downloaded_torchvision_state_dict_loads(tmp_path, fake_torchvision_download, chelsea):
+    import torch
+    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+
+    from fmri2image.features.encoders._torchvision import checkpoint_path
+
+    torch.manual_seed(0)
+    reference = mobilenet_v3_small(weights=None).eval()
+    legit = tmp_path / "legit.pth"
+    torch.save(reference.state_dict(), legit)
+    fake_torchvision_download["file"] = legit
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"  # created by the download
+    enc = get_encoder("torchvision:mobilenet_v3_small:IMAGENET1K_V1", cache_dir=str(cache))
+    weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    assert checkpoint_path(weights, cache).is_file()  # kept where torchvision caches it
+    assert len(fake_torchvision_download["calls"]) == 1
+    batch = enc.preprocess(chelsea)[None]
+    reference.classifier[3] = torch.nn.Identity()
+    with torch.inference_mode():
+        torch.testing.assert_close(enc.embed(batch), reference(batch))
+
+
+def test_torchvision_download_goes_where_torchvision_caches(tmp_path, monkeypatch):
+    # No cache_dir: $TORCH_HOME/hub/checkpoints/<file>, torch.hub's own location, so a
+    # file torchvision downloaded is found and one downloaded here serves torchvision.
+    pytest.importorskip("torchvision")
+    import torch
+    from torchvision.models import ResNet50_Weights
+
+    from fmri2image.features.encoders._torchvision import checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    assert checkpoint_path(ResNet50_Weights.IMAGENET1K_V2) == expected
+    assert Path(torch.hub.get_dir()) / "checkpoints" / expected.name == expected
 
 
 def test_probe_answers_refused_quickly_and_http_errors_as_reachable(unreachable_hub):

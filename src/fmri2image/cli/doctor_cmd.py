@@ -22,7 +22,8 @@ checks (JSON keys of "sections"):
   wordnet          WordNet 3.0 files (Wu-Palmer similarity of retrieved labels)
   god              with --data (or --god): the --dataset folder's subjects and their fMRI
                    files (GOD: SPM / fmriprep release), training and test stimuli, images
-                   present (the key is "god" whatever the dataset)
+                   present; an unreadable file fails with the chmod that fixes it (the
+                   key is "god" whatever the dataset)
   disk             free space at the download caches (or --cache) and the current folder
 
 What each component needs (optional extra, packages, weights) is what its registry
@@ -73,7 +74,8 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="a data folder of --dataset to check: subjects found and their fMRI files (GOD: "
         "SPM / fmriprep release), the training and test stimuli and how many of their "
-        "images are present (default: not checked); --god is an alias",
+        "images are present, each file readable by this user (default: not checked); "
+        "--god is an alias",
     )
     p.add_argument(
         "--dataset",

@@ -103,7 +103,13 @@ from fmri2image.features.encoders._common import (
     hub_offline,
     import_package,
 )
-from fmri2image.features.encoders._net import hf_cache_dir, hub_access, offline_help, url_access
+from fmri2image.features.encoders._net import (
+    download_checkpoint,
+    hf_cache_dir,
+    hub_access,
+    offline_help,
+    url_access,
+)
 from fmri2image.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -640,8 +646,6 @@ def _standard_checkpoint(
     spec: NetworkSpec, url: str, path: Path, local_files_only: bool | None
 ) -> Path:
     """``path`` if cached, else downloaded; fails fast when offline."""
-    import torch
-
     if path.is_file():
         return path
     where = (
@@ -660,10 +664,8 @@ def _standard_checkpoint(
             f"{what} are not in the torch hub cache (needed: the file {path.name}; {path} "
             f"does not exist) and {why}. {where} {_skip_hint(spec)}"
         )
-    match = torch.hub.HASH_REGEX.search(path.name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None)
+        download_checkpoint(url, path)
     except Exception as exc:  # URLError, HTTPError, hash mismatch, disk full, ...
         raise ModelUnavailableError(
             f"{what} could not be downloaded from {url} ({exc}). {where} {_skip_hint(spec)}"

@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 __all__ = [
     "HubAccess",
+    "download_checkpoint",
     "hf_cache_dir",
     "hub_access",
     "hub_endpoint",
@@ -85,6 +86,27 @@ def torch_checkpoint_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "torch"
     )
     return os.path.join(os.path.expanduser(home), "hub", "checkpoints")
+
+
+def download_checkpoint(url: str, path: str | os.PathLike) -> str:
+    """Download a torch hub checkpoint to ``path``, never unpickling it.
+
+    The file is fetched with ``torch.hub.download_url_to_file`` (to a temporary file
+    beside ``path``, renamed when complete) and the SHA-256 prefix in its name
+    (``resnet50-11ad3fa6.pth``), when there is one, is checked, as
+    ``torch.hub.load_state_dict_from_url(check_hash=True)`` does.  Unlike that
+    function it does not then ``torch.load`` the file with ``weights_only=False``:
+    the caller reads it with ``weights_only=True``.  ``path`` is where torch's own
+    downloader puts it (``$TORCH_HOME/hub/checkpoints/<file>``), so either finds the
+    other's downloads.  Errors (network, hash mismatch, disk) propagate.
+    """
+    import torch
+
+    path = os.fspath(path)
+    match = torch.hub.HASH_REGEX.search(os.path.basename(path))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.hub.download_url_to_file(url, path, match.group(1) if match else None, progress=True)
+    return path
 
 
 def probe_url(url: str, *, timeout: float | None = None) -> str | None:

@@ -5,9 +5,11 @@ The embedding is the input of the model's last linear layer (for ResNets the
 features, for VGG/AlexNet the 4096-d fc7), and the preprocessing is the one
 torchvision ships with the weights (``weights.transforms()``).
 
-Weights are read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) with
-``torch.load(weights_only=True)``; the file's presence is checked first, so offline
-use never reaches the downloader.
+Weights are read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``, where
+torchvision itself puts them) with ``torch.load(weights_only=True)``; the file's
+presence is checked first, so offline use never reaches the downloader.  A missing
+file is downloaded there with ``torch.hub.download_url_to_file`` (hash-checked) and
+read the same way: nothing is ever unpickled with ``weights_only=False``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from urllib.parse import urlparse
 from fmri2image.errors import ConfigError, ModelUnavailableError
 from fmri2image.features.base import EncoderSpec
 from fmri2image.features.encoders._common import ImageTransform, TorchEncoder, hub_offline
-from fmri2image.features.encoders._net import url_access
+from fmri2image.features.encoders._net import download_checkpoint, url_access
 
 __all__ = [
     "checkpoint_path",
@@ -122,6 +124,37 @@ def checkpoint_path(weights: Any, cache_dir: str | os.PathLike | None = None) ->
     return folder / os.path.basename(urlparse(weights.url).path)
 
 
+def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:
+    """The state dict in ``path``, read with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain containers are unpickled: a file that names any other
+    object (code that would run while unpickling) is refused before anything of it
+    runs.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Cannot read the checkpoint {path} of '{name}' ({type(exc).__name__}: "
+            f"{_first_line(exc)}): it is damaged or not a plain state dict of tensors. It "
+            "is read with torch.load(weights_only=True), which refuses any other object, so "
+            "nothing in it was run. Delete the file and download it again."
+        ) from exc
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelUnavailableError(
+            f"The checkpoint {path} of '{name}' is not a state dict (a mapping of parameter "
+            "names to tensors). Delete the file and download it again."
+        )
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 def _has_imagenet_head(weights: Any, linear: Any) -> bool:
     # torchvision's ImageNet-1k heads use the standard sorted-wnid class order.
     return len(weights.meta.get("categories", [])) == 1000 and linear.out_features == 1000
@@ -219,22 +252,21 @@ def load_torchvision(
                 f"local cache ({path} does not exist) and {access.describe()}. {where}"
             )
         try:
-            torch.hub.load_state_dict_from_url(
-                weights.url, model_dir=str(path.parent), progress=True, check_hash=True
-            )
+            download_checkpoint(weights.url, path)
         except Exception as exc:  # URLError, HTTPError, hash mismatch, ...
             raise ModelUnavailableError(
                 f"Could not download the weights of '{name}' from {weights.url} ({exc}). {where}"
             ) from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelUnavailableError(
-            f"Cannot read the checkpoint {path} of '{name}' ({exc}). Delete the file and "
-            "download it again."
-        ) from exc
+    state = _read_checkpoint(path, name)
     model = build(weights=None, **_builder_kwargs(builder, weights))
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing / unexpected keys, wrong shapes
+        raise ModelUnavailableError(
+            f"The checkpoint {path} does not fit '{name}' ({exc}). It must be the state dict "
+            f"of torchvision's {builder} with {type(weights).__name__}.{weights.name}; delete "
+            f"the file and download it again ({weights.url})."
+        ) from exc
     _drop_aux(builder, model)
     layer, linear = _last_linear(model)
     head = None
