@@ -264,3 +264,14 @@ def safe_name(text: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(text)) or "_"
+
+
+def shown(text: object, limit: int | None = None) -> str:
+    """``text`` safe to print or log: control and other non-printable characters (a
+    terminal escape code, a newline) as Python writes them in a string literal
+    (``\\x1b``, ``\\n``), a backslash doubled so what is shown reads back
+    unambiguously, and cut at ``limit`` characters (with an ellipsis)."""
+    text = str(text)
+    if not (text.isprintable() and "\\" not in text):
+        text = "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

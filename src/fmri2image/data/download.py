@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 from fmri2image import __version__
 from fmri2image._io import file_mode, tqdm_kwargs
+from fmri2image._io import shown as _shown
 from fmri2image._lock import output_lock
 from fmri2image.errors import ConfigError, Fmri2ImageError
 
@@ -234,16 +235,6 @@ def _human(n: int) -> str:
         if value < 1024 or unit == "TiB":
             return f"{value:.2f} {unit}" if unit in ("GiB", "TiB") else f"{value:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _shown(text: object) -> str:
-    """``text`` safe to print: control and other non-printable characters (a terminal
-    escape code, a newline) as Python writes them in a string literal (``\\x1b``,
-    ``\\n``), and a backslash doubled, so what is shown reads back unambiguously."""
-    text = str(text)
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
 
 
 def _is_http(url: str) -> bool:

@@ -125,8 +125,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def shown(text: Any, limit: int = 200) -> str:
     """``text`` for a message: control characters as escapes, cut at ``limit``."""
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    from fmri2image._io import shown as escaped
+
+    return escaped(text, limit)
 
 
 def is_stem(value: Any) -> bool:
