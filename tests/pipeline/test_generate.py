@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,16 +182,20 @@ def test_rerun_skips_and_changed_options_remake(decode_run, tmp_path):
 
 def test_a_changed_picture_is_made_again_not_reused(decode_run, tmp_path, caplog):
     out = tmp_path / "gen"
-    generate(decode_run, out, "--batch-size", "2")
+    first = generate(decode_run, out, "--batch-size", "2")
     png = sorted(pictures(out).glob("*.png"))[0]
     original = png.read_bytes()
     from PIL import Image
 
-    Image.new("RGB", (8, 8), "white").save(png)  # another picture under the same name
+    # Another picture under the same name in the cached artifact (OUT/images holds
+    # copies, which the cache never reads).
+    (folder,) = [p["folder"] for p in first.pictures if p["condition"] == "predicted"]
+    cached = Path(folder) / png.name
+    Image.new("RGB", (8, 8), "white").save(cached)
     with caplog.at_level("WARNING"):
         again = generate(decode_run, out, "--batch-size", "2")
     assert made(again) == {"predicted": 1} and png.name in caplog.text
-    assert png.read_bytes() == original
+    assert cached.read_bytes() == original and png.read_bytes() == original
 
 
 def test_bounds_feed_the_true_and_a_random_embedding(decode_run, tmp_path):
