@@ -81,7 +81,9 @@ def test_demo_writes_every_result(demo_run):
             for cond in ("predicted", "true", "random"):
                 assert len(list((images / model / gen / cond).glob("*.png"))) == 10
     for model in ("effnet-lite0", "effnet-lite2"):
-        assert (res / "maps" / "s1-ROI_HVC" / model / "mapping" / "mapping.safetensors").is_file()
+        assert (
+            res / "maps" / "s1-ROI_HVC" / model / "ridge" / "mapping" / "mapping.safetensors"
+        ).is_file()
     paired = _table(demo_run, "paired")
     assert {(r["model_a"], r["model_b"]) for r in paired} == {("effnet-lite0", "effnet-lite2")}
     assert all(r["p_holm"] >= r["p_value"] for r in paired)
@@ -112,7 +114,7 @@ def test_generate_from_the_demo_results(demo_run, tmp_path, capsys):
                  "--out", str(out)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "0 made now" in printed and " 0 computed" in printed
-    pngs = list((out / "images" / "s1-ROI_HVC" / "effnet-lite0" / "retrieve" / "predicted")
+    pngs = list((out / "images" / "s1-ROI_HVC" / "effnet-lite0" / "ridge" / "retrieve" / "predicted")
                 .glob("*.png"))  # fmt: skip
     assert len(pngs) == 10
     assert (out / "report.html").is_file() and (out / "summary.json").is_file()

@@ -763,7 +763,7 @@ def _mapper_checks(pk: _Packages) -> list[Check]:
             continue  # reported under plugins
         entry = MAPPERS.get(name)
         checks.append(
-            _declared_check(pk, name, "mapping.mapper", entry.needs, _target_text(entry.target))
+            _declared_check(pk, name, "mapping.mappers", entry.needs, _target_text(entry.target))
         )
     return checks
 
@@ -1394,7 +1394,7 @@ def diagnose(
         ("packages", "Packages and optional extras", lambda: _package_checks(packages)),
         ("plugins", "Plugins (installed entry points)", _plugin_checks),
         ("encoders", "Encoders (--model)", encoders),
-        ("mappers", "Mapping models (mapping.mapper)", lambda: _mapper_checks(packages)),
+        ("mappers", "Mapping models (mapping.mappers)", lambda: _mapper_checks(packages)),
         ("generators", "Generators (--generator)", lambda: _generator_checks(packages)),
         (
             "metric_networks",

@@ -413,7 +413,7 @@ def test_a_registered_component_is_checked_by_its_declared_needs(capsys):
     for section, name, flag in (
         ("generators", "needy-gen", "--generator"),
         ("encoders", "needy-enc", "--model"),
-        ("mappers", "needy-map", "mapping.mapper"),
+        ("mappers", "needy-map", "mapping.mappers"),
     ):
         check = _check(data, section, name)
         assert not check["ok"], name

@@ -62,7 +62,7 @@ def test_every_flag_reaches_its_key(tmp_path):
                                                                 "imagery")  # fmt: skip
     assert d.options == {"release": "fmriprep"} and d.drop_nan_voxels and d.normalization == "train"
     m = c.mapping
-    assert (m.mapper, m.cv, m.cv_groups, m.alpha_per_target) == ("ridge", "loo", "none", False)
+    assert (m.mappers, m.cv, m.cv_groups, m.alpha_per_target) == (("ridge",), "loo", "none", False)
     assert m.alphas == (1.0, 10.0, 100.0)
     r = c.retrieval
     assert (r.databases, r.k, r.vote) == (("prototypes",), 7, "majority")

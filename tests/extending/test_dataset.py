@@ -171,7 +171,7 @@ def test_a_label_generator_is_prompted_with_the_text_labels(toy_dataset, pool48,
                    "--metrics", "ssim", "--out", str(out)) == 0  # fmt: skip
     finally:
         GENERATORS.unregister("toy-say")
-    folder = out / "images" / "s1-all" / "pool48" / "toy-say" / "true"
+    folder = out / "images" / "s1-all" / "pool48" / "ridge" / "toy-say" / "true"
     rec = json.loads((folder / "test-000.json").read_text())
     assert rec["conditioning"] == "say red square" and rec["wnid"] is None
     assert rec["label"] == "red square"

@@ -65,7 +65,7 @@ def test_a_registered_encoder_runs_end_to_end(god, toy_encoder, tmp_path):
     assert row["encoder"] == "toy-colour" and row["dim"] == 24
     assert 0.0 <= row["pairwise_id"] <= 1.0 and row["pairwise_id_chance"] == 0.5
     # its features of the image database are what `retrieve` searched
-    pictures = out / "images" / "s1-ROI_VC" / "toy-colour" / "retrieve" / "predicted"
+    pictures = out / "images" / "s1-ROI_VC" / "toy-colour" / "ridge" / "retrieve" / "predicted"
     assert len(list(pictures.glob("*.png"))) == 4
     rec = json.loads(next(pictures.glob("*.json")).read_text())
     assert "imagenet" in rec["extra"]["path"]

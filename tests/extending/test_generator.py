@@ -86,7 +86,7 @@ def test_a_registered_generator_runs_end_to_end_with_its_declared_input(
                "--set", "generation.options={ toy-mosaic = { tiles = 2 } }",
                "--metrics", "pixcorr", "ssim", "--out", str(out)) == 0  # fmt: skip
     for cond in ("predicted", "true", "random"):  # the method and its bounds
-        folder = out / "images" / "s1-ROI_VC" / "pool48" / "toy-mosaic" / cond
+        folder = out / "images" / "s1-ROI_VC" / "pool48" / "ridge" / "toy-mosaic" / cond
         pngs = sorted(folder.glob("*.png"))
         assert len(pngs) == 4
         rec = json.loads(pngs[0].with_suffix(".json").read_text())

@@ -57,9 +57,9 @@ def test_a_registered_mapper_runs_end_to_end(god, pool48, toy_mapper, tmp_path):
     # the fitted map is saved in its own format and loads back
     from fmri2image.mapping import load_mapping
 
-    model = load_mapping(out / "maps" / "s1-ROI_VC" / "pool48" / "mapping")
+    model = load_mapping(out / "maps" / "s1-ROI_VC" / "pool48" / toy_mapper / "mapping")
     assert isinstance(model, NearestTrainMean) and model.k == 2
-    assert (out / "config.toml").read_text().count('mapper = "toy-knn"') == 1
+    assert (out / "config.toml").read_text().count('mappers = ["toy-knn"]') == 1
 
 
 def test_its_options_are_checked_before_any_work(god, pool48, toy_mapper, tmp_path, capsys):

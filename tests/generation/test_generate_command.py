@@ -31,7 +31,7 @@ def decode_run(tmp_path_factory):
 
 def pictures(out: Path) -> Path:
     """The folder of the predicted pictures of the one diffusers generator of a run."""
-    (folder,) = (out / "images" / "s1-ROI_VC" / "pool48").glob("diffusers_*/predicted")
+    (folder,) = (out / "images" / "s1-ROI_VC" / "pool48" / "ridge").glob("diffusers_*/predicted")
     return folder
 
 
@@ -54,7 +54,7 @@ def test_label_prompts_then_img2img_from_the_first_run(
     import pyarrow.parquet as pq
 
     sem = pq.read_table(
-        decode_run / "maps" / "s1-ROI_VC" / "pool48" / "retrieval" / "prototypes"
+        decode_run / "maps" / "s1-ROI_VC" / "pool48" / "ridge" / "retrieval" / "prototypes"
         / "semantic_per_query.parquet"
     )  # fmt: skip
     top1 = dict(zip(sem.column("query").to_pylist(), sem.column("top1_wnid").to_pylist()))

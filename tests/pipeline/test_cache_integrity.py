@@ -19,7 +19,9 @@ def decode(god, out):
 
 
 def prediction(out):
-    return np.load(out / "maps" / "s1-ROI_VC" / "effnet-lite0" / "predicted_test_embeddings.npy")
+    return np.load(
+        out / "maps" / "s1-ROI_VC" / "effnet-lite0" / "ridge" / "predicted_test_embeddings.npy"
+    )
 
 
 @pytest.fixture(scope="module")

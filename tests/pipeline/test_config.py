@@ -52,7 +52,7 @@ def test_file_and_overrides_are_typed(tmp_path):
 
 def test_the_mapping_section_builds_the_mapper(tmp_path):
     cfg = load_config(write(tmp_path, EXAMPLE))
-    mapper = cfg.mapping.make_mapper()
+    mapper = cfg.mapping.make_mapper("ridge")
     assert mapper.cv == "loo" and len(mapper.alphas) == 7 and len(cfg.mapping.alpha_grid()) == 7
     cfg.validate()
 

@@ -127,7 +127,7 @@ def test_saved_tables_join_on_the_stimulus_stem(planted_run):
     import pyarrow.parquet as pq
 
     _, result = planted_run
-    enc_dir = result.out_dir / "maps" / "s1-ROI_VC" / "pool48"
+    enc_dir = result.out_dir / "maps" / "s1-ROI_VC" / "pool48" / "ridge"
     per_image = pq.read_table(enc_dir / "prediction" / "per_image.parquet").to_pydict()
     semantic = pq.read_table(enc_dir / "retrieval" / "imagenet" / "semantic_per_query.parquet")
     neighbours = pq.read_table(enc_dir / "retrieval" / "imagenet" / "neighbours.parquet")

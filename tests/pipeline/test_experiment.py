@@ -57,12 +57,14 @@ def test_the_run_writes_every_output(first):
     for model in ("pool-a", "pool-b"):
         for gen in ("test-paint", "retrieve"):
             for cond in ("predicted", "true", "random"):
-                pngs = list((out / "images" / "s1-ROI_VC" / model / gen / cond).glob("*.png"))
+                pngs = list(
+                    (out / "images" / "s1-ROI_VC" / model / "ridge" / gen / cond).glob("*.png")
+                )
                 assert len(pngs) == 4
     from fmri2image.mapping import load_mapping
 
     for model in ("pool-a", "pool-b"):
-        maps = out / "maps" / "s1-ROI_VC" / model
+        maps = out / "maps" / "s1-ROI_VC" / model / "ridge"
         assert load_mapping(maps / "mapping").predict(np.zeros((1, 30))).shape == (1, 48)
         assert np.load(maps / "predicted_test_embeddings.npy").shape == (4, 48)
     # The resolved config reads back as the same config.

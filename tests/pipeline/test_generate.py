@@ -116,7 +116,7 @@ def stems_of(decode_run):
 
 
 def pictures(out, generator="test-echo", condition="predicted"):
-    return out / "images" / "s1-ROI_VC" / "pool48" / generator / condition
+    return out / "images" / "s1-ROI_VC" / "pool48" / "ridge" / generator / condition
 
 
 def made(result):

@@ -47,7 +47,7 @@ def encoders(out: Path) -> set[str]:
     config = (out / "config.toml").read_text()
     for enc in found:
         assert f'"{enc}"' in config
-        maps = out / "maps" / "s1-ROI_VC" / enc
+        maps = out / "maps" / "s1-ROI_VC" / enc / "ridge"
         assert (maps / "predicted_test_embeddings.npy").is_file()
         assert (maps / "prediction" / "summary.json").is_file()
         assert (maps / "retrieval" / "prototypes" / "semantic_summary.json").is_file()

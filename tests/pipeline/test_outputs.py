@@ -380,7 +380,13 @@ def test_export_images_copies_and_replaces(fixture, tmp_path):
     out = tmp_path / "run"
     e = _find(entries, 1, ROIS[1], MODELS[1], "random")
     dst_dir = (
-        out / "images" / "s1-ROI_V1___ROI_V2" / store_dirname(MODELS[1]) / GENERATOR / "random"
+        out
+        / "images"
+        / "s1-ROI_V1___ROI_V2"
+        / store_dirname(MODELS[1])
+        / "ridge"
+        / GENERATOR
+        / "random"
     )
     stale = dst_dir / f"{STEMS[1]}.png"
     _png(stale, (1, 2, 3))

@@ -76,7 +76,7 @@ def _png(width: int, height: int) -> bytes:
 
 
 def _predicted(run, model="pool-a", gen="test-paint"):
-    return sorted((run / "images" / BLOCK / model / gen / "predicted").glob("*.png"))
+    return sorted((run / "images" / BLOCK / model / "ridge" / gen / "predicted").glob("*.png"))
 
 
 def _report_files(run):
@@ -143,7 +143,7 @@ def test_test_images_naming_paths_out_of_the_run_folder_are_not_followed(run, tm
 
 
 def test_damaged_files_beside_the_tables_are_left_out_with_a_warning(run, caplog):
-    maps = run / "maps" / BLOCK / "pool-a"
+    maps = run / "maps" / BLOCK / "pool-a" / "ridge"
     (maps / "fit.json").write_text("{not json")
     (maps / "prediction" / "per_dimension.parquet").write_bytes(b"PAR1 damaged")
     for f in (maps / "retrieval").glob("*/semantic_per_query.parquet"):

@@ -189,9 +189,15 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
     """The map from voxels to embeddings: the mapper, its CV scheme, alphas, voxels."""
     g = p.add_argument_group("mapping (fMRI -> embedding)")
     g.add_argument(
-        "--mapper", metavar="NAME",
-        help=f"the mapping model (mapping.mapper; default: {_MAP.mapper}); its further "
-        "arguments: --set 'mapping.options={ ... }'",
+        "--mappers", nargs="+", metavar="NAME",
+        help="the mapping models, each fitted for every model and compared in the tables: "
+        f"ridge, mlp (MindEye-style MLP), or a plugin (mapping.mappers; default: "
+        f"{' '.join(_MAP.mappers)}); their further arguments: --set "
+        "'mapping.options.mlp={ ... }'",
+    )  # fmt: skip
+    g.add_argument(
+        "--mapper", dest="mappers", nargs=1, metavar="NAME",
+        help="one mapping model (the same as --mappers NAME)",
     )  # fmt: skip
     g.add_argument(
         "--cv", type=parse_cv, metavar="N|loo",
@@ -273,9 +279,11 @@ def add_generation_options(p: argparse.ArgumentParser, *, generators: bool = Tru
         "name in the tables (generation.labels_from; default: the first database)",
     )  # fmt: skip
     g.add_argument(
-        "--init", metavar="invert|DIR",
-        help="initial image of img2img: 'invert' (the feature inversion of the same "
-        "embedding, made by the run) or a folder of <stem>.png pictures (generation.init)",
+        "--init", metavar="GENERATOR|DIR",
+        help="initial image of the other generators (img2img, invert): a generator's "
+        "pictures made by the run, 'lowlevel' (the two-pathway reconstruction: early visual "
+        "cortex's blurry picture) or 'invert' (the feature inversion of the same embedding), "
+        "or a folder of <stem>.png pictures (generation.init)",
     )  # fmt: skip
     g.add_argument(
         "--dtype", choices=("auto", "float32", "float16", "bfloat16"),
@@ -352,7 +360,7 @@ _FLAGS = {
     "dataset": "data__dataset", "data": "data__path", "subjects": "data__subjects",
     "rois": "data__rois", "split": "data__split", "normalization": "data__normalization",
     "drop_nan_voxels": "data__drop_nan_voxels",
-    "mapper": "mapping__mapper", "cv": "mapping__cv", "cv_groups": "mapping__cv_groups",
+    "mappers": "mapping__mappers", "cv": "mapping__cv", "cv_groups": "mapping__cv_groups",
     "alphas": "mapping__alphas", "alpha_per_target": "mapping__alpha_per_target",
     "n_voxels": "mapping__n_voxels",
     "databases": "retrieval__databases", "k": "retrieval__k", "vote": "retrieval__vote",

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
 
 #: Demo flags that are settings of the data or mapping sections (run_demo's **sections).
 _SECTION_FLAGS = (
-    "split", "normalization", "drop_nan_voxels", "mapper", "cv", "cv_groups", "alphas",
+    "split", "normalization", "drop_nan_voxels", "mappers", "cv", "cv_groups", "alphas",
     "alpha_per_target", "n_voxels",
 )  # fmt: skip
 
@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("demo decodes one ROI; pass one --roi (e.g. --roi ROI_VC).")
     if args.release not in (None, "auto", "spm"):
         raise ConfigError("--release: the demo dataset is written in the SPM release layout.")
-    sections = {k: getattr(args, k) for k in _SECTION_FLAGS if getattr(args, k) is not None}
+    sections = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k in _SECTION_FLAGS
+        if (v := getattr(args, k)) is not None
+    }
     runtime = {k: getattr(args, k) for k in ("seed", "device", "batch_size")}
     result = run_demo(
         args.out,

@@ -14,7 +14,7 @@ checks (JSON keys of "sections"):
   packages         core dependencies and each optional extra (pip install 'fmri2image[X]')
   plugins          installed plugin packages: each one that fails to load, with the fix
   encoders         each --model: weights available offline now, or how to get them
-  mappers          each mapping model (mapping.mapper) and the packages it needs
+  mappers          each mapping model (mapping.mappers) and the packages it needs
   generators       each --generator: offline or downloads weights, and the extra it needs
   metric_networks  each metric network of `evaluate`: standard weights file present or not
   metrics          the metrics that need packages beyond the core (one line for the rest)

@@ -137,8 +137,10 @@ class MappingSection:
 
     Attributes
     ----------
-    mapper : str
-        The mapping model's registry name (:data:`fmri2image.mapping.MAPPERS`).
+    mappers : tuple of str
+        The mapping models' registry names (:data:`fmri2image.mapping.MAPPERS`); each
+        is fitted for every model, subject and ROI, and the tables compare them
+        (``mapper = "ridge"``, the key of earlier versions, is one of them).
     cv : int or "loo"
     cv_groups : {"none", "category"}
     alphas : str, tuple of float or None
@@ -147,8 +149,9 @@ class MappingSection:
     alpha_per_target : bool
     n_voxels : int or None
     options : dict
-        Further constructor arguments of the mapper (for ``ridge`` they override the
-        keys above).
+        Further constructor arguments of the mappers: keys shared by every mapper, and a
+        table per mapper (``[mapping.options.mlp]``) over them; for ``ridge`` they
+        override the keys above.
     """
 
     cv: int | str = 5
@@ -156,7 +159,7 @@ class MappingSection:
     alphas: str | tuple[float, ...] | None = None
     alpha_per_target: bool = True
     n_voxels: int | None = None
-    mapper: str = "ridge"
+    mappers: tuple[str, ...] = ("ridge",)
     options: dict[str, Any] = field(default_factory=dict)
 
     def alpha_grid(self) -> tuple[float, ...] | None:
@@ -169,12 +172,33 @@ class MappingSection:
             return tuple(float(a) for a in parse_alpha_grid(self.alphas))
         return tuple(float(a) for a in self.alphas)
 
-    def make_mapper(self) -> Any:
-        """A new, unfitted mapping model from the mapper registry."""
-        from fmri2image.mapping import DEFAULT_ALPHAS, get_mapper
+    def options_for(self, mapper: str) -> dict[str, Any]:
+        """The constructor arguments given to one mapper: its own table over the
+        shared keys."""
+        shared = {k: v for k, v in self.options.items() if not isinstance(v, dict)}
+        own = self.options.get(mapper)
+        return {**shared, **(own if isinstance(own, dict) else {})}
 
-        if self.mapper != "ridge":
-            return get_mapper(self.mapper, **dict(self.options))
+    def make_mapper(
+        self, mapper: str, *, device: str | None = None, seed: int | None = None
+    ) -> Any:
+        """A new, unfitted mapping model ``mapper`` from the mapper registry.
+
+        ``device`` and ``seed`` (the run's) fill the mapper's ``device`` and
+        ``random_state`` arguments where it takes them and the options leave them out.
+        """
+        import inspect
+
+        from fmri2image.mapping import DEFAULT_ALPHAS, get_mapper, mapper_class
+
+        options = self.options_for(mapper)
+        if mapper != "ridge":
+            params = inspect.signature(mapper_class(mapper)).parameters
+            if device is not None and "device" in params:
+                options.setdefault("device", device)
+            if seed is not None and "random_state" in params:
+                options.setdefault("random_state", seed)
+            return get_mapper(mapper, **options)
         ridge = {
             "alphas": self.alpha_grid() or DEFAULT_ALPHAS,
             "cv": self.cv,
@@ -182,7 +206,7 @@ class MappingSection:
             "n_voxels": self.n_voxels,
             # No shuffling: contiguous folds keep the correlated trials of a run together.
         }
-        return get_mapper("ridge", **{**ridge, **dict(self.options)})
+        return get_mapper("ridge", **{**ridge, **options})
 
 
 @dataclass(frozen=True)
@@ -240,8 +264,10 @@ class GenerationSection:
         Seed of the pictures (each image's derives from it and its stem); None: the
         run's ``seed``.
     init : str or None
-        Initial image of img2img: ``"invert"`` (the feature inversion of the same
-        embedding, made by the run) or a folder of ``<stem>.png``.
+        Initial image of the other generators (img2img, ``invert``): a generator whose
+        pictures the run makes first (``"lowlevel"``: the two-pathway reconstruction;
+        ``"invert"``: the feature inversion of the same embedding), or a folder of
+        ``<stem>.png``.
     executor : {"local", "ray"}
         ``ray``: one generator replica per Ray actor (one GPU each on CUDA).
     workers : int or None
@@ -476,11 +502,25 @@ def _check_mapping(m: MappingSection) -> None:
             f"1e-2:1e10:13), got {m.alphas!r}."
         )
     _positive_int("--n-voxels (mapping.n_voxels)", m.n_voxels, allow_none=True)
-    mapper = m.make_mapper()  # an unknown mapper or parameter, before any data is read
-    try:  # and the mapper's own check of its arguments' types and ranges
-        mapper.check_params()
-    except ConfigError as exc:
-        raise ConfigError(f"mapping ({m.mapper}): {exc}") from exc
+    if not m.mappers:
+        raise ConfigError("--mappers (mapping.mappers) is empty; name at least one, e.g. ridge.")
+    if len(set(m.mappers)) != len(m.mappers):
+        raise ConfigError(f"--mappers (mapping.mappers) names a mapper twice: {list(m.mappers)}.")
+    from fmri2image.mapping import MAPPERS
+
+    for name in m.mappers:
+        MAPPERS.get(name)  # an unknown name, with close matches
+    unknown = sorted(k for k, v in m.options.items() if isinstance(v, dict) and k not in m.mappers)
+    if unknown:
+        raise ConfigError(
+            f"mapping.options has a table for {', '.join(unknown)}, which --mappers "
+            f"(mapping.mappers: {', '.join(m.mappers)}) does not run."
+        )
+    for name in m.mappers:
+        try:  # an unknown parameter, then the mapper's own check of its arguments
+            m.make_mapper(name).check_params()
+        except ConfigError as exc:
+            raise ConfigError(f"mapping ({name}): {exc}") from exc
 
 
 def _check_retrieval(r: RetrievalSection) -> None:
@@ -554,8 +594,11 @@ def _check_generation(config: RunConfig, injected: Mapping[str, Any]) -> None:
                 f"--labels-from {g.labels_from} (generation.labels_from) is not one of "
                 f"the retrieval databases' names ({', '.join(names)})."
             )
-    if g.init is not None and g.init != "invert" and not str(g.init).strip():
-        raise ConfigError("--init (generation.init) must be 'invert' or a folder of pictures.")
+    if g.init is not None and not str(g.init).strip():
+        raise ConfigError(
+            "--init (generation.init) must be a generator (lowlevel, invert) or a folder of "
+            "pictures."
+        )
 
 
 def _check_evaluation(e: EvaluationSection, device: str) -> None:
@@ -586,6 +629,7 @@ _SECTIONS = {
 #: Keys of earlier versions: section -> old key -> (new key, or (table, key) inside it).
 _ALIASES: dict[str, dict[str, str | tuple[str, str]]] = {
     "data": {"god": "path", "release": ("options", "release")},
+    "mapping": {"mapper": "mappers"},
 }
 
 
@@ -712,15 +756,23 @@ def _apply_set(table: dict[str, Any], item: str) -> None:
             raise ConfigError(f"{where}: {parts[0]} is a section; set one of its keys.")
         table[parts[0]] = _parse_value(text.strip())
         return
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
-        raise ConfigError(f"{where}: keys are 'name' or 'section.name' (sections: "
-                          f"{', '.join(_SECTIONS)}).")  # fmt: skip
+    if len(parts) not in (2, 3) or parts[0] not in _SECTIONS:
+        raise ConfigError(f"{where}: keys are 'name', 'section.name' or 'section.table.key' "
+                          f"(sections: {', '.join(_SECTIONS)}).")  # fmt: skip
     section_fields = _fields(_SECTIONS[parts[0]])
     aliases = _ALIASES.get(parts[0], {})
     if parts[1] not in section_fields and parts[1] not in aliases:
         raise _unknown(parts[1], list(section_fields), f"{where} [{parts[0]}]")
     section = table.setdefault(parts[0], {})
     value = _parse_value(text.strip())
+    if len(parts) == 3:  # one key of a table: mapping.options.mlp={ hidden = 1024 }
+        if (
+            section_fields.get(parts[1]) is not dict
+            and typing.get_origin(section_fields.get(parts[1])) is not dict
+        ):
+            raise ConfigError(f"{where}: {parts[0]}.{parts[1]} is not a table.")
+        section[parts[1]] = {**dict(section.get(parts[1]) or {}), parts[2]: value}
+        return
     new = aliases.get(parts[1], parts[1])
     if isinstance(new, tuple):  # an old key that now lives inside a table
         section[new[0]] = {**dict(section.get(new[0]) or {}), new[1]: value}

@@ -134,7 +134,7 @@ class ExperimentResult:
         lines = []
         for p in self.pictures:
             lines.append(
-                f"  {p['model']} / {p['generator']} / {p['condition']} (subject "
+                f"  {p['model']} / {p['mapper']} / {p['generator']} / {p['condition']} (subject "
                 f"{p['subject']}, {p['roi']}): {p['n_images']} pictures, {p['n_made']} made "
                 f"now, {p['n_flagged']} flagged by the safety checker -> {p['folder']}"
             )
@@ -150,9 +150,10 @@ class _Plan:
     cache: Path
     data: dict[tuple[int, str], str]
     features: dict[str, str]
-    mapping: dict[tuple[int, str, str], str]
-    retrieval: dict[tuple[int, str, str], dict[str, str]]
-    evaluations: list[tuple[int, str, str, str, str, str, str]]  # s, roi, m, g, cond, gen, eval
+    mapping: dict[tuple[int, str, str, str], str]  # (subject, roi, model, mapper)
+    retrieval: dict[tuple[int, str, str, str], dict[str, str]]
+    #: subject, roi, model, mapper, generator, condition, generation stage, evaluation stage
+    evaluations: list[tuple[int, str, str, str, str, str, str, str]]
     ground_truth: StimulusImages | str
 
 
@@ -218,30 +219,154 @@ def build_experiment(
             dataset.check_images(stim, progress=progress)
 
     decoding: dict[tuple[int, str], str] = {}
-    mapping: dict[tuple[int, str, str], str] = {}
-    retrieval: dict[tuple[int, str, str], dict[str, str]] = {}
-    evaluations: list[tuple[int, str, str, str, str, str, str]] = []
+    mapping: dict[tuple[int, str, str, str], str] = {}
+    retrieval: dict[tuple[int, str, str, str], dict[str, str]] = {}
+    evaluations: list[tuple[int, str, str, str, str, str, str, str]] = []
     features: dict[str, str] = {}
     scans: dict[str, Any] = {}
     test = stimuli["test"]
     sources = [stimuli["train"].source, test.source]
+    lowlevel_gens = [
+        g for g in config.generation.generators if "codebook" in components.generator_inputs(g)
+    ]
+    if config.generation.init in lowlevel_gens or (
+        config.generation.init is not None
+        and config.generation.init not in config.generation.generators
+        and "codebook" in _generator_inputs_or_none(components, config.generation.init)
+    ):
+        lowlevel_gens.append(config.generation.init)
+    lowlevel_gens = list(dict.fromkeys(lowlevel_gens))
+    codebooks: dict[str, str] = {}  # low-level generator -> its codebook stage
+    lowlevel_options: dict[str, Any] = {}
+    for gen in lowlevel_gens:
+        lowlevel_options[gen] = _lowlevel_options(config, gen)
+        codebooks[gen] = add(st.codebook_stage(gen, lowlevel_options[gen], images, components))
+
+    init_gen = _init_generator(config)
+
+    def add_mapper(
+        subject: int, roi: str, tag: str, model: str, mapper: str, stems: tuple,
+        labels: tuple, images_tag: str, lowlevel_maps: dict[str, str],
+    ) -> None:  # fmt: skip
+        """The stages of one model × mapper on one subject × ROI: map, retrievals,
+        pictures and their scores."""
+        m_name = add(st.mapping_stage(f"mapping/{model}/{mapper}/{tag}", config, mapper,
+                                      decoding[(subject, roi)], features[model]))  # fmt: skip
+        mapping[(subject, roi, model, mapper)] = m_name
+        ret_of: dict[str, str] = {}
+        source_of: dict[str, str | None] = {}
+        for db in dbs:
+            source = None
+            if db.kind == "images":
+                if db.name not in scans:  # one scan of the folder for every model
+                    scans[db.name] = st.scan_database(
+                        db,
+                        class_map=config.retrieval.class_map,
+                        skip_unresolved=config.retrieval.skip_unresolved,
+                    )
+                source = add(st.database_stage(model, scans[db.name], components,
+                                               batch_size=config.batch_size))  # fmt: skip
+            elif db.kind in ("prototypes", "text-prototypes"):
+                source = add(st.prototypes_stage(model, db, components))
+            source_of[db.name] = source
+            ret_of[db.name] = add(
+                st.retrieval_stage(
+                    f"retrieval/{model}/{mapper}/{db.name}/{tag}", config, db,
+                    config.retrieval.k or AUTO_K[db.kind], model,
+                    decoding[(subject, roi)], m_name, source,
+                )
+            )  # fmt: skip
+        retrieval[(subject, roi, model, mapper)] = ret_of
+
+        def generation(gen: str, cond: str, suffix: str, *, with_init: bool) -> str:
+            """The generation stage of ``gen`` for one condition (and its init)."""
+            options = config.generation.options_for(gen)
+            if gen in lowlevel_maps:  # a map of its own from early visual cortex
+                return add(lowlevel_generation(gen, cond, suffix, options))
+            db_stage = None
+            if "database" in components.generator_inputs(gen) and "database" not in options:
+                db0 = image_dbs[0]
+                db_stage = source_of[db0.name]
+                if db_stage is None:  # a feature folder from `extract`
+                    options = {**options, "database": str(db0.path)}
+            init = init_files = None
+            if with_init and init_gen is not None and gen != init_gen:
+                init = generation(init_gen, cond, suffix, with_init=False)
+            elif with_init and init_dir is not None:
+                init_files = _init_files(init_dir, model, stems)
+            predicted = cond == "predicted"
+            label = predicted and components.conditioning(gen) == "label"
+            plan = st.GenerationPlan(
+                cond, stems, labels,
+                mapping=m_name if predicted else None,
+                retrieval=ret_of[label_db] if label else None,
+                database=db_stage, init=init, init_files=init_files,
+            )  # fmt: skip
+            return add(
+                st.generation_stage(
+                    f"generation/{model}/{gen}/{cond}/{suffix}", config, model, gen,
+                    options, plan, features[model], components,
+                )
+            )  # fmt: skip
+
+        def lowlevel_generation(gen: str, cond: str, suffix: str, options: dict) -> Any:
+            """Pictures decoded from the low-level map (or the code's bounds): the
+            same for every model and mapper."""
+            code = st.code_name(gen, lowlevel_options[gen])
+            plan = st.GenerationPlan(
+                cond, stems, labels, mapping=lowlevel_maps[gen] if cond == "predicted" else None,
+                codebook=codebooks[gen],
+            )  # fmt: skip
+            return st.generation_stage(
+                f"generation/{code}/{gen}/{cond}/{suffix.replace(f'{mapper}/', '', 1)}", config,
+                code, gen, options, plan, codebooks[gen], components,
+            )  # fmt: skip
+
+        for gen in config.generation.generators:
+            for cond in config.generation.conditions:
+                # The bounds have no brain in them: shared by subjects and ROIs.
+                suffix = f"{mapper}/{tag}" if cond == "predicted" else f"images-{images_tag}"
+                g_name = generation(gen, cond, suffix, with_init=True)
+                e_name = add(
+                    st.evaluation_stage(
+                        g_name.replace("generation/", "evaluation/", 1), g_name,
+                        images["test"], config, components,
+                    )
+                )  # fmt: skip
+                evaluations.append((subject, roi, model, mapper, gen, cond, g_name, e_name))
+
+    @cache  # a recording loads at most once
+    def prepared(subject: int, roi: str) -> tuple[Any, Any]:
+        rec = dataset.load(subject, roi, drop_nan_voxels=config.data.drop_nan_voxels)
+        split = split_recording(
+            rec, normalization=config.data.normalization, split=config.data.split
+        )
+        return rec, split
+
     for subject in config.data.subjects:
         identity = st.files_identity([*dataset.files(subject), *sources])
+
+        def data_of(roi: str, subject: int = subject, identity: str = identity) -> tuple:
+            """The data stage of one ROI: its name, stems, labels and counts."""
+            data = st.data_stage(f"data/s{subject}/{safe_name(roi)}", config, subject, roi,
+                                 identity, lambda: prepared(subject, roi), test,
+                                 dataset.vocabulary)  # fmt: skip
+            found = _data_facts(reusable(cache_dir, data), lambda: prepared(subject, roi), test)
+            return (add(data), *found)
+
+        lowlevel_maps: dict[str, str] = {}  # low-level generator -> its map stage (this subject)
+        for gen in lowlevel_gens:
+            lowlevel_maps[gen], low_stems = _lowlevel_map(
+                config, subject, lowlevel_options[gen].roi, codebooks[gen], data_of, add
+            )
         for roi in config.data.rois:
             tag = f"s{subject}/{safe_name(roi)}"
-
-            @cache  # a recording loads at most once
-            def prepared(subject: int = subject, roi: str = roi) -> tuple[Any, Any]:
-                rec = dataset.load(subject, roi, drop_nan_voxels=config.data.drop_nan_voxels)
-                split = split_recording(
-                    rec, normalization=config.data.normalization, split=config.data.split
+            decoding[(subject, roi)], stems, labels, info = data_of(roi)
+            if lowlevel_maps and low_stems != stems:  # the same split of the same runs
+                raise ConfigError(
+                    f"The low-level map of subject {subject} predicts other test images than "
+                    f"{roi}; the two ROIs must come from the same recordings."
                 )
-                return rec, split
-
-            data = st.data_stage(f"data/{tag}", config, subject, roi, identity, prepared,
-                                 test, dataset.vocabulary)  # fmt: skip
-            decoding[(subject, roi)] = add(data)
-            stems, labels, info = _data_facts(reusable(cache_dir, data), prepared, test)
             _check_data_fits(config, subject, roi, info)
             images_tag = _io.json_sha256(list(stems))[:10]
             for model in config.models:
@@ -250,79 +375,9 @@ def build_experiment(
                         model, images, components, batch_size=config.batch_size, check=check_images
                     )
                 )
-                m_name = add(st.mapping_stage(f"mapping/{model}/{tag}", config,
-                                              decoding[(subject, roi)], features[model]))  # fmt: skip
-                mapping[(subject, roi, model)] = m_name
-                ret_of: dict[str, str] = {}
-                source_of: dict[str, str | None] = {}
-                for db in dbs:
-                    source = None
-                    if db.kind == "images":
-                        if db.name not in scans:  # one scan of the folder for every model
-                            scans[db.name] = st.scan_database(
-                                db,
-                                class_map=config.retrieval.class_map,
-                                skip_unresolved=config.retrieval.skip_unresolved,
-                            )
-                        source = add(st.database_stage(model, scans[db.name], components,
-                                                       batch_size=config.batch_size))  # fmt: skip
-                    elif db.kind in ("prototypes", "text-prototypes"):
-                        source = add(st.prototypes_stage(model, db, components))
-                    source_of[db.name] = source
-                    ret_of[db.name] = add(
-                        st.retrieval_stage(
-                            f"retrieval/{model}/{db.name}/{tag}", config, db,
-                            config.retrieval.k or AUTO_K[db.kind], model,
-                            decoding[(subject, roi)], m_name, source,
-                        )
-                    )  # fmt: skip
-                retrieval[(subject, roi, model)] = ret_of
-
-                def generation(
-                    gen: str, cond: str, suffix: str, *, with_init: bool, model: str = model,
-                    m_name: str = m_name, ret_of: dict = ret_of, source_of: dict = source_of,
-                    stems: tuple = stems, labels: tuple = labels,
-                ) -> str:  # fmt: skip
-                    """The generation stage of ``gen`` for one condition (and its init)."""
-                    options = config.generation.options_for(gen)
-                    db_stage = None
-                    if "database" in components.generator_inputs(gen) and "database" not in options:
-                        db0 = image_dbs[0]
-                        db_stage = source_of[db0.name]
-                        if db_stage is None:  # a feature folder from `extract`
-                            options = {**options, "database": str(db0.path)}
-                    init = init_files = None
-                    if with_init and config.generation.init == "invert" and gen != "invert":
-                        init = generation("invert", cond, suffix, with_init=False)
-                    elif with_init and init_dir is not None:
-                        init_files = _init_files(init_dir, model, stems)
-                    predicted = cond == "predicted"
-                    label = predicted and components.conditioning(gen) == "label"
-                    plan = st.GenerationPlan(
-                        cond, stems, labels,
-                        mapping=m_name if predicted else None,
-                        retrieval=ret_of[label_db] if label else None,
-                        database=db_stage, init=init, init_files=init_files,
-                    )  # fmt: skip
-                    return add(
-                        st.generation_stage(
-                            f"generation/{model}/{gen}/{cond}/{suffix}", config, model, gen,
-                            options, plan, features[model], components,
-                        )
-                    )  # fmt: skip
-
-                for gen in config.generation.generators:
-                    for cond in config.generation.conditions:
-                        # The bounds have no brain in them: shared by subjects and ROIs.
-                        suffix = tag if cond == "predicted" else f"images-{images_tag}"
-                        g_name = generation(gen, cond, suffix, with_init=True)
-                        e_name = add(
-                            st.evaluation_stage(
-                                f"evaluation/{model}/{gen}/{cond}/{suffix}", g_name,
-                                images["test"], config, components,
-                            )
-                        )  # fmt: skip
-                        evaluations.append((subject, roi, model, gen, cond, g_name, e_name))
+                for mapper in config.mapping.mappers:
+                    add_mapper(subject, roi, tag, model, mapper, stems, labels, images_tag,
+                               lowlevel_maps)  # fmt: skip
     return _Plan(
         graph=Graph(list(stages.values())),
         cache=cache_dir,
@@ -394,22 +449,81 @@ def _check_generator_inputs(config: RunConfig, components: Any, image_dbs: Seque
                 )
 
 
+def _init_generator(config: RunConfig) -> str | None:
+    """The generator whose pictures start the others (``--init invert``, ``--init
+    lowlevel``): a registered generator's name, or None (no init, or a folder)."""
+    from fmri2image.generation import GENERATORS
+
+    init = config.generation.init
+    return init if init is not None and init in GENERATORS.names() else None
+
+
 def _init_folder(config: RunConfig) -> Path | None:
     init = config.generation.init
-    if init is None:
-        return None
-    if init == "invert":
-        from fmri2image.generation import GENERATORS
-
-        GENERATORS.get("invert")
+    if init is None or _init_generator(config) is not None:
         return None
     path = Path(init).expanduser()
     if not path.is_dir():
         raise ConfigError(
-            f"--init must be 'invert' or a folder of <stem>.png pictures (e.g. a run's "
-            f"images/s1-ROI_VC/<model>/<generator>/predicted), got {init!r} (no such folder)."
+            f"--init must be a generator (invert, lowlevel) or a folder of <stem>.png pictures "
+            f"(e.g. a run's images/s1-ROI_VC/<model>/<mapper>/<generator>/predicted), got "
+            f"{init!r} (no generator of that name, and no such folder)."
         )
     return path
+
+
+def _generator_inputs_or_none(components: Any, name: str | None) -> tuple[str, ...]:
+    """The pipeline inputs of generator ``name``; () for None or a folder."""
+    from fmri2image.generation import GENERATORS
+
+    if name is None or (
+        name not in GENERATORS.names() and name not in components.injected_generators
+    ):
+        return ()
+    return tuple(components.generator_inputs(name))
+
+
+def _lowlevel_options(config: RunConfig, gen: str) -> Any:
+    """The resolved options of low-level generator ``gen`` (its ``Options``)."""
+    from fmri2image.generation import generator_options
+    from fmri2image.generation.base import make_options
+
+    cls = generator_options(gen)
+    if cls is None:
+        raise ConfigError(f"Generator {gen!r} declares a codebook input but no Options class.")
+    return make_options(cls, config.generation.options_for(gen), generator=gen)
+
+
+#: The early visual ROI the low-level pathway falls back to when ``ROI_LVC`` is absent.
+LVC_FALLBACK = "ROI_V1 + ROI_V2 + ROI_V3"
+
+
+def _lowlevel_map(
+    config: RunConfig, subject: int, roi: str, codebook: str, data_of: Callable, add: Callable
+) -> tuple[str, tuple[str, ...]]:
+    """The ridge map of one subject's early visual ``roi`` to the low-level code (the
+    ``mapping`` stage of the code), with ``ROI_LVC`` falling back to V1–V3."""
+    from fmri2image.errors import Fmri2ImageError
+    from fmri2image.pipeline import stages as st
+
+    try:
+        data_name, stems, _, info = data_of(roi)
+    except Fmri2ImageError as exc:
+        if roi != "ROI_LVC":
+            raise ConfigError(f"generator lowlevel: --roi {roi!r} (its roi option): {exc}") from exc
+        log.info("ROI_LVC not found in subject %s; the low-level map reads %s", subject,
+                 LVC_FALLBACK)  # fmt: skip
+        roi = LVC_FALLBACK
+        data_name, stems, _, info = data_of(roi)
+    options = config.mapping.options
+    if "ridge" not in config.mapping.mappers:  # the shared options are the other mappers'
+        options = {"ridge": options["ridge"]} if isinstance(options.get("ridge"), dict) else {}
+    ridge = config.replace(mapping__mappers=("ridge",), mapping__options=options)
+    _check_data_fits(ridge, subject, roi, info)
+    code = codebook.split("/", 1)[1]
+    stage_name = f"mapping/{code}/ridge/s{subject}/{safe_name(roi)}"
+    name = add(st.mapping_stage(stage_name, ridge, "ridge", data_name, codebook))
+    return name, stems
 
 
 def _init_files(folder: Path, model: str, stems: Sequence[str]) -> dict[str, Path]:
@@ -463,7 +577,7 @@ def _check_data_fits(config: RunConfig, subject: int, roi: str, info: Mapping[st
             f"--n-voxels {m.n_voxels} is more than the {n_voxels} voxels of {roi} in subject "
             f"{subject}; pass at most --n-voxels {n_voxels}, or leave it out to use every voxel."
         )
-    folds = None if m.cv == "loo" else int(m.cv)
+    folds = None if m.cv == "loo" or "ridge" not in m.mappers else int(m.cv)
     if folds is not None and folds > n_train:
         raise ConfigError(
             f"--cv {folds} asks for more folds than the {n_train} training samples; pass "
@@ -475,14 +589,15 @@ def _check_data_fits(config: RunConfig, subject: int, roi: str, info: Mapping[st
             f"categories, and there are {n_groups} training categories; pass --cv "
             f"{max(2, min(5, n_groups))}, or --cv-groups none."
         )
-    try:  # what the mapper itself says of these sizes (mapping.options included)
-        m.make_mapper().check_params(
-            n_samples=n_train,
-            n_features=n_voxels,
-            n_groups=n_groups if m.cv_groups == "category" else None,
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"mapping ({m.mapper}) on {roi} of subject {subject}: {exc}") from exc
+    for mapper in m.mappers:
+        try:  # what the mapper itself says of these sizes (mapping.options included)
+            m.make_mapper(mapper).check_params(
+                n_samples=n_train,
+                n_features=n_voxels,
+                n_groups=n_groups if m.cv_groups == "category" else None,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"mapping ({mapper}) on {roi} of subject {subject}: {exc}") from exc
 
 
 def expand_force(graph: Graph, patterns: Sequence[str]) -> list[str]:
@@ -695,18 +810,20 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
             subject=s,
             roi=roi,
             model=m,
+            mapper=mapper,
             generator=g,
             condition=cond,
             evaluation=values[e_name],
             images=values[g_name].folder,
         )
-        for s, roi, m, g, cond, g_name, e_name in plan.evaluations
+        for s, roi, m, mapper, g, cond, g_name, e_name in plan.evaluations
     )
     pictures = tuple(
         {
             "subject": s,
             "roi": roi,
             "model": m,
+            "mapper": mapper,
             "generator": g,
             "condition": cond,
             "folder": str(values[g_name].folder),
@@ -714,9 +831,9 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
             "n_made": values[g_name].n_made if not result.record(g_name).reused else 0,
             "n_flagged": values[g_name].n_flagged,
         }
-        for s, roi, m, g, cond, g_name, _ in plan.evaluations
+        for s, roi, m, mapper, g, cond, g_name, _ in plan.evaluations
     )
-    summary = tables.summary_rows(entries)
+    summary = tables.summary_rows(entries, seed=config.seed)
     paired = tables.paired_rows(entries, seed=config.seed)
     written = tables.write_tables(
         out / "tables", entries, decodings.values(), summary=summary, paired=paired
@@ -735,8 +852,9 @@ def _publish(config: RunConfig, plan: _Plan, result: Any, out: Path, seconds: fl
     )
     if config.visualize and entries:
         for (s, roi), files in gt_by_key.items():
+            several = len(config.mapping.mappers) > 1
             rows = [
-                (f"{e.model} / {e.generator}", e.images)
+                (" / ".join([e.model, *([e.mapper] if several else []), e.generator]), e.images)
                 for e in entries
                 if (e.subject, e.roi) == (s, roi) and e.condition == "predicted"
             ]
@@ -764,7 +882,7 @@ def _decoding(plan: _Plan, values: dict, result: Any, key: tuple[int, str]) -> D
 
     data = values[plan.data[key]]
     models = []
-    for (s, roi, model), m_name in plan.mapping.items():
+    for (s, roi, model, mapper), m_name in plan.mapping.items():
         if (s, roi) != key:
             continue
         mapped = values[m_name]
@@ -772,10 +890,13 @@ def _decoding(plan: _Plan, values: dict, result: Any, key: tuple[int, str]) -> D
         models.append(
             ModelDecoding(
                 model=model,
+                mapper=mapper,
                 dim=int(mapped.predictions.shape[1]),
                 metrics=mapped.metrics,
                 fit=mapped.fit,
-                retrievals=tuple(values[n] for n in plan.retrieval[(s, roi, model)].values()),
+                retrievals=tuple(
+                    values[n] for n in plan.retrieval[(s, roi, model, mapper)].values()
+                ),
                 seconds=0.0 if record.reused else round(record.seconds, 2),
             )
         )

@@ -4,7 +4,7 @@
   ground truth (reflinks where the file system shares blocks copy-on-write; never
   hard links into the cache or the dataset), under ``images/s<subject>-<roi>/``.
 * **Maps** (:func:`export_maps`): each fitted map with its predictions, scores and
-  retrieved labels, under ``maps/s<subject>-<roi>/<model>/``.
+  retrieved labels, under ``maps/s<subject>-<roi>/<model>/<mapper>/``.
 * **A grid** (:func:`image_grid`): ground truth on top, one row per method.
 
 The tables are :mod:`fmri2image.pipeline.tables`'.
@@ -95,7 +95,7 @@ def export_images(
     Path
         ``folder/images``, holding per subject and ROI ``s<subject>-<roi>/ground_truth/
         <stem><suffix>`` (the ground truth's own suffix) and
-        ``s<subject>-<roi>/<model>/<generator>/<condition>/<stem>.png``, each picture
+        ``s<subject>-<roi>/<model>/<mapper>/<generator>/<condition>/<stem>.png``, each picture
         with its record ``<stem>.json`` (prompt or conditioning, the label it shows,
         seed, flagged, seconds) and the records as one table, ``generation.parquet``.
 
@@ -103,7 +103,7 @@ def export_images(
     -----
     Every picture in ``entry.images`` is exported (blank or flagged ones too, which the
     evaluation left out), with the ground truth of each that ``ground_truth`` names.  The ROI becomes a path component with every character
-    other than alphanumerics, ``-``, ``_`` and ``.`` replaced by ``_``; model and
+    other than alphanumerics, ``-``, ``_`` and ``.`` replaced by ``_``; model, mapper and
     generator names go through :func:`~fmri2image.features.shards.store_dirname`
     (``hf:org/model`` -> ``hf_org_model``).  Files are copies (reflinks where the
     file system allows), made with the umask's mode; an existing file is replaced
@@ -118,7 +118,10 @@ def export_images(
     gt_stems: dict[tuple[int, str], dict[str, None]] = {}
     for e in entries:
         base = root / f"s{e.subject}-{safe_name(e.roi)}"
-        target = base / store_dirname(e.model) / store_dirname(e.generator) / e.condition
+        target = (
+            base / store_dirname(e.model) / store_dirname(e.mapper) / store_dirname(e.generator)
+            / e.condition
+        )  # fmt: skip
         # Every picture made, blank or flagged ones too (the evaluation left those out).
         stems = [p.stem for p in sorted(Path(e.images).glob("*.png"))]
         for stem in dict.fromkeys([*e.evaluation.stems, *stems]):
@@ -146,18 +149,19 @@ _PAD = 6
 
 def export_maps(
     folder: str | os.PathLike,
-    maps: Mapping[tuple[int, str, str], Path],
-    retrievals: Mapping[tuple[int, str, str], Mapping[str, Path]] | None = None,
+    maps: Mapping[tuple[int, str, str, str], Path],
+    retrievals: Mapping[tuple[int, str, str, str], Mapping[str, Path]] | None = None,
 ) -> Path:
-    """Lay the fitted maps and their retrieved labels out by subject, ROI and model.
+    """Lay the fitted maps and their retrieved labels out by subject, ROI, model and
+    mapper.
 
-    ``maps`` gives the artifact folder of each (subject, roi, model) mapping stage;
-    every file under it is copied (:func:`_place`) to
-    ``folder/maps/s<subject>-<roi>/<model>/`` with the same relative path: the
+    ``maps`` gives the artifact folder of each (subject, roi, model, mapper) mapping
+    stage; every file under it is copied (:func:`_place`) to
+    ``folder/maps/s<subject>-<roi>/<model>/<mapper>/`` with the same relative path: the
     fitted model (``mapping/``, readable with :func:`fmri2image.mapping.load_mapping`),
     the predicted embeddings, the prediction metrics and ``fit.json``.
-    ``retrievals`` gives, per (subject, roi, model), each database's retrieval stage
-    folder, placed under ``.../<model>/retrieval/<database>/`` (the retrieved labels
+    ``retrievals`` gives, per (subject, roi, model, mapper), each database's retrieval
+    stage folder, placed under ``.../<mapper>/retrieval/<database>/`` (the retrieved labels
     per image, ``semantic_per_query.parquet``, and the neighbours).  The stages' own
     manifests are left out.  Returns ``folder/maps``.
     """
@@ -171,10 +175,10 @@ def export_maps(
             if path.is_file() and path.name != MANIFEST:
                 _place(path, dst / path.relative_to(src))
 
-    for (subject, roi, model), src in maps.items():
-        dst = root / f"s{subject}-{safe_name(roi)}" / store_dirname(model)
+    for (subject, roi, model, mapper), src in maps.items():
+        dst = root / f"s{subject}-{safe_name(roi)}" / store_dirname(model) / store_dirname(mapper)
         place_all(src, dst)
-        for database, ret in (retrievals or {}).get((subject, roi, model), {}).items():
+        for database, ret in (retrievals or {}).get((subject, roi, model, mapper), {}).items():
             place_all(ret, dst / "retrieval" / safe_name(database))
     return root
 

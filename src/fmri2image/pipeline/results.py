@@ -106,11 +106,16 @@ def write_stages(out: str | os.PathLike, cache: str | os.PathLike, records: Sequ
 
 #: Per long table, the columns every row must fill (the rest may be empty).
 KEY_COLUMNS = {
-    "scores": ("subject", "roi", "model", "generator", "condition", "image", "metric"),
-    "summary": ("subject", "roi", "model", "generator", "condition", "metric"),
-    "paired": ("subject", "roi", "generator", "metric", "model_a", "model_b"),
-    "decoding": ("subject", "roi", "model", "stage", "metric"),
-}
+    "scores": ("subject", "roi", "model", "mapper", "generator", "condition", "image", "metric"),
+    "summary": ("subject", "roi", "model", "mapper", "generator", "condition", "metric"),
+    "paired": (
+        "subject", "roi", "generator", "metric", "model_a", "mapper_a", "model_b", "mapper_b",
+    ),
+    "decoding": ("subject", "roi", "model", "mapper", "stage", "metric"),
+}  # fmt: skip
+
+#: Columns earlier versions did not write, and the value they meant (every map was ridge).
+LEGACY_COLUMNS = {"mapper": "ridge", "mapper_a": "ridge", "mapper_b": "ridge"}
 
 
 def read_table(path: str | os.PathLike, *, name: str | None = None) -> list[dict[str, Any]]:
@@ -126,6 +131,7 @@ def read_table(path: str | os.PathLike, *, name: str | None = None) -> list[dict
     DataFormatError
         The file cannot be read, or (with ``name``) is not such a table.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -137,6 +143,11 @@ def read_table(path: str | os.PathLike, *, name: str | None = None) -> list[dict
             "to write its tables again."
         ) from exc
     if name is not None:
+        from fmri2image.pipeline.tables import TABLE_COLUMNS
+
+        for col, value in LEGACY_COLUMNS.items():  # a run folder of an earlier version
+            if col in TABLE_COLUMNS[name] and col not in table.schema.names:
+                table = table.append_column(col, pa.array([value] * table.num_rows, pa.string()))
         _check_table(path, name, table)
     rows = table.to_pylist()
     for r in rows:

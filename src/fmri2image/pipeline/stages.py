@@ -17,8 +17,10 @@ stage                                           artifact
 ``features/<model>``                            :class:`StimulusFeatures`
 ``database/<model>/<database>``                 :class:`DatabaseFeatures`
 ``prototypes/<model>/<kind>``                   :class:`Prototypes` (1k heads, CLIP text)
-``mapping/<model>/s<subject>/<roi>``            :class:`MapArtifact`
-``retrieval/<model>/<db>/s<s>/<roi>``           :class:`RetrievalArtifact`
+``codebook/<gen>-<code>-<key>``                 :class:`CodeFeatures` (low-level image code)
+``mapping/<model>/<mapper>/s<subject>/<roi>``   :class:`MapArtifact` (``<model>``: an
+                                                encoder, or a low-level code)
+``retrieval/<model>/<mapper>/<db>/s<s>/<roi>``  :class:`RetrievalArtifact`
 ``generation/<model>/<gen>/<condition>/…``      :class:`ImagesArtifact`
 ``evaluation/<model>/<gen>/<condition>/…``      :class:`~fmri2image.evaluation.Evaluation`
 ==============================================  ======================================
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmri2image import _io
+from fmri2image._io import safe_name
 from fmri2image.pipeline.graph import Stage, StageContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CodeFeatures",
     "Components",
     "DatabaseFeatures",
     "GenerationPlan",
@@ -63,6 +67,8 @@ __all__ = [
     "StimulusFeatures",
     "StimulusImages",
     "SubjectData",
+    "code_name",
+    "codebook_stage",
     "data_stage",
     "database_stage",
     "evaluation_stage",
@@ -660,13 +666,20 @@ CLI_FLAGS = {
 }
 
 
-def mapping_stage(name: str, config: RunConfig, data_name: str, features_name: str) -> Stage:
-    """Fit the voxels → embedding map on the training samples, predict the evaluation
-    samples, score the predictions beside the training-mean baseline and chance."""
+def mapping_stage(
+    name: str, config: RunConfig, mapper: str, data_name: str, features_name: str
+) -> Stage:
+    """Fit the voxels → embedding map ``mapper`` on the training samples, predict the
+    evaluation samples, score the predictions beside the training-mean baseline and
+    chance."""
     m = config.mapping
+
+    def make() -> Any:
+        return m.make_mapper(mapper, device=config.device, seed=config.seed)
+
     cfg = {
-        "mapper": m.mapper,
-        "params": _io.strict_json(m.make_mapper().get_params()),
+        "mapper": mapper,
+        "params": _io.strict_json(make().get_params()),
         "cv_groups": m.cv_groups,
         "seed": config.seed,
     }
@@ -678,7 +691,7 @@ def mapping_stage(name: str, config: RunConfig, data_name: str, features_name: s
         data: SubjectData = ctx.inputs[data_name]
         feats: StimulusFeatures = ctx.inputs[features_name]
         Y_train = feats.train[data.train_rows]
-        model = m.make_mapper()
+        model = make()
         groups = data.categories if m.cv_groups == "category" else None
         model.fit(data.X_train, Y_train, groups=groups)
         save_mapping(model, ctx.folder / "mapping")
@@ -803,6 +816,93 @@ def retrieval_stage(
     return Stage(name, run, load, cfg, inputs=inputs, version="2")
 
 
+# ---------------------------------------------------------------- low-level code
+@dataclass(frozen=True, eq=False)
+class CodeFeatures(StimulusFeatures):
+    """The low-level image code fitted on the training stimuli (``codebook`` stage),
+    with every stimulus's code vector as its features (rows follow the stimuli).
+
+    Attributes
+    ----------
+    code_folder : Path
+        The fitted code (:func:`fmri2image.generation.lowlevel.load_code` reads it).
+    """
+
+    code_folder: Path = Path()
+
+
+#: Options of the low-level generators that decode, rather than shape, the code.
+_DECODE_OPTIONS = frozenset({"roi", "size", "codebook", "batch_size"})
+
+
+def code_name(generator: str, options: Any) -> str:
+    """The name of a low-level generator's code in stage names (``lowlevel-pca``)."""
+    return f"{generator}-{safe_name(str(getattr(options, 'code', 'code')))}"
+
+
+def codebook_stage(
+    generator: str,
+    options: Any,
+    images: Mapping[str, StimulusImages | str],
+    components: Components,
+) -> Stage:
+    """Fit the low-level image code of ``generator`` on the training stimuli (never
+    the test ones) and encode every stimulus: shared by subjects, ROIs, models and
+    mappers.  ``options``: the generator's resolved ``Options``."""
+    import dataclasses
+
+    shaping = {
+        k: v for k, v in sorted(dataclasses.asdict(options).items()) if k not in _DECODE_OPTIONS
+    }
+    cfg = {
+        "generator": generator,
+        "code": shaping,
+        "stimuli": {
+            split: (im if isinstance(im, str) else im.identity)
+            for split, im in sorted(images.items())
+        },
+    }
+    inputs = tuple(sorted({im for im in images.values() if isinstance(im, str)}))
+    name = f"codebook/{code_name(generator, options)}-{_io.json_sha256(shaping)[:8]}"
+
+    def run(ctx: StageContext) -> None:
+        from fmri2image.generation.lowlevel import make_code
+
+        code = make_code(options, device=components.device, dtype=components.dtype)
+        train = _resolve(ctx, images["train"])
+        test = _resolve(ctx, images["test"])
+        log.info("fitting the %s code on %d training stimuli", options.code, len(train.files))
+        code.fit(_load_images(train.files))
+        code.save(ctx.folder / "code")
+        _io.save_npy(ctx.folder / "train.npy", _encode(code, train.files))
+        _io.save_npy(ctx.folder / "test.npy", _encode(code, test.files))
+        _io.save_json(
+            ctx.folder / "codebook.json",
+            {"train_labels": list(train.labels), "test_stems": list(test.stems)},
+        )
+
+    def load(folder: Path) -> CodeFeatures:
+        meta = _io.load_json(folder / "codebook.json")
+        train = _load_npy(folder / "train.npy")
+        return CodeFeatures(
+            model=code_name(generator, options),
+            dim=int(train.shape[1]),
+            train=train,
+            test=_load_npy(folder / "test.npy"),
+            train_labels=tuple(meta["train_labels"]),
+            test_stems=tuple(meta["test_stems"]),
+            code_folder=folder / "code",
+        )
+
+    return Stage(name, run, load, cfg, inputs=inputs, version="1")
+
+
+def _encode(code: Any, files: Sequence[Path], step: int = 64) -> np.ndarray:
+    """The code vectors of image files, read ``step`` at a time."""
+    parts = [code.encode(_load_images(files[i : i + step])) for i in range(0, len(files), step)]
+    return np.concatenate(parts).astype(np.float32)
+
+
 # ---------------------------------------------------------------- generation
 @dataclass(frozen=True)
 class ImagesArtifact:
@@ -834,6 +934,10 @@ class GenerationPlan:
         Stage name of the initial images (``generation.init = "invert"``).
     init_files : dict of str to Path, optional
         The initial image of each stem (``generation.init = DIR``).
+    codebook : str or None
+        Stage name of the low-level image code a generator declaring the ``codebook``
+        input decodes (its ``codebook`` option); the generation stage's features are
+        then that code's vectors of the stimuli.
     """
 
     condition: str
@@ -844,6 +948,7 @@ class GenerationPlan:
     database: str | None = None
     init: str | None = None
     init_files: dict[str, Path] | None = None
+    codebook: str | None = None
 
 
 def generation_stage(
@@ -875,16 +980,15 @@ def generation_stage(
         "stems": list(plan.stems) if plan.condition != "predicted" else None,
         "init": files_identity(list(plan.init_files.values())) if plan.init_files else None,
     }
-    inputs = tuple(
-        n
-        for n in (features_name, plan.mapping, plan.retrieval, plan.database, plan.init)
-        if n is not None
-    )
+    named = (features_name, plan.mapping, plan.retrieval, plan.database, plan.init, plan.codebook)
+    inputs = tuple(dict.fromkeys(n for n in named if n is not None))
 
     def built(ctx: StageContext | None) -> Generator:
         opts = dict(options)
         if plan.database is not None and ctx is not None:  # the run supplies the input
             opts["database"] = str(ctx.inputs[plan.database].root)
+        if plan.codebook is not None and ctx is not None:
+            opts["codebook"] = str(ctx.inputs[plan.codebook].code_folder)
         return components.generator(generator, opts)
 
     def run(ctx: StageContext) -> None:
@@ -951,7 +1055,7 @@ def generation_stage(
         )  # fmt: skip
 
     def prepare() -> None:
-        if plan.database is None:  # else its database comes from an upstream stage
+        if plan.database is None and plan.codebook is None:  # else an upstream stage's
             built(None).check(model)
 
     return Stage(name, run, load, cfg, inputs=inputs, version="2", resumable=True, prepare=prepare)

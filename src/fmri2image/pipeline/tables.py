@@ -54,15 +54,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.evaluation.evaluate import Evaluation
 
 __all__ = [
+    "BEST_MARK",
     "CONDITIONS",
+    "FLOOR_ALPHA",
     "MEAN_SUBJECT",
     "TABLE_COLUMNS",
     "Decoding",
     "ModelDecoding",
     "ReconstructionScores",
+    "beats_floor",
     "decoding_rows",
     "decoding_summary",
     "decoding_tables",
+    "floor_tests",
     "format_comparison",
     "format_table",
     "labels_table",
@@ -84,23 +88,27 @@ _STR, _FLOAT, _INT, _BOOL = "string", "float64", "int64", "bool"
 #: Column names and (parquet) types of each table :func:`write_tables` writes.
 _SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "scores": (
-        ("subject", _STR), ("roi", _STR), ("model", _STR), ("generator", _STR),
-        ("condition", _STR), ("image", _STR), ("metric", _STR), ("value", _FLOAT),
+        ("subject", _STR), ("roi", _STR), ("model", _STR), ("mapper", _STR),
+        ("generator", _STR), ("condition", _STR), ("image", _STR), ("metric", _STR),
+        ("value", _FLOAT),
     ),
     "summary": (
-        ("subject", _STR), ("roi", _STR), ("model", _STR), ("generator", _STR),
-        ("condition", _STR), ("metric", _STR), ("mean", _FLOAT), ("ci_low", _FLOAT),
+        ("subject", _STR), ("roi", _STR), ("model", _STR), ("mapper", _STR),
+        ("generator", _STR), ("condition", _STR), ("metric", _STR), ("mean", _FLOAT),
+        ("ci_low", _FLOAT),
         ("ci_high", _FLOAT), ("n", _INT), ("chance", _FLOAT), ("unpaired", _FLOAT),
-        ("higher_is_better", _BOOL), ("n_subjects", _INT),
+        ("higher_is_better", _BOOL), ("n_subjects", _INT), ("floor_difference", _FLOAT),
+        ("p_floor", _FLOAT),
     ),
     "paired": (
         ("subject", _STR), ("roi", _STR), ("generator", _STR), ("metric", _STR),
-        ("model_a", _STR), ("model_b", _STR), ("n", _INT), ("mean_difference", _FLOAT),
+        ("model_a", _STR), ("mapper_a", _STR), ("model_b", _STR), ("mapper_b", _STR),
+        ("n", _INT), ("mean_difference", _FLOAT),
         ("p_value", _FLOAT), ("p_holm", _FLOAT), ("better", _STR),
     ),
     "decoding": (
-        ("subject", _STR), ("roi", _STR), ("model", _STR), ("stage", _STR),
-        ("database", _STR), ("metric", _STR), ("value", _FLOAT), ("baseline", _FLOAT),
+        ("subject", _STR), ("roi", _STR), ("model", _STR), ("mapper", _STR),
+        ("stage", _STR), ("database", _STR), ("metric", _STR), ("value", _FLOAT), ("baseline", _FLOAT),
         ("chance", _FLOAT), ("higher_is_better", _BOOL),
     ),
 }  # fmt: skip
@@ -216,6 +224,8 @@ class ReconstructionScores:
         The scores of these reconstructions.
     images : Path
         Folder holding ``<stem>.png`` of these reconstructions.
+    mapper : str
+        The mapping model whose predictions they were made from (``"ridge"``).
 
     Raises
     ------
@@ -230,6 +240,7 @@ class ReconstructionScores:
     condition: str
     evaluation: Evaluation
     images: Path
+    mapper: str = "ridge"
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -239,9 +250,14 @@ class ReconstructionScores:
             )
 
     @property
-    def key(self) -> tuple[int, str, str, str, str]:
-        """``(subject, roi, model, generator, condition)``."""
-        return (self.subject, self.roi, self.model, self.generator, self.condition)
+    def key(self) -> tuple[int, str, str, str, str, str]:
+        """``(subject, roi, model, mapper, generator, condition)``."""
+        return (self.subject, self.roi, self.model, self.mapper, self.generator, self.condition)
+
+    @property
+    def method(self) -> tuple[str, str, str]:
+        """``(model, mapper, generator)``: what made the pictures."""
+        return (self.model, self.mapper, self.generator)
 
 
 def _check_unique(entries: Sequence[ReconstructionScores]) -> None:
@@ -250,14 +266,14 @@ def _check_unique(entries: Sequence[ReconstructionScores]) -> None:
         if e.key in seen:
             raise ConfigError(
                 f"Two reconstruction sets for subject {e.subject}, {e.roi}, {e.model}, "
-                f"{e.generator}, condition {e.condition}: each must appear once."
+                f"{e.mapper}, {e.generator}, condition {e.condition}: each must appear once."
             )
         seen.add(e.key)
 
 
 def scores_long(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]]:
     """Per-image scores as a long table: one row per entry, image and metric, with keys
-    ``subject, roi, model, generator, condition, image, metric, value`` (``value``:
+    ``subject, roi, model, mapper, generator, condition, image, metric, value`` (``value``:
     float, None for NaN)."""
     rows = []
     for e in entries:
@@ -270,6 +286,7 @@ def scores_long(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]]
                         "subject": e.subject,
                         "roi": e.roi,
                         "model": e.model,
+                        "mapper": e.mapper,
                         "generator": e.generator,
                         "condition": e.condition,
                         "image": stem,
@@ -280,17 +297,26 @@ def scores_long(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]]
     return rows
 
 
-def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]]:
-    """Each entry's metric summaries, and their average over subjects.
+def summary_rows(
+    entries: Sequence[ReconstructionScores], *, n_permutations: int = 10_000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Each entry's metric summaries, their test against the floor, and their average
+    over subjects.
 
     Returns
     -------
     list of dict
         One row per entry and metric of ``evaluation.summary``, with keys ``subject,
-        roi, model, generator, condition, metric, mean, ci_low, ci_high, n, chance,
-        unpaired, higher_is_better, n_subjects`` (``n_subjects`` = 1).  When the
+        roi, model, mapper, generator, condition, metric, mean, ci_low, ci_high, n, chance,
+        unpaired, higher_is_better, n_subjects, floor_difference, p_floor``
+        (``n_subjects`` = 1).  ``floor_difference`` and ``p_floor`` (``predicted``
+        rows of a method that has ``random`` pictures too): the mean per-image
+        difference from the floor (predicted − random, on the images both have) and
+        the one-sided sign-flip permutation p-value that the method beats its floor
+        (:func:`floor_tests`), Holm-corrected within each subject × ROI × metric
+        across the methods.  When the
         entries hold more than one subject, then rows with ``subject="mean"`` for
-        every ``(roi, model, generator, condition, metric)`` that at least two
+        every ``(roi, model, mapper, generator, condition, metric)`` that at least two
         subjects have: ``mean`` the mean of the subjects' means, ``ci_low`` /
         ``ci_high`` None, ``n`` the images of all subjects, ``chance`` the subjects'
         chance (their mean where they differ), ``unpaired`` the mean of the subjects'
@@ -299,9 +325,10 @@ def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]
     Raises
     ------
     ConfigError
-        The same ``(subject, roi, model, generator, condition)`` appears twice.
+        The same ``(subject, roi, model, mapper, generator, condition)`` appears twice.
     """
     _check_unique(entries)
+    floors = floor_tests(entries, n_permutations=n_permutations, seed=seed)
     rows: list[dict[str, Any]] = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for e in entries:
@@ -310,6 +337,7 @@ def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]
                 "subject": e.subject,
                 "roi": e.roi,
                 "model": e.model,
+                "mapper": e.mapper,
                 "generator": e.generator,
                 "condition": e.condition,
                 "metric": name,
@@ -321,12 +349,13 @@ def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]
                 "unpaired": _float(s.unpaired),
                 "higher_is_better": bool(s.higher_is_better),
                 "n_subjects": 1,
+                **floors.get((e.key, name), {"floor_difference": None, "p_floor": None}),
             }
             rows.append(row)
-            groups.setdefault((e.roi, e.model, e.generator, e.condition, name), []).append(row)
+            groups.setdefault((e.roi, *e.method, e.condition, name), []).append(row)
     if len({e.subject for e in entries}) < 2:
         return rows
-    for (roi, model, generator, condition, name), members in groups.items():
+    for (roi, model, mapper, generator, condition, name), members in groups.items():
         if len(members) < 2:
             continue
         means = [m["mean"] for m in members]
@@ -342,6 +371,7 @@ def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]
                 "subject": MEAN_SUBJECT,
                 "roi": roi,
                 "model": model,
+                "mapper": mapper,
                 "generator": generator,
                 "condition": condition,
                 "metric": name,
@@ -354,28 +384,110 @@ def summary_rows(entries: Sequence[ReconstructionScores]) -> list[dict[str, Any]
                 "unpaired": _float(np.mean(unpaired)) if unpaired else None,
                 "higher_is_better": members[0]["higher_is_better"],
                 "n_subjects": len(members),
+                "floor_difference": None,
+                "p_floor": None,
             }
         )
     return rows
 
 
+def _paired_scores(
+    a: ReconstructionScores, b: ReconstructionScores, metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-image scores of ``metric`` of two sets on the images both have (by
+    stem, sorted); None when there are none."""
+    if metric not in a.evaluation.scores or metric not in b.evaluation.scores:
+        return None
+    a_index = {s: i for i, s in enumerate(a.evaluation.stems)}
+    b_index = {s: i for i, s in enumerate(b.evaluation.stems)}
+    common = sorted(set(a_index) & set(b_index))
+    if not common:
+        return None
+    a_scores = np.asarray(a.evaluation.scores[metric], dtype=np.float64)
+    b_scores = np.asarray(b.evaluation.scores[metric], dtype=np.float64)
+    return a_scores[[a_index[s] for s in common]], b_scores[[b_index[s] for s in common]]
+
+
+def floor_tests(
+    entries: Sequence[ReconstructionScores], *, n_permutations: int = 10_000, seed: int = 0
+) -> dict[tuple[tuple, str], dict[str, float | None]]:
+    """Does each method's ``predicted`` set beat its own floor (its ``random`` set)?
+
+    Per ``predicted`` entry with a ``random`` entry of the same subject, ROI, model,
+    mapper and generator, and per metric both have: the one-sided sign-flip
+    permutation test (:func:`~fmri2image.evaluation.stats.paired_permutation_test`)
+    that the predicted pictures score better than the floor's on the same images
+    (higher or lower by the metric's direction), Holm-corrected within each subject ×
+    ROI × metric across the methods.  A method that wins a column only by a
+    difference the images cannot tell from its floor is no winner: the report and
+    the printed comparison mark the best of a column only where ``p_floor`` < 0.05.
+
+    Returns
+    -------
+    dict
+        ``(entry.key, metric)`` -> ``{"floor_difference": mean(predicted - floor),
+        "p_floor": Holm-adjusted p}`` (None where undefined).
+    """
+    from fmri2image.evaluation.stats import holm_adjust, paired_permutation_test
+
+    by_key = {e.key: e for e in entries}
+    families: dict[tuple[int, str, str], list[tuple[tuple, float | None, float]]] = {}
+    for e in entries:
+        if e.condition != "predicted":
+            continue
+        floor = by_key.get((e.subject, e.roi, *e.method, "random"))
+        if floor is None:
+            continue
+        for metric in metric_order(e.evaluation.scores):
+            pair = _paired_scores(e, floor, metric)
+            if pair is None:
+                continue
+            hib = higher_is_better(metric) is not False
+            test = paired_permutation_test(
+                *pair, n_permutations=n_permutations, seed=seed,
+                alternative="greater" if hib else "less",
+            )  # fmt: skip
+            p = _float(test.p_value)
+            families.setdefault((e.subject, e.roi, metric), []).append(
+                (e.key, _float(test.mean_difference), math.nan if p is None else p)
+            )
+    out: dict[tuple[tuple, str], dict[str, float | None]] = {}
+    for (_, _, metric), family in families.items():
+        adjusted = holm_adjust([p for _, _, p in family])
+        for (key, diff, _), p_holm in zip(family, adjusted):
+            out[(key, metric)] = {"floor_difference": diff, "p_floor": _float(p_holm)}
+    return out
+
+
+#: Below this (Holm-corrected) p-value a method beats its floor and may be marked best.
+FLOOR_ALPHA = 0.05
+
+
+def beats_floor(row: Mapping[str, Any]) -> bool:
+    """Whether a ``summary`` row's method beats its floor by the paired test."""
+    p = _float(row.get("p_floor"))
+    return p is not None and p < FLOOR_ALPHA
+
+
 def paired_rows(
     entries: Sequence[ReconstructionScores], *, n_permutations: int = 10_000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Paired permutation tests between the models' predicted reconstructions.
+    """Paired permutation tests between the decoders' predicted reconstructions.
 
-    For each ``(subject, roi, generator)`` with predicted reconstructions of at least
-    two models, each metric and each unordered pair of models (first-seen order), the
+    A decoder is a model × mapper.  For each ``(subject, roi, generator)`` with
+    predicted reconstructions of at least two decoders, each metric and each unordered
+    pair of decoders (first-seen order), the
     per-image scores of the images both models have (matched by stem, sorted) go
     through :func:`~fmri2image.evaluation.stats.paired_permutation_test`.
 
     Returns
     -------
     list of dict
-        Keys ``subject, roi, generator, metric, model_a, model_b, n, mean_difference
+        Keys ``subject, roi, generator, metric, model_a, mapper_a, model_b, mapper_b, n,
+        mean_difference
         (a - b), p_value, p_holm, better``.  ``p_holm`` is Holm-adjusted
         (:func:`~fmri2image.evaluation.stats.holm_adjust`) within each ``(subject,
-        roi, generator, metric)`` across the model pairs.  ``better`` is
+        roi, generator, metric)`` across the decoder pairs.  ``better`` is
         ``"model_a"``, ``"model_b"`` or ``"equal"`` by the sign of the difference and
         the metric's direction in the registry (unregistered metrics: higher is
         better); None where no image pair has both scores.
@@ -383,7 +495,7 @@ def paired_rows(
     Raises
     ------
     ConfigError
-        The same ``(subject, roi, model, generator, condition)`` appears twice.
+        The same ``(subject, roi, model, mapper, generator, condition)`` appears twice.
     """
     from fmri2image.evaluation.stats import holm_adjust, paired_permutation_test
 
@@ -400,21 +512,10 @@ def paired_rows(
         for metric in metric_order(name for e in members for name in e.evaluation.scores):
             family = []
             for a, b in pairs:
-                if metric not in a.evaluation.scores or metric not in b.evaluation.scores:
+                pair = _paired_scores(a, b, metric)
+                if pair is None:
                     continue
-                a_index = {s: i for i, s in enumerate(a.evaluation.stems)}
-                b_index = {s: i for i, s in enumerate(b.evaluation.stems)}
-                common = sorted(set(a_index) & set(b_index))
-                if not common:
-                    continue
-                a_scores = np.asarray(a.evaluation.scores[metric], dtype=np.float64)
-                b_scores = np.asarray(b.evaluation.scores[metric], dtype=np.float64)
-                test = paired_permutation_test(
-                    a_scores[[a_index[s] for s in common]],
-                    b_scores[[b_index[s] for s in common]],
-                    n_permutations=n_permutations,
-                    seed=seed,
-                )
+                test = paired_permutation_test(*pair, n_permutations=n_permutations, seed=seed)
                 diff = _float(test.mean_difference)
                 if diff is None:
                     better = None
@@ -430,7 +531,9 @@ def paired_rows(
                         "generator": generator,
                         "metric": metric,
                         "model_a": a.model,
+                        "mapper_a": a.mapper,
                         "model_b": b.model,
+                        "mapper_b": b.mapper,
                         "n": int(test.n),
                         "mean_difference": diff,
                         "p_value": _float(test.p_value),
@@ -464,6 +567,8 @@ class ModelDecoding:
     retrievals : tuple of RetrievalArtifact
     seconds : float
         Time spent on the mapping stage (0 when reused).
+    mapper : str
+        The mapping model (``"ridge"``).
     """
 
     model: str
@@ -472,6 +577,7 @@ class ModelDecoding:
     fit: dict[str, Any]
     retrievals: tuple[Any, ...] = ()
     seconds: float = 0.0
+    mapper: str = "ridge"
 
 
 @dataclass(frozen=True)
@@ -531,7 +637,7 @@ def decoding_rows(decodings: Iterable[Decoding]) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        Keys ``subject, roi, model, stage, database, metric, value, baseline,
+        Keys ``subject, roi, model, mapper, stage, database, metric, value, baseline,
         chance, higher_is_better``.  Stage ``"prediction"`` (``database`` None):
         every embedding metric the map was scored with (registry names:
         ``pairwise_identification``, ``nway_top1``, ``r2_variance_weighted``,
@@ -542,7 +648,7 @@ def decoding_rows(decodings: Iterable[Decoding]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for d in decodings:
         for m in d.models:
-            key = {"subject": d.subject, "roi": d.roi, "model": m.model}
+            key = {"subject": d.subject, "roi": d.roi, "model": m.model, "mapper": m.mapper}
             for metric in metric_order(m.metrics):
                 r = m.metrics[metric]
                 rows.append(
@@ -593,6 +699,7 @@ def decoding_summary(decodings: Iterable[Decoding]) -> list[dict[str, Any]]:
                     "subject": d.subject,
                     "roi": d.roi,
                     "encoder": m.model,
+                    "mapper": m.mapper,
                     "dim": m.dim,
                     "alpha_median": m.fit.get("alpha_median"),
                     "pairwise_id": get("pairwise_identification", "value"),
@@ -840,7 +947,9 @@ def write_tables(
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "scores": scores_long(entries),
-        "summary": summary_rows(entries) if summary is None else summary,
+        "summary": summary_rows(entries, n_permutations=n_permutations, seed=seed)
+        if summary is None
+        else summary,
         "paired": paired_rows(entries, n_permutations=n_permutations, seed=seed)
         if paired is None
         else paired,
@@ -855,6 +964,12 @@ def write_tables(
 
 
 # ------------------------------------------------------------------ the printed comparison
+def _decoder(test: Mapping[str, Any], side: str, several: bool) -> str:
+    """One side of a paired test: its model, and its mapper when a run has several."""
+    model = str(test[f"model_{side}"])
+    return f"{model} · {test.get(f'mapper_{side}', 'ridge')}" if several else model
+
+
 def _block_title(subject: Any, roi: str, rows: Sequence[Mapping[str, Any]], shown: str) -> str:
     ns = [int(r["n"]) for r in rows if r.get("n") is not None]
     images = "?" if not ns else (str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
@@ -872,6 +987,28 @@ def _block_title(subject: Any, roi: str, rows: Sequence[Mapping[str, Any]], show
         legend = {"true": "the ceiling: the true stimulus", "random": "the floor: a random "
                   "training stimulus"}[shown]  # fmt: skip
     return f"Reconstructions: {who}, {roi} (mean over {over}; {legend})"
+
+
+#: The mark of the best method of a column (that beats its own floor).
+BEST_MARK = "★"
+
+
+def _winners(
+    block: tuple[str, str], methods: Sequence[tuple], metric: str, by_key: Mapping[tuple, Any]
+) -> set[tuple]:
+    """The methods holding the best ``predicted`` mean of ``metric`` in ``block`` (ties
+    included) among those that beat their floor (:func:`beats_floor`); none when fewer
+    than two methods have a mean or all are equal."""
+    rows = {m: by_key.get((*block, *m, "predicted", metric)) for m in methods}
+    known = {m: r["mean"] for m, r in rows.items() if r is not None and r.get("mean") is not None}
+    if len(known) < 2 or len(set(known.values())) == 1:
+        return set()
+    hib = higher_is_better(metric) is not False
+    top = max(known.values()) if hib else min(known.values())
+    return {
+        m for m, v in known.items()
+        if math.isclose(v, top, rel_tol=1e-12, abs_tol=1e-12) and beats_floor(rows[m])
+    }  # fmt: skip
 
 
 def format_comparison(
@@ -894,7 +1031,8 @@ def format_comparison(
         block = (str(r["subject"]), r["roi"])
         blocks.setdefault(block, []).append(r)
         shown_subject.setdefault(block, r["subject"])
-        by_key[(*block, r["model"], r["generator"], r["condition"], r["metric"])] = r
+        by_key[(*block, r["model"], r.get("mapper", "ridge"), r["generator"], r["condition"],
+                r["metric"])] = r  # fmt: skip
     order = [b for b in blocks if b[0] != MEAN_SUBJECT] + [
         b for b in blocks if b[0] == MEAN_SUBJECT
     ]
@@ -905,30 +1043,42 @@ def format_comparison(
         shown = present[0]  # "predicted" whenever the method was run
         main = [r for r in rows if r["condition"] == shown]
         metrics = metric_order(r["metric"] for r in main)
-        methods = list(dict.fromkeys((r["model"], r["generator"]) for r in main))
+        methods = list(
+            dict.fromkeys((r["model"], r.get("mapper", "ridge"), r["generator"]) for r in main)
+        )
+        several = len({m[1] for m in methods}) > 1
+        best = {metric: _winners(block, methods, metric, by_key) for metric in metrics}
         table_rows = []
-        for model, generator in methods:
-            cells = [model, generator]
+        for method in methods:
+            model, mapper, generator = method
+            cells = [model, *([mapper] if several else []), generator]
             for metric in metrics:
-                here = by_key.get((*block, model, generator, shown, metric))
+                here = by_key.get((*block, *method, shown, metric))
                 if here is None:
                     cells.append("n/a")
                 elif shown != "predicted":
                     cells.append(num(here["mean"]))
                 else:
-                    floor = by_key.get((*block, model, generator, "random", metric))
-                    ceiling = by_key.get((*block, model, generator, "true", metric))
+                    floor = by_key.get((*block, *method, "random", metric))
+                    ceiling = by_key.get((*block, *method, "true", metric))
+                    star = f" {BEST_MARK}" if method in best[metric] else ""
                     cells.append(
-                        f"{num(here['mean'])} [{num(floor and floor['mean'])}, "
+                        f"{num(here['mean'])}{star} [{num(floor and floor['mean'])}, "
                         f"{num(ceiling and ceiling['mean'])}]"
                     )
             table_rows.append(cells)
         if out:
             out.append("")
         out.append(_block_title(shown_subject[block], block[1], main, shown))
+        head = ["model", *(["mapper"] if several else []), "generator"]
         out += format_table(
-            ["model", "generator", *metrics], table_rows, align="ll" + "r" * len(metrics)
+            [*head, *metrics], table_rows, align="l" * len(head) + "r" * len(metrics)
         )
+        if shown == "predicted" and any(best.values()):
+            out.append(
+                f"{BEST_MARK} best of its column, and better than its own floor by a paired "
+                f"test (one-sided sign-flip, Holm-corrected, p < {FLOOR_ALPHA})"
+            )
         refs = []
         for metric in metrics:
             these = [r for r in main if r["metric"] == metric]
@@ -950,20 +1100,19 @@ def format_comparison(
         if tests:
             out += [
                 "",
-                "Paired tests between models (sign-flip permutation, Holm-corrected within "
+                "Paired tests between decoders (sign-flip permutation, Holm-corrected within "
                 "each metric):",
             ]
             test_rows = []
             for t in tests:
                 better = t.get("better")
-                winner = {"model_a": t["model_a"], "model_b": t["model_b"], "equal": "="}.get(
-                    better, "n/a"
-                )
+                a, b = _decoder(t, "a", several), _decoder(t, "b", several)
+                winner = {"model_a": a, "model_b": b, "equal": "="}.get(better, "n/a")
                 test_rows.append(
                     [
                         t["generator"],
                         t["metric"],
-                        f"{t['model_a']} − {t['model_b']}",
+                        f"{a} − {b}",
                         num(t.get("mean_difference"), "+.3f"),
                         p_text(t.get("p_value")),
                         p_text(t.get("p_holm")),

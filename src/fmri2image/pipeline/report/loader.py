@@ -72,6 +72,11 @@ class RunFolder:
     versions : dict of str to str
         The package versions the run's evaluations recorded (``summary.json``), empty
         when it has none.
+    decoders : dict of str to (str, str)
+        The ``model`` of the rows above, as the report names it, to the (model, mapper)
+        it stands for: a run with several mappers names its decoders ``"<model> ·
+        <mapper>"`` (their rows keep ``encoder`` and ``mapper``), one with a single
+        mapper by the model alone.
     """
 
     root: Path
@@ -84,6 +89,11 @@ class RunFolder:
     decoding: list[dict[str, Any]]
     blocks: dict[tuple[str, str], DataBlock] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    decoders: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def decoder(self, name: str) -> tuple[str, str]:
+        """The (model, mapper) that the report's model ``name`` stands for."""
+        return self.decoders.get(name, (name, "ridge"))
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.config.get(name)
@@ -239,6 +249,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
 
     run = read(run_dir)
     summary_path, summary = _summary(run.root)
+    rows, paired, decoders = _decoders(run.summary, run.decoding, run.paired)
     return RunFolder(
         root=run.root,
         config=run.config_table,
@@ -254,9 +265,42 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
             for s in run.stages
         ],
         folders=dict(run.folders),
-        summary=run.summary,
-        paired=run.paired,
-        decoding=run.decoding,
+        summary=rows["summary"],
+        paired=paired,
+        decoding=rows["decoding"],
         blocks=_data_blocks(summary_path, summary),
         versions=_versions(summary),
+        decoders=decoders,
     )
+
+
+#: How the report names a model × mapper when a run compares several mappers.
+DECODER_SEPARATOR = " · "
+
+
+def _decoders(
+    summary: list[dict[str, Any]], decoding: list[dict[str, Any]], paired: list[dict[str, Any]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], dict[str, tuple[str, str]]]:
+    """The rows with ``model`` naming the decoder (model, or model · mapper when the run
+    has several mappers), and what each name stands for."""
+    mappers = {r.get("mapper") or "ridge" for r in (*summary, *decoding)}
+    several = len(mappers) > 1
+    decoders: dict[str, tuple[str, str]] = {}
+
+    def name(model: str, mapper: str | None) -> str:
+        mapper = mapper or "ridge"
+        label = f"{model}{DECODER_SEPARATOR}{mapper}" if several else model
+        decoders.setdefault(label, (model, mapper))
+        return label
+
+    tables = {
+        key: [{**r, "encoder": r["model"], "model": name(r["model"], r.get("mapper"))}
+              for r in rows]
+        for key, rows in (("summary", summary), ("decoding", decoding))
+    }  # fmt: skip
+    pairs = [
+        {**r, "model_a": name(r["model_a"], r.get("mapper_a")),
+         "model_b": name(r["model_b"], r.get("mapper_b"))}
+        for r in paired
+    ]  # fmt: skip
+    return tables, pairs, decoders

@@ -25,6 +25,7 @@ from typing import Any
 from fmri2image import __version__
 from fmri2image._io import load_json, safe_name
 from fmri2image.pipeline.report.loader import RunFolder, is_stem, shown
+from fmri2image.pipeline.tables import beats_floor
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def dirname(name: str) -> str:
     from fmri2image.features.shards import store_dirname
 
     return store_dirname(name)
+
+
+def decoder_dirs(run: RunFolder, name: str) -> tuple[str, str]:
+    """The folders of the report's model ``name`` (model, mapper) under ``images/<block>/``
+    and ``maps/<block>/``."""
+    model, mapper = run.decoder(name)
+    return dirname(model), dirname(mapper)
 
 
 def unique(values: Iterable[Any]) -> list[Any]:
@@ -197,7 +205,9 @@ class Report:
 def _retrieval_file(run: RunFolder, block: Block, model: str, database: str, name: str):
     """A file of the model's retrieval from ``database``, as the run exported it
     (``maps/<block>/<model>/retrieval/<database>/``)."""
-    return run.file("maps", block.images, dirname(model), "retrieval", safe_name(database), name)
+    return run.file(
+        "maps", block.images, *decoder_dirs(run, model), "retrieval", safe_name(database), name
+    )
 
 
 def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> None:
@@ -252,7 +262,7 @@ def _load_labels(run: RunFolder, block: Block, model: str, database: str) -> Non
 
 def _map_file(run: RunFolder, block: Block, model: str, *rel: str) -> Path | None:
     """A file of the model's map, as the run exported it (``maps/<block>/<model>/``)."""
-    return run.file("maps", block.images, dirname(model), *rel)
+    return run.file("maps", block.images, *decoder_dirs(run, model), *rel)
 
 
 def _load_r2(run: RunFolder, block: Block, model: str) -> None:
@@ -306,7 +316,7 @@ def _load_shown(run: RunFolder, block: Block, model: str, gen: str) -> None:
 def picture_path(run: RunFolder, block: Block, model: str, gen: str, name: str) -> Path:
     """Where the run exported a file of a ``predicted`` picture of (model, generator)."""
     return run.root.joinpath(
-        "images", block.images, dirname(model), dirname(gen), "predicted", name
+        "images", block.images, *decoder_dirs(run, model), dirname(gen), "predicted", name
     )
 
 
@@ -421,13 +431,12 @@ def comparison_rows(rep: Report) -> list[dict[str, Any]]:
     rows = []
     for block in rep.blocks:
         methods = rep.methods.get(block.key, [])
-        best = {
-            metric: _best(
-                {m: (rep.row(block, *m, "predicted", metric) or {}).get("mean") for m in methods},
-                rep.hib.get(metric, True),
-            )
-            for metric in rep.metrics
-        }
+        # The best of a column, and only if it beats its own floor by the paired test.
+        best = {}
+        for metric in rep.metrics:
+            rows = {m: rep.row(block, *m, "predicted", metric) or {} for m in methods}
+            top = _best({m: r.get("mean") for m, r in rows.items()}, rep.hib.get(metric, True))
+            best[metric] = {m for m in top if beats_floor(rows[m])}
         for model, gen in methods:
             for metric in rep.metrics:
                 here = rep.row(block, model, gen, "predicted", metric)
@@ -452,6 +461,8 @@ def comparison_rows(rep: Report) -> list[dict[str, Any]]:
                         "chance": here.get("chance"),
                         "unpaired": here.get("unpaired"),
                         "higher_is_better": rep.hib.get(metric, True),
+                        "floor_difference": here.get("floor_difference"),
+                        "p_floor": here.get("p_floor"),
                         "best": (model, gen) in best[metric],
                     }
                 )

@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = {
     "comparison": ("subject", "roi", "model", "generator", "metric", "mean", "ci_low", "ci_high",
                    "n", "n_subjects", "floor", "ceiling", "chance", "unpaired",
-                   "higher_is_better", "best"),
+                   "higher_is_better", "floor_difference", "p_floor", "best"),
     "paired": ("subject", "roi", "generator", "metric", "model_a", "model_b", "n",
                "mean_difference", "p_value", "p_holm", "better", "winner", "significant"),
     "decoding": ("subject", "roi", "model", "stage", "database", "metric", "value", "baseline",
@@ -159,8 +159,9 @@ def markdown(rep: Report, tables: Tables) -> str:
         "## Comparison",
         "",
         f"Each cell: the mean of the `predicted` reconstructions [95 % CI] (floor / ceiling: "
-        f"the `random` and `true` conditions). {BEST} marks the best of each column "
-        "(↑ higher is better, ↓ lower).",
+        f"the `random` and `true` conditions). {BEST} marks the best of each column, when "
+        "that method beats its own floor by a paired test (one-sided sign-flip, "
+        "Holm-corrected, p < 0.05) (↑ higher is better, ↓ lower).",
     ]
     for table in comparison_tables(rep, tables.comparison):
         out += ["", f"### {md(table.block.title)} ({md(table.n_images)})", ""]

@@ -400,7 +400,8 @@ def facts(rep: Report, now: str) -> list[tuple[str, str]]:
     if len(run.folders) < len(run.stages):
         found = (f"; {len(run.stages) - len(run.folders)} stage folders not found in the "
                  "cache (moved or deleted)")  # fmt: skip
-    mapper = mapping.get("mapper", "ridge")
+    mappers = mapping.get("mappers", mapping.get("mapper", "ridge"))
+    mapper = ", ".join(mappers) if isinstance(mappers, list) else str(mappers)
     cv = mapping.get("cv")
     out = [
         ("Run folder", str(run.root.resolve())),
