@@ -274,6 +274,7 @@ def build_experiment(
                             f"retrieval/{model}/{db.name}/{tag}", config, db,
                             config.retrieval.k or AUTO_K[db.kind], model,
                             decoding[(subject, roi)], m_name, source,
+                            features_name=features[model],
                         )
                     )  # fmt: skip
                 retrieval[(subject, roi, model)] = ret_of
