@@ -258,6 +258,18 @@ def add_retrieval_options(p: argparse.ArgumentParser) -> None:
         "--skip-unresolved", action="store_true", default=None,
         help="leave such class folders out instead of stopping (retrieval.skip_unresolved)",
     )  # fmt: skip
+    g.add_argument(
+        "--hubness", choices=("none", "center", "csls"),
+        help="hubness correction of the k-NN search: none (plain cosine), center (subtract "
+        "the training-mean embedding from the predictions and the database mean from its "
+        "items), csls (2 cos - r(i) on centered vectors, r(i) from the training stimuli) "
+        f"(retrieval.hubness; default: {_RET.hubness})",
+    )  # fmt: skip
+    g.add_argument(
+        "--csls-k", type=positive_int, metavar="K",
+        help="training stimuli averaged in CSLS's r(i) (retrieval.csls_k; default: "
+        f"{_RET.csls_k})",
+    )  # fmt: skip
 
 
 def add_generation_options(p: argparse.ArgumentParser, *, generators: bool = True) -> None:
@@ -365,6 +377,7 @@ _FLAGS = {
     "n_voxels": "mapping__n_voxels",
     "databases": "retrieval__databases", "k": "retrieval__k", "vote": "retrieval__vote",
     "class_map": "retrieval__class_map", "skip_unresolved": "retrieval__skip_unresolved",
+    "hubness": "retrieval__hubness", "csls_k": "retrieval__csls_k",
     "generators": "generation__generators", "labels_from": "generation__labels_from",
     "init": "generation__init", "dtype": "generation__dtype",
     "executor": "generation__executor", "workers": "generation__workers",

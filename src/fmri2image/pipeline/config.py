@@ -229,6 +229,13 @@ class RetrievalSection:
         whose names are ambiguous or unknown in WordNet).
     skip_unresolved : bool
         Leave such class folders out instead of refusing the folder.
+    hubness : {"none", "center", "csls"}
+        Hubness correction of the k-NN search (docs/retrieval.md, "Hubness"):
+        ``center`` subtracts the training-mean embedding from the predictions and
+        the database's mean from its items; ``csls`` (the default) scores
+        ``2 cos - r(i)`` on centered vectors, ``r(i)`` from the training stimuli.
+    csls_k : int
+        Reference neighbours of CSLS's ``r(i)``.
     """
 
     databases: tuple[str, ...] = ("prototypes",)
@@ -236,6 +243,8 @@ class RetrievalSection:
     vote: str = "nearest"
     class_map: str | None = None
     skip_unresolved: bool = False
+    hubness: str = "csls"
+    csls_k: int = 10
 
 
 @dataclass(frozen=True)
@@ -525,11 +534,14 @@ def _check_mapping(m: MappingSection) -> None:
 
 def _check_retrieval(r: RetrievalSection) -> None:
     from fmri2image.features import parse_database
+    from fmri2image.retrieval.hubness import HUBNESS
 
     for db in r.databases:
         parse_database(str(db).strip())  # keyword forms (text-prototypes:9k); folders later
     _positive_int("--k (retrieval.k)", r.k, allow_none=True)
     _one_of("--vote (retrieval.vote)", r.vote, VOTES)
+    _one_of("--hubness (retrieval.hubness)", r.hubness, HUBNESS)
+    _positive_int("--csls-k (retrieval.csls_k)", r.csls_k)
     if r.class_map is not None:
         from fmri2image.errors import DataFormatError
         from fmri2image.features.databases import load_class_map

@@ -273,7 +273,7 @@ def build_experiment(
                 st.retrieval_stage(
                     f"retrieval/{model}/{mapper}/{db.name}/{tag}", config, db,
                     config.retrieval.k or AUTO_K[db.kind], model,
-                    decoding[(subject, roi)], m_name, source,
+                    decoding[(subject, roi)], m_name, source, features_name=features[model],
                 )
             )  # fmt: skip
         retrieval[(subject, roi, model, mapper)] = ret_of

@@ -750,30 +750,40 @@ def retrieval_stage(
     data_name: str,
     mapping_name: str,
     source_name: str | None,
+    features_name: str | None = None,
 ) -> Stage:
     """k-NN labels of each predicted embedding from one database, scored.
 
     ``source_name``: the stage whose artifact is the database (``database`` or
     ``prototypes``); None for a feature folder from ``fmri2image extract``.
+    ``features_name``: the stimulus features of ``model``, whose training rows are
+    CSLS's references (read only with ``retrieval.hubness = "csls"``).
     """
+    hubness = config.retrieval.hubness
     cfg: dict[str, Any] = {
         "database": {"kind": db.kind, "name": db.name, "vocabulary": db.vocabulary},
         "source": db.source if db.kind == "features" else None,
         "k": k,
         "vote": config.retrieval.vote,
+        "hubness": hubness,
+        "csls_k": config.retrieval.csls_k if hubness == "csls" else None,
         "seed": config.seed,
     }
+    if hubness == "csls" and features_name is None:
+        raise ValueError("retrieval_stage with hubness='csls' needs features_name.")
     if db.kind == "features":  # a feature folder from `extract`: its identity is part of the key
         from fmri2image.pipeline.preflight import encoder_store
 
         store = encoder_store(db.path, model) if db.path is not None else None
         cfg["store"] = files_identity(sorted(store.glob("*"))) if store else None
     inputs = (data_name, mapping_name) + ((source_name,) if source_name else ())
+    if hubness == "csls" and features_name is not None:
+        inputs += (features_name,)
 
     def run(ctx: StageContext) -> None:
         from fmri2image.evaluation import semantic_metrics
         from fmri2image.pipeline.preflight import encoder_store
-        from fmri2image.retrieval import FeatureIndex, retrieve
+        from fmri2image.retrieval import FeatureIndex, hubness_correction, retrieve
 
         data: SubjectData = ctx.inputs[data_name]
         mapped: MapArtifact = ctx.inputs[mapping_name]
@@ -787,8 +797,18 @@ def retrieval_stage(
             index = FeatureIndex.from_store(encoder_store(db.path, model))
         vote = config.retrieval.vote
         stems = list(data.test_stems)
-        found = retrieve(mapped.predictions, index, k=k, vote=vote, query_ids=stems)
-        baseline = retrieve(mapped.train_mean[None, :], index, k=k, vote=vote)
+        references = None
+        if hubness == "csls":  # each training stimulus once; never a test image
+            feats: StimulusFeatures = ctx.inputs[features_name]
+            references = feats.train[np.unique(data.train_rows)]
+        hub = hubness_correction(
+            index, hubness, query_mean=mapped.train_mean, references=references,
+            csls_k=config.retrieval.csls_k,
+        )  # fmt: skip
+        found = retrieve(mapped.predictions, index, k=k, vote=vote, query_ids=stems, hubness=hub)
+        # The baseline (the training mean) gets the same correction: centered, it is
+        # the zero vector, whose neighbours carry no information.
+        baseline = retrieve(mapped.train_mean[None, :], index, k=k, vote=vote, hubness=hub)
         sem = semantic_metrics(
             found, list(data.true_labels), seed=config.seed, query_ids=stems, baseline=baseline,
             wordnet=None if data.vocabulary == "wordnet" else False,
@@ -801,6 +821,7 @@ def retrieval_stage(
                 "database": db.name,
                 "label": db.label,
                 "k": k,
+                "hubness": hubness,
                 "summary": sem.summary,
                 "top1": [str(x) for x in found.top1],
             },

@@ -31,6 +31,7 @@ from fmri2image.errors import ConfigError
 from fmri2image.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fmri2image.retrieval.hubness import HubnessCorrection
     from fmri2image.retrieval.index import FeatureIndex
 
 __all__ = ["VOTES", "RetrievalResult", "apply_vote", "retrieve"]
@@ -113,7 +114,8 @@ class RetrievalResult:
     indices : ndarray of shape (n_queries, k), int64
         Database rows of the neighbours, nearest first (``-1``: none found).
     similarities : ndarray of shape (n_queries, k), float32
-        Their similarities (cosine for a cosine index).
+        Their similarities (cosine for a cosine index; with ``hubness="csls"`` the
+        CSLS score ``2 cos - r(i)``).
     neighbor_labels : ndarray of shape (n_queries, k), str
         Their labels (WordNet ids).
     ranked_labels : tuple of tuple of str
@@ -130,6 +132,9 @@ class RetrievalResult:
         Item names (image paths) of the neighbours when the index keeps them.
     query_ids : tuple of str, or None
         Name of each query (for GOD: the stimulus stem), when the caller gave them.
+    hubness : str
+        Hubness correction of the search (``"none"``, ``"center"``, ``"csls"``;
+        :mod:`fmri2image.retrieval.hubness`).
     """
 
     indices: np.ndarray
@@ -142,6 +147,7 @@ class RetrievalResult:
     database_classes: tuple[str, ...]
     neighbor_items: np.ndarray | None = None
     query_ids: tuple[str, ...] | None = None
+    hubness: str = "none"
 
     @property
     def n_queries(self) -> int:
@@ -187,6 +193,7 @@ class RetrievalResult:
         meta = {
             "vote": self.vote,
             "metric": self.metric,
+            "hubness": self.hubness,
             "k": str(self.k),
             "database_classes": "\n".join(self.database_classes),
         }
@@ -228,6 +235,7 @@ class RetrievalResult:
             database_classes=tuple(classes.split("\n")) if classes else (),
             neighbor_items=items,
             query_ids=query_ids,
+            hubness=meta.get("hubness", "none"),
         )
 
 
@@ -238,6 +246,7 @@ def retrieve(
     vote: str = "nearest",
     *,
     query_ids: Sequence[str] | None = None,
+    hubness: HubnessCorrection | None = None,
 ) -> RetrievalResult:
     """Search ``index`` for each query and vote a ranked list of labels.
 
@@ -256,6 +265,9 @@ def retrieve(
     query_ids : sequence of str, optional
         Name of each query (e.g. the stimulus stem), kept in the saved table's
         ``query`` column; default: the query number.
+    hubness : HubnessCorrection, optional
+        Search with a hubness correction (centering or CSLS) computed for ``index``
+        by :func:`fmri2image.retrieval.hubness_correction`; default: plain similarity.
 
     Returns
     -------
@@ -271,7 +283,10 @@ def retrieve(
                 f"Got {len(query_ids)} query ids for {len(queries)} queries; pass one "
                 "name per query."
             )
-    sims, idx = index.search(queries, k)
+    if hubness is None:
+        sims, idx = index.search(queries, k)
+    else:
+        sims, idx = hubness.search(index, queries, k)
     labels = index.labels_of(idx)
     ranked, scores = apply_vote(labels, sims, vote)
     items = index.items_
@@ -289,4 +304,5 @@ def retrieve(
         database_classes=tuple(index.classes_.tolist()),
         neighbor_items=neighbor_items,
         query_ids=query_ids,
+        hubness="none" if hubness is None else hubness.method,
     )
