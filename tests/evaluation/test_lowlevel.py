@@ -16,6 +16,7 @@ from fmri2image.errors import DataFormatError
 from fmri2image.evaluation.lowlevel import (
     PROTOCOL_SIZE,
     pixcorr,
+    pixcorr_identification,
     protocol_info,
     protocol_pixels,
     ssim,
@@ -154,6 +155,22 @@ def test_real_photos_match_the_protocol(photos):
 def test_identical_images_score_one(photos):
     np.testing.assert_allclose(pixcorr(photos, photos), 1.0, atol=TOL)
     np.testing.assert_allclose(ssim(photos, photos), 1.0, atol=TOL)
+
+
+def test_pixcorr_identification_is_the_two_way_protocol_on_pixels(photos):
+    """Brute force: reconstruction j is identified against ground truth i when its
+    PixCorr with its own ground truth beats the one with i."""
+    pred = degraded(photos)
+    got = pixcorr_identification(photos, pred)
+    true_px = [reference_pixels(im).ravel() for im in photos]
+    pred_px = [reference_pixels(im).ravel() for im in pred]
+    n = len(photos)
+    r = np.array([[np.corrcoef(true_px[i], pred_px[j])[0, 1] for j in range(n)] for i in range(n)])
+    want = [np.mean([r[i, j] < r[j, j] for i in range(n) if i != j]) for j in range(n)]
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(pixcorr_identification(photos, photos), 1.0)
+    shuffled = pixcorr_identification(photos, pred[1:] + pred[:1])
+    assert shuffled.mean() < got.mean()
 
 
 def test_both_metrics_are_symmetric(photos):

@@ -196,6 +196,12 @@ def _pixcorr(y_true: Any, y_pred: Any, *, seed: int = 0) -> np.ndarray:
     return pixcorr(y_true, y_pred)
 
 
+def _pixcorr_identification(y_true: Any, y_pred: Any, *, seed: int = 0) -> np.ndarray:
+    from fmri2image.evaluation.lowlevel import pixcorr_identification
+
+    return pixcorr_identification(y_true, y_pred)
+
+
 def _ssim(y_true: Any, y_pred: Any, *, seed: int = 0) -> np.ndarray:
     from fmri2image.evaluation.lowlevel import ssim
 
@@ -275,6 +281,18 @@ _BUILTIN: tuple[Metric, ...] = (
         "1.0, true 2-D SSIM as scikit-image >= 0.20 computes it)",
         reference=MINDEYE,
         score=_ssim,
+    ),
+    Metric(
+        "pixcorr2",
+        True,
+        "pixels",
+        "2-way identification by PixCorr (the flattened RGB pixels at 425x425, exhaustive "
+        "over all pairs): the low-level pathway's identification score",
+        chance=0.5,
+        min_images=2,
+        reference="MindEye's 2-way protocol on the PixCorr pixels (Brain-Diffuser, MindEye2 "
+        "low-level evaluation)",
+        score=_pixcorr_identification,
     ),
     _two_way_metric("alex2", "alexnet", "features.4", "AlexNet features.4", reference=MINDEYE),
     _two_way_metric("alex5", "alexnet", "features.11", "AlexNet features.11", reference=MINDEYE),

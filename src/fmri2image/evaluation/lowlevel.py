@@ -55,6 +55,7 @@ __all__ = [
     "PROTOCOL_SIZE",
     "SSIM_KWARGS",
     "pixcorr",
+    "pixcorr_identification",
     "protocol_info",
     "protocol_pixels",
     "ssim",
@@ -132,6 +133,34 @@ def pixcorr(
     """
     out = [_pearson_rows(t, p) for t, p in _protocol_batches(y_true, y_pred)]
     return np.concatenate(out) if out else np.empty(0, dtype=np.float64)
+
+
+def pixcorr_identification(
+    y_true: Sequence[Image.Image] | np.ndarray, y_pred: Sequence[Image.Image] | np.ndarray
+) -> np.ndarray:
+    """PixCorr 2-way identification of each reconstruction (chance 0.5).
+
+    For reconstruction ``j``: the share of the other ground truths ``i`` whose PixCorr
+    with it (Pearson ``r`` over the flattened RGB protocol pixels) is below that of its
+    own ground truth, as MindEye's 2-way identification does with network features,
+    here on the pixels themselves: can the layout and colour of a picture tell which
+    image was seen?
+
+    Parameters
+    ----------
+    y_true, y_pred : as in :func:`pixcorr` (at least two pairs)
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+    """
+    from fmri2image.evaluation.identification import two_way_identification
+
+    true, pred = [], []
+    for t, p in _protocol_batches(y_true, y_pred):
+        true.append(t.reshape(len(t), -1).astype(np.float32))
+        pred.append(p.reshape(len(p), -1).astype(np.float32))
+    return two_way_identification(np.concatenate(true), np.concatenate(pred))
 
 
 def ssim(
