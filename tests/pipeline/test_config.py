@@ -101,7 +101,7 @@ def test_generator_options_are_checked_per_generator(tmp_path):
         ("", ["mapping.cvv=3"], ["--set mapping.cvv=3", "did you mean cv"]),
         ("", ["nope"], ["--set 'nope'", "KEY=VALUE"]),
         ("", ["mapping=3"], ["is a section"]),
-        ("", ["mapping.cv.x=1"], ["keys are 'name' or 'section.name'"]),
+        ("", ["mapping.cv.x.y=1"], ["keys are 'name', 'section.name' or 'section.table.key'"]),
         ("", ["a=1"], ["unknown key 'a'. Known keys: models"]),
     ],
 )

@@ -243,7 +243,7 @@ def test_a_registered_mapper_is_chosen_by_config(god, first, tmp_path):
     try:
         config = _config(
             god, tmp_path / "out", cache=str(first.out_dir / "cache"),
-            mapping=MappingSection(mapper="test-mean", options={"shrink": 0.5}),
+            mapping=MappingSection(mappers=("test-mean",), options={"shrink": 0.5}),
         )  # fmt: skip
         result = _run(config)
         kinds = {n.split("/")[0] for n in result.computed}
@@ -252,7 +252,7 @@ def test_a_registered_mapper_is_chosen_by_config(god, first, tmp_path):
         assert art.fit["mapper"] == "MeanMapping"
         # The prediction is the shrunk training mean: identification at chance.
         assert art.metrics["pairwise_identification"]["value"] == pytest.approx(0.5)
-        bad = _config(god, tmp_path / "bad", mapping=MappingSection(mapper="test-mean",
+        bad = _config(god, tmp_path / "bad", mapping=MappingSection(mappers=("test-mean",),
                                                                      options={"nosuch": 1}))  # fmt: skip
         with pytest.raises(ConfigError, match="does not accept"):
             _run(bad)

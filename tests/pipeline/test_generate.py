@@ -273,7 +273,10 @@ def test_cli_generate_and_its_errors(decode_run, tmp_path, capsys):
         (["--option", "size=big"], "takes a value of type int"),
         (["--option", "steps=3"], "has no such option"),
         (["--encoder", "nope"], "--encoder nope is not in the run"),
-        (["--init", str(tmp_path / "missing")], "--init must be 'invert' or a folder"),
+        (
+            ["--init", str(tmp_path / "missing")],
+            "--init must be a generator (invert, lowlevel) or a folder",
+        ),
         (["--condition", "oracle"], "argument --condition: invalid choice"),
     ):
         rc = run_cli(["-q", "generate", "--from", str(decode_run), "--generator", "test-echo",

@@ -400,7 +400,7 @@ def test_export_images_copies_and_replaces(fixture, tmp_path):
     for s in e.evaluation.stems:
         assert (dst_dir / f"{s}.png").read_bytes() == (e.images / f"{s}.png").read_bytes()
         assert not os.path.samefile(dst_dir / f"{s}.png", e.images / f"{s}.png")
-    n_png = sum(1 for _ in root.glob("s*/*/*/*/*.png"))
+    n_png = sum(1 for _ in root.glob("s*/*/*/*/*/*.png"))
     assert n_png == sum(len(x.evaluation.stems) for x in entries)
     # The ground truth keeps its suffix.
     gt_dir = root / "s2-ROI_HVC" / "ground_truth"
@@ -423,7 +423,7 @@ def test_export_images_only_existing_pngs(fixture, tmp_path):
     e = entries[0]
     (e.images / f"{e.evaluation.stems[0]}.png").unlink()
     root = export_images(tmp_path / "run", [e], ground_truth)
-    dst = root / "s1-ROI_HVC" / "effnet-lite0" / GENERATOR / e.condition
+    dst = root / "s1-ROI_HVC" / "effnet-lite0" / "ridge" / GENERATOR / e.condition
     assert sorted(p.name for p in dst.iterdir()) == sorted(
         f"{s}.png" for s in e.evaluation.stems[1:]
     )

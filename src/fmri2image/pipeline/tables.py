@@ -1100,8 +1100,8 @@ def format_comparison(
         if tests:
             out += [
                 "",
-                "Paired tests between decoders (sign-flip permutation, Holm-corrected within "
-                "each metric):",
+                f"Paired tests between {'decoders (model · mapper)' if several else 'models'} "
+                "(sign-flip permutation, Holm-corrected within each metric):",
             ]
             test_rows = []
             for t in tests:

@@ -333,7 +333,7 @@ def decoding_with_fit(rep: Report) -> list[dict[str, Any]]:
         for model, alpha in block.alpha.items():
             rows.append(
                 {"subject": block.subject, "roi": block.roi, "model": model,
-                 "stage": "prediction", "database": None, "metric": ALPHA, "value": alpha,
+                 "mapper": rep.run.decoder(model)[1], "stage": "prediction", "database": None, "metric": ALPHA, "value": alpha,
                  "baseline": None, "chance": None, "higher_is_better": None}
             )  # fmt: skip
     return rows
@@ -434,9 +434,9 @@ def comparison_rows(rep: Report) -> list[dict[str, Any]]:
         # The best of a column, and only if it beats its own floor by the paired test.
         best = {}
         for metric in rep.metrics:
-            rows = {m: rep.row(block, *m, "predicted", metric) or {} for m in methods}
-            top = _best({m: r.get("mean") for m, r in rows.items()}, rep.hib.get(metric, True))
-            best[metric] = {m for m in top if beats_floor(rows[m])}
+            cells = {m: rep.row(block, *m, "predicted", metric) or {} for m in methods}
+            top = _best({m: r.get("mean") for m, r in cells.items()}, rep.hib.get(metric, True))
+            best[metric] = {m for m in top if beats_floor(cells[m])}
         for model, gen in methods:
             for metric in rep.metrics:
                 here = rep.row(block, model, gen, "predicted", metric)
@@ -449,6 +449,7 @@ def comparison_rows(rep: Report) -> list[dict[str, Any]]:
                         "subject": block.subject,
                         "roi": block.roi,
                         "model": model,
+                        "mapper": rep.run.decoder(model)[1],
                         "generator": gen,
                         "metric": metric,
                         "mean": here.get("mean"),

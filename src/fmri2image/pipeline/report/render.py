@@ -67,13 +67,14 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- CSV
 CSV_COLUMNS = {
-    "comparison": ("subject", "roi", "model", "generator", "metric", "mean", "ci_low", "ci_high",
-                   "n", "n_subjects", "floor", "ceiling", "chance", "unpaired",
-                   "higher_is_better", "floor_difference", "p_floor", "best"),
-    "paired": ("subject", "roi", "generator", "metric", "model_a", "model_b", "n",
-               "mean_difference", "p_value", "p_holm", "better", "winner", "significant"),
-    "decoding": ("subject", "roi", "model", "stage", "database", "metric", "value", "baseline",
-                 "chance", "higher_is_better", "best"),
+    "comparison": ("subject", "roi", "model", "mapper", "generator", "metric", "mean",
+                   "ci_low", "ci_high", "n", "n_subjects", "floor", "ceiling", "chance",
+                   "unpaired", "higher_is_better", "floor_difference", "p_floor", "best"),
+    "paired": ("subject", "roi", "generator", "metric", "model_a", "mapper_a", "model_b",
+               "mapper_b", "n", "mean_difference", "p_value", "p_holm", "better", "winner",
+               "significant"),
+    "decoding": ("subject", "roi", "model", "mapper", "stage", "database", "metric", "value",
+                 "baseline", "chance", "higher_is_better", "best"),
     "labels": ("subject", "roi", "model", "database", "image", "true_wnid", "true_name",
                "top1_wnid", "top1_name", "hit"),
 }  # fmt: skip
