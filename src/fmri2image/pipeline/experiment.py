@@ -514,7 +514,15 @@ def _lowlevel_map(
         log.info("ROI_LVC not found in subject %s; the low-level map reads %s", subject,
                  LVC_FALLBACK)  # fmt: skip
         roi = LVC_FALLBACK
-        data_name, stems, _, info = data_of(roi)
+        try:
+            data_name, stems, _, info = data_of(roi)
+        except Fmri2ImageError as again:
+            raise ConfigError(
+                f"generator lowlevel maps early visual cortex, and subject {subject} has "
+                f"neither ROI_LVC ({exc}) nor {LVC_FALLBACK} ({again}). Name its ROI with "
+                "the generator's roi option, e.g. --set "
+                "'generation.options.lowlevel={ roi = \"ROI_V1\" }'."
+            ) from again
     options = config.mapping.options
     if "ridge" not in config.mapping.mappers:  # the shared options are the other mappers'
         options = {"ridge": options["ridge"]} if isinstance(options.get("ridge"), dict) else {}
