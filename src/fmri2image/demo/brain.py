@@ -4,16 +4,27 @@ Seven disjoint ROIs (V1, V2, V3, V4, LOC, FFA, PPA) share ``n_voxels`` voxels in
 the proportions of :data:`ROI_FRACTIONS`; ``ROI_LVC`` = V1 ∪ V2 ∪ V3,
 ``ROI_HVC`` = LOC ∪ FFA ∪ PPA and ``ROI_VC`` = all are added by the writer.
 
-*Low-level drive* (V1, V2, V3 and half of V4).  The stimulus is centre-cropped,
-converted to luminance and resized to :math:`P \times P` (``P = 64``).  Complex
-Gabor filters at 3 spatial frequencies × 4 orientations give energy maps
-:math:`E_k = |I * g_k|`, plus a local-luminance map; each channel is divided by
-its mean over the training stimuli.  Voxel :math:`v` has a Gaussian receptive
-field :math:`G_v` (centre uniform over the central 80 % of the image, width
-growing from V1 to V4, :data:`RF_SIGMA`) and non-negative channel weights
-:math:`w_{vk}`:
+*Low-level drive* (V1, V2, V3 and half of V4).  The stimulus is centre-cropped
+and resized to :math:`P \times P` (``P = 64``).  Complex Gabor filters at 3 spatial
+frequencies × 4 orientations of its luminance give contrast-energy maps
+:math:`E_k = |I * g_k|` (each divided by its mean over the training stimuli).  Three
+local-mean maps :math:`M_c` carry luminance and colour opponency: luminance,
+red–green :math:`R - G` and blue–yellow :math:`B - (R + G)/2` (each standardized with
+its mean and sd over the training stimuli and pixels).  Voxel :math:`v` has a
+Gaussian receptive field :math:`G_v` (centre uniform over the central 80 % of the
+image, width growing from V1 to V4, :data:`RF_SIGMA`), non-negative energy weights
+:math:`w_{vk} = |z|` and local-mean weights :math:`a_{vc} = z` (:math:`|z|` for
+luminance), :math:`z \sim \mathcal N(0, 1)`:
 
-.. math:: \ell_v(s) = \sum_k w_{vk} \, \frac{\langle G_v, E_k(s) \rangle}{\langle G_v, 1 \rangle}
+.. math:: e_v(s) = \sum_k w_{vk} \, \frac{\langle G_v, E_k(s) \rangle}{\langle G_v, 1 \rangle},
+   \quad m_v(s) = \sum_c a_{vc} \, \frac{\langle G_v, M_c(s) \rangle}{\langle G_v, 1 \rangle},
+   \quad \ell_v(s) = \tilde e_v(s) + \kappa \, \tilde m_v(s)
+
+where the tilde standardizes over the training stimuli and :math:`\kappa = 0.7`
+(:data:`LOCAL_MEAN_GAIN`): about a third of a low-level voxel's variance follows the
+luminance and colour at its receptive field, so a linear map from V1–V3 recovers a
+low-resolution picture's coarse layout and colour (the low-level pathway of
+:mod:`fmri2image.generation.lowlevel`), the rest its local contrast energy.
 
 *High-level drive* (V4, LOC, FFA, PPA).  :math:`\phi(s)` are the pooled features
 of an encoder (EfficientNet-Lite0 by default) of the decoded JPEG, rounded to
@@ -59,6 +70,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "HIGH_ROIS",
+    "LOCAL_MEAN_CHANNELS",
+    "LOCAL_MEAN_GAIN",
     "LOW_ROIS",
     "N_COMPONENTS",
     "RF_SIGMA",
@@ -104,6 +117,11 @@ _VOXEL_MM = 3
 _LOW_SIZE = 64  # pixels of the luminance image the Gabor bank sees
 _GABOR_FREQS = (0.0625, 0.125, 0.25)  # cycles / pixel
 _GABOR_ORIENTATIONS = 4
+#: The local-mean channels of :func:`low_level_maps`, after the 12 Gabor energy maps.
+LOCAL_MEAN_CHANNELS = ("luminance", "red-green", "blue-yellow")
+#: Weight of a low-level voxel's standardized local-mean drive (luminance and colour
+#: opponency) relative to its standardized contrast-energy drive.
+LOCAL_MEAN_GAIN = 0.7
 
 
 # ------------------------------------------------------------------ stimulus side
@@ -127,7 +145,7 @@ def _gabor_bank(size: int) -> list[np.ndarray]:
 
 
 def low_level_maps(images: Sequence[Image.Image]) -> np.ndarray:
-    """Gabor energy and luminance maps of the stimuli.
+    """Gabor energy, luminance and colour-opponent maps of the stimuli.
 
     Parameters
     ----------
@@ -136,8 +154,10 @@ def low_level_maps(images: Sequence[Image.Image]) -> np.ndarray:
 
     Returns
     -------
-    ndarray of shape (n_images, 13, 64, 64)
-        12 Gabor energy channels (3 frequencies × 4 orientations) and luminance.
+    ndarray of shape (n_images, 15, 64, 64)
+        12 Gabor energy channels (3 frequencies × 4 orientations), then the
+        local-mean channels of :data:`LOCAL_MEAN_CHANNELS`: luminance (PIL ``L``),
+        red–green ``R - G`` and blue–yellow ``B - (R + G) / 2`` (RGB in [0, 1]).
     """
     from PIL import Image as PILImage
 
@@ -151,19 +171,26 @@ def low_level_maps(images: Sequence[Image.Image]) -> np.ndarray:
         pad[: k.shape[0], : k.shape[1]] = k
         spectra.append((np.fft.fft2(pad), k.shape[0] // 2))
     lum = np.empty((len(images), p, p))
+    rgb = np.empty((len(images), p, p, 3))
     for i, img in enumerate(images):
         w, h = img.size
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
-        sq = img.crop((left, top, left + side, top + side)).convert("L")
-        lum[i] = np.asarray(sq.resize((p, p), PILImage.Resampling.BILINEAR), np.float64) / 255.0
+        sq = img.crop((left, top, left + side, top + side))
+        grey = sq.convert("L").resize((p, p), PILImage.Resampling.BILINEAR)
+        small = sq.convert("RGB").resize((p, p), PILImage.Resampling.BILINEAR)
+        lum[i] = np.asarray(grey, np.float64) / 255.0
+        rgb[i] = np.asarray(small, np.float64) / 255.0
     centred = lum - lum.mean(axis=(1, 2), keepdims=True)
     image_fft = np.fft.fft2(centred, s=(n_fft, n_fft))
-    out = np.empty((len(images), len(bank) + 1, p, p))
+    out = np.empty((len(images), len(bank) + len(LOCAL_MEAN_CHANNELS), p, p))
     for c, (spec, half) in enumerate(spectra):
         full = np.fft.ifft2(image_fft * spec)
         out[:, c] = np.abs(full[:, half : half + p, half : half + p])
-    out[:, -1] = lum
+    out[:, len(bank)] = lum
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    out[:, -2] = r - g  # red-green
+    out[:, -1] = b - (r + g) / 2  # blue-yellow
     return out
 
 
@@ -299,8 +326,20 @@ def noise_free_responses(
         Only the high-level part (zero for V1-V3), used for imagery.
     """
     n_stim, n_chan = low_maps.shape[:2]
-    maps = low_maps / low_maps[train_rows].mean(axis=(0, 2, 3))[None, :, None, None]
+    n_energy = n_chan - len(LOCAL_MEAN_CHANNELS)
+    train = low_maps[train_rows]
+    # Energy channels (non-negative) are divided by their training mean; the local-mean
+    # channels are standardized with their training mean and sd over stimuli and pixels.
+    shift = np.zeros(n_chan)
+    scale = train.mean(axis=(0, 2, 3))
+    shift[n_energy:] = scale[n_energy:]
+    scale[n_energy:] = train[:, n_energy:].std(axis=(0, 2, 3))
+    maps = (low_maps - shift[None, :, None, None]) / scale[None, :, None, None]
     maps = maps.reshape(n_stim, n_chan, -1)
+    # The colour-opponent weights come from a child stream: ``rng`` draws what it drew
+    # before those channels existed, so the high-level voxels, the noise and the voxel
+    # coordinates are unchanged by them.
+    local_rng = rng.spawn(1)[0]
     pix = (np.arange(_LOW_SIZE) + 0.5) / _LOW_SIZE
     yy, xx = np.meshgrid(pix, pix, indexing="ij")
 
@@ -312,9 +351,14 @@ def noise_free_responses(
             / (2 * sigma[:, None, None] ** 2)
         ).reshape(n, -1)
         rf /= rf.sum(1, keepdims=True)
-        w = np.abs(rng.standard_normal((n, n_chan)))
+        # Energy and luminance weights: |z|, drawn as before the colour channels.
+        w = np.abs(rng.standard_normal((n, n_energy + 1)))
+        a = np.column_stack([w[:, -1], local_rng.standard_normal((n, n_chan - n_energy - 1))])
+        w = w[:, :-1]
         pooled = (maps.reshape(n_stim * n_chan, -1) @ rf.T).reshape(n_stim, n_chan, n)
-        return _standardize((pooled * w.T[None]).sum(axis=1), train_rows)
+        energy = _standardize((pooled[:, :n_energy] * w.T[None]).sum(axis=1), train_rows)
+        local = _standardize((pooled[:, n_energy:] * a.T[None]).sum(axis=1), train_rows)
+        return _standardize(energy + LOCAL_MEAN_GAIN * local, train_rows)
 
     def high(n: int, roi: str) -> np.ndarray:
         basis = rng.standard_normal((ROI_RANK[roi], components.shape[1]))

@@ -37,7 +37,8 @@ class lazy:  # lower case on purpose: used like a function, lazy("invert", "Inve
 #                      conditioning="embedding", description="...", offline=True)
 
 # Offline: feature inversion through the encoder (invert.py), nearest image of an image
-# database (retrieve.py); no generator weights needed.
+# database (retrieve.py), image codes decoded from early visual cortex (lowlevel.py); no
+# generator weights needed (lowlevel's vae code reads a VAE).
 register_generator(
     "invert", lazy("invert", "InvertGenerator"), conditioning="embedding",
     description="feature inversion: optimise an image until the encoder's embedding of it "
@@ -50,6 +51,15 @@ register_generator(
     description="the image database's picture nearest to the prediction (cosine; a run "
     "gives it its first image database, or --option database=DIR)",
     needs=Needs(offline=True, inputs=("database",)),
+)  # fmt: skip
+register_generator(
+    "lowlevel", lazy("lowlevel", "LowLevelGenerator"), conditioning="embedding",
+    description="blurry picture decoded from an early-visual-cortex map to a compact image "
+    "code (Brain-Diffuser/MindEye2 low-level pathway)",
+    needs=Needs(
+        offline=True, inputs=("codebook",),
+        weights="none for code=pca; code=vae reads a diffusers AutoencoderKL (hub id or folder)",
+    ),
 )  # fmt: skip
 
 #: What the diffusion generators import when built, and where their weights come from.

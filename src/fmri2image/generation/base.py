@@ -52,6 +52,8 @@ CONDITIONINGS = ("label", "embedding")
 PIPELINE_INPUTS = {
     "database": "the feature folder of the run's first image database (retrieval.databases: "
     "an image folder, or a feature folder from `fmri2image extract`)",
+    "codebook": "the low-level image code fitted on the training stimuli by the run's lowlevel "
+    "stage",
 }
 
 

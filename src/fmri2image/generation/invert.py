@@ -36,6 +36,14 @@ nothing about the test set leaks in.  Cosine is scale-free, which also makes the
 shrinkage of the prediction harmless (Shen et al. rescale decoded features to the
 training std for the same reason).  Requests without ``stats`` are matched raw.
 
+A request with an ``init_image`` (e.g. the ``lowlevel`` generator's blurry picture
+of the same stimulus) starts from it instead of a random texture: the spectra are
+set so that the rendering before blur is that image (the parametrisation inverted:
+logit, colour unmixing, Fourier transform, division by the ``1/f`` scaling), the blur
+schedule starts at ``init_blur_start``, and ``init_weight`` times the mean squared
+pixel distance to the initial image (blurred as the image is at each step) keeps its
+layout.  Requests without one are made exactly as before.
+
 Randomness is per image: the initial spectrum and the random views of an image
 come from its own generator seeded with
 :func:`~fmri2image.generation.base.image_seed`, and the loss of a batch is a sum of
@@ -63,6 +71,7 @@ from fmri2image.generation.base import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from PIL import Image
 
     from fmri2image.features.base import Encoder
 
@@ -83,6 +92,10 @@ _COLOUR_AXES = (
     (0.560, 0.130, -0.250),
     (0.516, 0.391, 0.171),
 )
+
+#: Pixels of an initial image are clipped to [eps, 1 - eps] before the logit (the
+#: sigmoid never reaches 0 or 1; 0.01 is 2.5 grey levels).
+_INIT_EPS = 0.01
 
 #: Standard deviation of the initial Fourier coefficients: a faint random texture.  A
 #: flat grey start is a dead end: its pooled ReLU6 features are nearly all zero, so
@@ -123,6 +136,14 @@ class InvertOptions:
         (needs the training statistics); raw: match the embedding itself.
     batch_size : int
         Images optimised together in one forward/backward pass.
+    init_weight : float
+        Requests with an initial image (e.g. a lowlevel picture) start from it; this
+        weighs the mean squared pixel distance to it (blurred as the image is at
+        each step) against the embedding loss, keeping its layout (0: start from it
+        only).
+    init_blur_start : float
+        Blur sigma in pixels at the first step when starting from an initial image
+        (its coarse layout is already there; at most blur_start).
     """
 
     iterations: int = 96
@@ -137,6 +158,8 @@ class InvertOptions:
     tv_weight: float = 2.0
     match: str = "deviation"
     batch_size: int = 10
+    init_weight: float = 1.0
+    init_blur_start: float = 2.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -165,6 +188,10 @@ class InvertOptions:
             problems.append(f"match must be one of {', '.join(MATCHES)} (got {self.match!r})")
         if int(self.batch_size) < 1:
             problems.append(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.init_weight >= 0:
+            problems.append(f"init_weight must be 0 or more (got {self.init_weight})")
+        if not self.init_blur_start >= 0:
+            problems.append(f"init_blur_start must be 0 or more (got {self.init_blur_start})")
         if problems:
             raise ConfigError(
                 "Invalid options for generator 'invert': " + "; ".join(problems) + ". "
@@ -225,14 +252,39 @@ class _FourierImage:
         ]
         return cls(torch.stack(rows).to(device), size, decay)
 
-    def render(self, blur: float) -> torch.Tensor:
-        """RGB images (B, 3, size, size) in [0, 1], low-passed with Gaussian ``blur``."""
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, decay: float, device: str = "cpu") -> _FourierImage:
+        """Spectra whose unblurred rendering is ``pixels`` (B, size, size, 3) in [0, 1].
+
+        Inverts :meth:`render`: the logit of the pixels (clipped to [eps, 1 - eps]),
+        unmixed from RGB to the colour components, Fourier transformed and divided
+        by the ``1/f`` scaling.
+        """
+        import torch
+
+        x = torch.as_tensor(np.asarray(pixels, dtype=np.float32), device=device)
+        B, size = x.shape[0], x.shape[1]
+        x = x.permute(0, 3, 1, 2).clamp(_INIT_EPS, 1.0 - _INIT_EPS)
+        logit = torch.log(x) - torch.log1p(-x)
+        image = cls(torch.zeros(B, 3, size, size // 2 + 1, 2, device=device), size, decay)
+        unmix = torch.linalg.inv(image.axes)  # (component, RGB)
+        decorrelated = torch.einsum("dc,bchw->bdhw", unmix, logit)
+        spectrum = torch.fft.rfft2(decorrelated, norm="ortho") / image.scale
+        image.spectra = torch.view_as_real(spectrum).contiguous().requires_grad_(True)
+        return image
+
+    def render(self, blur: float, spectra: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB images (B, 3, size, size) in [0, 1], low-passed with Gaussian ``blur``.
+
+        ``spectra`` renders other coefficients (of the same shape) the same way.
+        """
         import torch
 
         weight = self.scale
         if blur > 0:  # transfer function of a Gaussian of sigma ``blur`` pixels
             weight = weight * torch.exp(-2.0 * math.pi**2 * blur**2 * self.freq2)
-        spectrum = torch.view_as_complex(self.spectra) * weight
+        coefficients = self.spectra if spectra is None else spectra
+        spectrum = torch.view_as_complex(coefficients) * weight
         decorrelated = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
         rgb = torch.einsum("cd,bdhw->bchw", self.axes, decorrelated)
         return torch.sigmoid(rgb)
@@ -285,6 +337,7 @@ def invert_embeddings(
     options: InvertOptions | None = None,
     *,
     means: np.ndarray | None = None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Optimise one image per target embedding through ``encoder`` (one batch).
 
@@ -301,12 +354,21 @@ def invert_embeddings(
     means : ndarray of shape (B, dim) or (dim,), optional
         Per-image reference the deviations are taken from (the training-mean
         embedding); ``None`` matches the raw embeddings.
+    init : ndarray of shape (B, size, size, 3), optional
+        Initial images (uint8, or float in [0, 1]): the optimisation starts from
+        spectra that render them exactly (before blur), the blur schedule starts at
+        ``min(blur_start, init_blur_start)`` (not below ``blur_end``), and
+        ``init_weight`` times their mean squared pixel distance (each blurred as the
+        image is at that step) is added to the loss.  ``None``: a seeded faint
+        texture, as without.
 
     Returns
     -------
     images : ndarray of shape (B, size, size, 3), uint8
     info : dict
-        ``loss`` (B,): the final loss of each image during optimisation.
+        ``loss`` (B,): the final embedding loss of each image during optimisation;
+        with ``init`` also ``init_mse`` (B,): its final mean squared distance to the
+        (blurred) initial image.
     """
     import torch
 
@@ -326,15 +388,30 @@ def invert_embeddings(
     if M is not None:
         T = T - M
     size = int(opts.size or default_size(encoder))
-    image = _FourierImage.seeded(seeds, size, opts.decay, device=str(encoder.device))
+    anchor = None
+    blur_start = float(opts.blur_start)
+    if init is None:
+        image = _FourierImage.seeded(seeds, size, opts.decay, device=str(encoder.device))
+    else:
+        px = np.asarray(init)
+        if px.shape != (len(seeds), size, size, 3):
+            raise ConfigError(
+                f"invert: initial images must have shape ({len(seeds)}, {size}, {size}, 3) "
+                f"(one per target, at the size made); got {px.shape}."
+            )
+        px = px.astype(np.float32) / 255.0 if px.dtype == np.uint8 else px.astype(np.float32)
+        image = _FourierImage.from_pixels(px, opts.decay, device=str(encoder.device))
+        anchor = image.spectra.detach().clone()
+        blur_start = max(min(blur_start, float(opts.init_blur_start)), float(opts.blur_end))
     # The random views have their own stream per image, apart from the initial spectrum.
     gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in seeds]
     optimizer = torch.optim.Adam([image.spectra], lr=opts.lr)
     n = int(opts.iterations)
     augment = bool(opts.jitter or opts.scale_jitter or opts.rotate)
     losses = torch.zeros(len(seeds))
+    distances = torch.zeros(len(seeds))
     for step in range(n):
-        blur = _blur_at(opts.blur_start, opts.blur_end, step / (n - 1) if n > 1 else 1.0)
+        blur = _blur_at(blur_start, opts.blur_end, step / (n - 1) if n > 1 else 1.0)
         rendered = image.render(blur)
         x = rendered
         if augment:
@@ -346,6 +423,13 @@ def invert_embeddings(
         loss = per_image.sum()  # a sum: each image's gradient is its own term's
         if opts.tv_weight > 0:
             loss = loss + opts.tv_weight * _total_variation(rendered).sum()
+        if anchor is not None:
+            with torch.no_grad():
+                target = image.render(blur, anchor)
+            distance = (rendered - target).pow(2).mean(dim=(1, 2, 3))
+            if opts.init_weight > 0:
+                loss = loss + opts.init_weight * distance.sum()
+            distances = distance.detach().cpu()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -353,7 +437,10 @@ def invert_embeddings(
     with torch.no_grad():
         final = image.render(opts.blur_end)
     pixels = (final.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return pixels, {"loss": losses.numpy()}
+    info = {"loss": losses.numpy()}
+    if anchor is not None:
+        info["init_mse"] = distances.numpy()
+    return pixels, info
 
 
 def _blur_at(start: float, end: float, frac: float) -> float:
@@ -463,12 +550,28 @@ class InvertGenerator(Generator):
         if opts.match == "deviation" and not deviation and any(r.stats is not None for r in chunk):
             # Mixed chunk: keep each image's own treatment by splitting it.
             return [self._invert(enc, [r])[0] for r in chunk]
-        pixels, info = invert_embeddings(enc, targets, seeds, opts, means=means)
+        has_init = [r.init_image is not None for r in chunk]
+        if any(has_init) and not all(has_init):  # one start per optimisation: split
+            made: dict[int, tuple] = {}
+            for flag in (False, True):
+                rows = [i for i, h in enumerate(has_init) if h == flag]
+                made.update(zip(rows, self._invert(enc, [chunk[i] for i in rows])))
+            return [made[i] for i in range(len(chunk))]
+        init = None
+        if all(has_init):
+            side = int(opts.size or default_size(enc))
+            init = np.stack([_square(r.init_image, side) for r in chunk])  # type: ignore[arg-type]
+        pixels, info = invert_embeddings(enc, targets, seeds, opts, means=means, init=init)
         cos, dev = _final_cosines(enc, pixels, targets, means)
         what = (
             "the prediction's deviation from the training-mean embedding"
             if deviation
             else "the predicted embedding"
+        )
+        start = (
+            f"from the initial image (pixel weight {float(opts.init_weight):g}) "
+            if init is not None
+            else ""
         )
         out = []
         for k, r in enumerate(chunk):
@@ -482,9 +585,15 @@ class InvertGenerator(Generator):
             }
             if dev is not None:
                 extra["deviation_cosine"] = float(dev[k])
+            if init is not None:
+                extra["init"] = True
+                extra["init_weight"] = float(opts.init_weight)
+                extra["init_mse"] = float(info["init_mse"][k])
+                extra["init_pixcorr"] = _pearson(pixels[k], init[k])
             conditioning = (
                 f"feature inversion through {enc.name}: {int(opts.iterations)} Adam steps "
-                f"matching {what} (cosine {float(dev[k] if dev is not None else cos[k]):.3f})"
+                f"{start}matching {what} "
+                f"(cosine {float(dev[k] if dev is not None else cos[k]):.3f})"
             )
             out.append(
                 (
@@ -498,6 +607,27 @@ class InvertGenerator(Generator):
                 )
             )
         return out
+
+
+def _square(image: Image.Image, side: int) -> np.ndarray:
+    """An initial image as invert starts from it: central square, ``side`` px, RGB uint8."""
+    from PIL import Image as PILImage
+
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    sq = image.convert("RGB").crop((left, top, left + s, top + s))
+    if sq.size != (side, side):
+        sq = sq.resize((side, side), PILImage.Resampling.BICUBIC)
+    return np.asarray(sq, dtype=np.uint8)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two images' pixels (PixCorr at their own size); 0 if one is flat."""
+    x = np.asarray(a, np.float64).ravel() - np.mean(a)
+    y = np.asarray(b, np.float64).ravel() - np.mean(b)
+    d = np.sqrt((x @ x) * (y @ y))
+    return float(x @ y / d) if d > 0 else 0.0
 
 
 def _final_cosines(
