@@ -17,7 +17,7 @@ stage                                           artifact
 ``features/<model>``                            :class:`StimulusFeatures`
 ``database/<model>/<database>``                 :class:`DatabaseFeatures`
 ``prototypes/<model>/<kind>``                   :class:`Prototypes` (1k heads, CLIP text)
-``codebook/<gen>-<code>-<key>``                 :class:`CodeFeatures` (low-level image code)
+``codebook/<gen>-<code>``                       :class:`CodeFeatures` (low-level image code)
 ``mapping/<model>/<mapper>/s<subject>/<roi>``   :class:`MapArtifact` (``<model>``: an
                                                 encoder, or a low-level code)
 ``retrieval/<model>/<mapper>/<db>/s<s>/<roi>``  :class:`RetrievalArtifact`
@@ -884,7 +884,7 @@ def codebook_stage(
         },
     }
     inputs = tuple(sorted({im for im in images.values() if isinstance(im, str)}))
-    name = f"codebook/{code_name(generator, options)}-{_io.json_sha256(shaping)[:8]}"
+    name = f"codebook/{code_name(generator, options)}"
 
     def run(ctx: StageContext) -> None:
         from fmri2image.generation.lowlevel import make_code
