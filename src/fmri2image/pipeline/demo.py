@@ -3,11 +3,12 @@
 Writes a GOD-layout demo dataset (real photographs, simulated brain, a labelled
 image database; see ``docs/demo-dataset.md``) unless the same one is already
 there, then runs ``compare`` on it (:func:`~fmri2image.pipeline.experiment.run_experiment`):
-each demo encoder decoded, labels retrieved from the encoders' ImageNet-1k class
-prototypes and from the demo's image database, pictures made by the offline
-generators (the nearest database image, and feature inversion) from the predicted
-embedding and from the bounds (true and random embeddings), and every picture
-scored.  Needs no download.
+each demo encoder decoded by ridge and by the MindEye-style MLP, labels retrieved
+from the encoders' ImageNet-1k class prototypes and from the demo's image database,
+pictures made by the offline generators (the nearest database image; the low-level
+pathway's picture from early visual cortex; feature inversion started from it) from
+the predicted embedding and from the bounds (true and random embeddings), and every
+picture scored.  Needs no download.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "DEMO_ENCODERS",
     "DEMO_GENERATORS",
     "DEMO_GENERATOR_OPTIONS",
+    "DEMO_INIT",
+    "DEMO_MAPPERS",
     "DEMO_METRICS",
     "DEMO_ROI",
     "demo_config",
@@ -48,17 +51,24 @@ DEMO_ENCODERS = ("effnet-lite0", "effnet-lite2")
 #: The simulated brain carries the encoder's features in higher visual cortex
 #: (LOC, FFA, PPA), as GOD's category information sits there.
 DEMO_ROI = "ROI_HVC"
-#: Generators that need no download: the nearest image of the demo's database, and
-#: feature inversion through the encoder itself.
-DEMO_GENERATORS = ("retrieve", "invert")
+#: The mappers compared: ridge, and the MindEye-style MLP (docs/mapping.md).
+DEMO_MAPPERS = ("ridge", "mlp")
+#: Generators that need no download: the nearest image of the demo's database, the
+#: low-level pathway (early visual cortex's blurry picture) and feature inversion
+#: through the encoder itself, started from the low-level picture (the two-pathway
+#: reconstruction, :data:`DEMO_INIT`).
+DEMO_GENERATORS = ("retrieve", "lowlevel", "invert")
+#: The generator whose pictures start the others when the demo makes it.
+DEMO_INIT = "lowlevel"
 #: Inversion at 128 px with 16 steps, to keep the demo short on a CPU: blurry, but
 #: each image costs about 1 s on 2 cores (the default, 96 steps at the encoder's
-#: 256 px, about 4 s; docs/generation.md).
-DEMO_GENERATOR_OPTIONS = {"invert": {"iterations": 16, "size": 128}}
-#: Metrics that run offline: the low-level pair and the identification and n-way
-#: scores with both EfficientNet-Lites.  lite0 scoring Lite0's own inversions is
-#: circular (docs/evaluation.md); each model is also scored by the other network.
-DEMO_METRICS = ("pixcorr", "ssim", "lite0", "lite0_nway", "lite2", "lite2_nway")
+#: 256 px, about 4 s; docs/generation.md).  The low-level pictures at 128 px too.
+DEMO_GENERATOR_OPTIONS = {"invert": {"iterations": 16, "size": 128}, "lowlevel": {"size": 128}}
+#: Metrics that run offline: the low-level pair (and PixCorr 2-way identification)
+#: and the identification and n-way scores with both EfficientNet-Lites.  lite0
+#: scoring Lite0's own inversions is circular (docs/evaluation.md); each model is
+#: also scored by the other network.
+DEMO_METRICS = ("pixcorr", "ssim", "pixcorr2", "lite0", "lite0_nway", "lite2", "lite2_nway")
 
 
 def _reusable(data_dir: Path, seed: int) -> tuple[Any, str]:
@@ -103,7 +113,10 @@ def demo_config(
     unknown = sorted(set(sections) - mapping_fields - data_fields)
     if unknown:
         raise TypeError(f"demo_config() got unexpected settings {unknown}")
-    mapping = {k: v for k, v in sections.items() if k in mapping_fields}
+    mapping = {
+        "mappers": DEMO_MAPPERS,
+        **{k: v for k, v in sections.items() if k in mapping_fields},
+    }
     data = {k: v for k, v in sections.items() if k in data_fields}
     from fmri2image.features import encoder_capabilities
 
@@ -121,7 +134,11 @@ def demo_config(
         data=DataSection(path=str(out / "data"), subjects=(1,), rois=(roi,), **data),
         mapping=MappingSection(**mapping),
         retrieval=RetrievalSection(databases=databases),
-        generation=GenerationSection(generators=tuple(generators), options=options),
+        generation=GenerationSection(
+            generators=tuple(generators),
+            options=options,
+            init=DEMO_INIT if DEMO_INIT in generators and len(generators) > 1 else None,
+        ),
         evaluation=EvaluationSection(metrics=DEMO_METRICS, bootstrap=1000),
     )
 
