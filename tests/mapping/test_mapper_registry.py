@@ -145,7 +145,7 @@ def test_unknown_format_names_the_registered_ones(wide, tmp_path, lstsq_register
     X, Y, _ = wide
     folder = save_mapping(LstsqMapper().fit(X, Y), tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())
-    for fmt in ["fmri2image.mapping/mlp", "something.else", None]:
+    for fmt in ["fmri2image.mapping/no-such-mapper", "something.else", None]:
         config["format"] = fmt
         (folder / "config.json").write_text(json.dumps(config))
         with pytest.raises(DataFormatError, match=r"fmri2image\.mapping/ridge") as info:
@@ -229,7 +229,7 @@ def test_json_unfriendly_params_are_refused(wide, tmp_path, lstsq_registered):
 def test_listing_mappers_does_not_import_sklearn():
     code = (
         "import sys; from fmri2image.mapping import MAPPERS, get_mapper, Mapper; "
-        "assert MAPPERS.names() == ['ridge'], MAPPERS.names(); "
+        "assert MAPPERS.names() == ['mlp', 'ridge'], MAPPERS.names(); "
         "assert 'sklearn' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

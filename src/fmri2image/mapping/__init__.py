@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.mapping._diagnostics import FitDiagnostics, fit_summary, fit_warnings
     from fmri2image.mapping._grid import DEFAULT_ALPHAS, parse_alpha_grid
     from fmri2image.mapping._io import load_mapping, save_mapping
+    from fmri2image.mapping._mlp import MLPMapping
     from fmri2image.mapping._ridge import RidgeMapping, rescale_predictions_transductive
     from fmri2image.mapping._solvers import SOLVERS, RidgeSolver
     from fmri2image.mapping.base import (
@@ -45,6 +46,7 @@ _EXPORTS = {
     "FitDiagnostics": "fmri2image.mapping._diagnostics",
     "fit_warnings": "fmri2image.mapping._diagnostics",
     "fit_summary": "fmri2image.mapping._diagnostics",
+    "MLPMapping": "fmri2image.mapping._mlp",
     "RidgeMapping": "fmri2image.mapping._ridge",
     "rescale_predictions_transductive": "fmri2image.mapping._ridge",
     "SOLVERS": "fmri2image.mapping._solvers",
@@ -65,6 +67,7 @@ __all__ = [
     "MAPPERS",
     "SOLVERS",
     "FitDiagnostics",
+    "MLPMapping",
     "Mapper",
     "MapperEntry",
     "RidgeMapping",

@@ -222,7 +222,9 @@ def fit_warnings(model_or_diagnostics: Any, flags: Mapping[str, str] | None = No
 
 def fit_summary(model: Any) -> dict[str, Any]:
     """Headline facts of any fitted mapper: its class, alpha range (None for a mapper
-    without alphas), CV folds, and the diagnostics when it keeps them."""
+    without alphas), CV folds, the diagnostics when it keeps them, and the training
+    ``history`` (epochs, best epoch, validation loss, seconds) of a mapper that
+    records one in ``history_`` (the MLP)."""
     import numpy as np
 
     alpha = getattr(model, "alpha_", None)
@@ -237,4 +239,7 @@ def fit_summary(model: Any) -> dict[str, Any]:
     diag = getattr(model, "diagnostics_", None)
     if diag is not None:
         out["diagnostics"] = diag.to_dict()
+    history = getattr(model, "history_", None)
+    if isinstance(history, Mapping):
+        out["history"] = dict(history)
     return out

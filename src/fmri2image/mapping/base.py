@@ -402,3 +402,4 @@ def _unknown_format(fmt: Any, where: str) -> DataFormatError:
 
 # Built-in mapping models: one line each.
 register_mapper("ridge", "fmri2image.mapping._ridge:RidgeMapping")
+register_mapper("mlp", "fmri2image.mapping._mlp:MLPMapping")
