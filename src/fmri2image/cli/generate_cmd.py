@@ -239,7 +239,12 @@ def generate_config(args: argparse.Namespace):
         cache=cache,
         visualize=True,
         generation__generators=(gen,),
-        generation__options={gen: options} if options else {},
+        # The other generators' tables stay: the one that makes the initial images
+        # (--init lowlevel) must make them as the run did.
+        generation__options={
+            **{k: v for k, v in config.generation.options.items() if isinstance(v, dict)},
+            **({gen: options} if options else {}),
+        },
         generation__conditions=tuple(dict.fromkeys(args.conditions or ("predicted",))),
         generation__seed=args.generation_seed,
         generation__batch_size=args.generation_batch_size,

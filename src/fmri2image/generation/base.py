@@ -37,6 +37,7 @@ __all__ = [
     "Generator",
     "GeneratorEntry",
     "generator_options",
+    "generator_takes_init",
     "get_generator",
     "image_seed",
     "list_generators",
@@ -202,6 +203,9 @@ class Generator(abc.ABC):
 
     name: ClassVar[str] = ""
     conditioning: ClassVar[str] = "label"
+    #: Whether it uses a request's ``init_image`` (img2img, ``invert``): a run's
+    #: ``generation.init`` feeds only those (``retrieve`` and ``lowlevel`` do not).
+    takes_init: ClassVar[bool] = True
     description: ClassVar[str] = ""
     #: Undeclared: assumed to download weights (declare ``Needs(offline=True)`` if not).
     needs: ClassVar[Needs] = Needs(offline=False)
@@ -375,6 +379,15 @@ def get_generator(
     """
     entry = GENERATORS.get(name)
     return entry.factory(device=device, dtype=dtype, **options)
+
+
+def generator_takes_init(name: str) -> bool:
+    """Whether generator ``name`` uses initial images (its class's ``takes_init``; a
+    custom factory function is assumed to)."""
+    factory = GENERATORS.get(name).factory
+    resolve = getattr(factory, "resolve", None)
+    cls = resolve() if callable(resolve) else factory
+    return bool(getattr(cls, "takes_init", True))
 
 
 def generator_options(name: str) -> type | None:

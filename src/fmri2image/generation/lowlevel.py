@@ -820,6 +820,7 @@ class LowLevelGenerator(Generator):
     """
 
     name: ClassVar[str] = "lowlevel"
+    takes_init: ClassVar[bool] = False
     conditioning: ClassVar[str] = "embedding"
     description: ClassVar[str] = (
         "blurry picture decoded from an early-visual-cortex map to a compact image code "

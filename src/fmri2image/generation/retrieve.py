@@ -96,6 +96,7 @@ class RetrieveGenerator(Generator):
     """
 
     name: ClassVar[str] = "retrieve"
+    takes_init: ClassVar[bool] = False
     conditioning: ClassVar[str] = "embedding"
     Options: ClassVar[type] = RetrieveOptions
 

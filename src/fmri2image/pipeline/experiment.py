@@ -290,6 +290,7 @@ def build_experiment(
                 if db_stage is None:  # a feature folder from `extract`
                     options = {**options, "database": str(db0.path)}
             init = init_files = None
+            with_init = with_init and components.takes_init(gen)
             if with_init and init_gen is not None and gen != init_gen:
                 init = generation(init_gen, cond, suffix, with_init=False)
             elif with_init and init_dir is not None:

@@ -143,6 +143,14 @@ class Components:
 
         return GENERATORS.get(name).conditioning
 
+    def takes_init(self, name: str) -> bool:
+        """Whether generator ``name`` uses initial images (``generation.init``)."""
+        if name in self.injected_generators:
+            return bool(getattr(self.injected_generators[name], "takes_init", True))
+        from fmri2image.generation.base import generator_takes_init
+
+        return generator_takes_init(name)
+
     def generator_inputs(self, name: str) -> tuple[str, ...]:
         """The pipeline inputs generator ``name`` declares (``Needs.inputs``)."""
         if name in self.injected_generators:

@@ -476,7 +476,9 @@ def paired_rows(
 
     A decoder is a model × mapper.  For each ``(subject, roi, generator)`` with
     predicted reconstructions of at least two decoders, each metric and each unordered
-    pair of decoders (first-seen order), the
+    pair of decoders (first-seen order) whose pictures are not the same files (a
+    generator that reads neither the model nor the mapper, such as ``lowlevel``,
+    gives every decoder the same pictures: nothing to test), the
     per-image scores of the images both models have (matched by stem, sorted) go
     through :func:`~fmri2image.evaluation.stats.paired_permutation_test`.
 
@@ -508,7 +510,9 @@ def paired_rows(
     for (subject, roi, generator), members in groups.items():
         if len(members) < 2:
             continue
-        pairs = list(combinations(members, 2))
+        # Two decoders that share their pictures (a generator that reads neither the
+        # model nor the mapper, such as lowlevel) have nothing to test.
+        pairs = [(a, b) for a, b in combinations(members, 2) if a.images != b.images]
         for metric in metric_order(name for e in members for name in e.evaluation.scores):
             family = []
             for a, b in pairs:
@@ -765,8 +769,14 @@ def decoding_tables(decoding: Decoding) -> str:
     ]  # fmt: skip
     shown = [n for n in _SHOWN if n in names] + extra
     signed = {"r2_variance_weighted", "dimension_correlation"}
+    several = len({m.mapper for m in decoding.models}) > 1
+    lead = ["encoder", *(["mapper"] if several else [])]
+
+    def who(m: ModelDecoding) -> list[str]:
+        return [m.model, *([m.mapper] if several else [])]
+
     pred_rows = [
-        [m.model, str(m.dim)]
+        [*who(m), str(m.dim)]
         + [_cell(m.metrics.get(n), n in signed) for n in shown]
         + [num(m.fit.get("alpha_median"), ".0e")]
         for m in decoding.models
@@ -779,15 +789,16 @@ def decoding_tables(decoding: Decoding) -> str:
 
     lines = [f"Embedding prediction: {decoding.header()}"]
     lines += format_table(
-        ["encoder", "dim", *(title(n) for n in shown), "alpha (median)"], pred_rows
-    )
+        [*lead, "dim", *(title(n) for n in shown), "alpha (median)"], pred_rows,
+        align="l" * len(lead) + "r" * (len(shown) + 2),
+    )  # fmt: skip
     ret_rows = []
     for m in decoding.models:
         for r in m.retrievals:
             s = r.summary
             ret_rows.append(
                 [
-                    m.model,
+                    *who(m),
                     r.label,
                     str(s.get("n_database_classes")),
                     str(r.k),
@@ -803,10 +814,10 @@ def decoding_tables(decoding: Decoding) -> str:
     if ret_rows:
         lines += ["", "Label retrieval: the labels of the k nearest database items, by cosine"]
         lines += format_table(
-            ["encoder", "database", "classes", "k", "hit@1 [mean, chance]",
+            [*lead, "database", "classes", "k", "hit@1 [mean, chance]",
              "hit@5 [mean, chance]", "Wu-Palmer [mean, chance]", "cover"],
             ret_rows,
-            align="llrrrrrr",
+            align="l" * len(lead) + "lrrrrrr",
         )  # fmt: skip
     lines += [
         "",
@@ -842,7 +853,12 @@ def _name(label: str) -> str:
 
 def labels_table(decoding: Decoding) -> str:
     """True vs retrieved top-1 label of every test image, one column per retrieval."""
-    columns = [(m.model, r) for m in decoding.models for r in m.retrievals]
+    several = len({m.mapper for m in decoding.models}) > 1
+    columns = [
+        (f"{m.model} · {m.mapper}" if several else m.model, r)
+        for m in decoding.models
+        for r in m.retrievals
+    ]
     if not columns:
         return ""
     several_dbs = len({r.database for _, r in columns}) > 1
