@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.mapping._cv import fit_scaler
-from fmri2image.mapping.base import Mapper
+from fmri2image.mapping.base import Mapper, check_data
 
 __all__ = [
     "BIMIXCO_BETA",
@@ -331,16 +331,8 @@ class MLPMapping(RegressorMixin, BaseEstimator, Mapper):
 
     @staticmethod
     def _check_array(A: Any, name: str) -> np.ndarray:
-        """scikit-learn's input validation (float32), re-raised as :class:`DataFormatError`."""
-        from sklearn.utils.validation import check_array
-
-        try:
-            return check_array(A, dtype=np.float32, input_name=name)
-        except ValueError as exc:
-            raise DataFormatError(
-                f"{name} is not a usable data matrix: {exc} Pass a dense, finite, real 2-D "
-                "array (n_samples, n_columns); drop or impute voxels with missing values."
-            ) from exc
+        """The data as float32 (:func:`~fmri2image.mapping.base.check_data`)."""
+        return check_data(A, name, np.float32)
 
     # --------------------------------------------------------------- fitting
     def fit(self, X: Any, Y: Any, groups: Any = None) -> MLPMapping:

@@ -25,7 +25,7 @@ from fmri2image.mapping._cv import (
 from fmri2image.mapping._diagnostics import FitDiagnostics
 from fmri2image.mapping._grid import DEFAULT_ALPHAS
 from fmri2image.mapping._solvers import SOLVERS, RidgeSolver, resolve_solver_name
-from fmri2image.mapping.base import Mapper
+from fmri2image.mapping.base import Mapper, check_data
 
 __all__ = ["DEFAULT_ALPHAS", "RidgeMapping", "rescale_predictions_transductive"]
 
@@ -298,16 +298,8 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
 
     @staticmethod
     def _check_array(A: Any, name: str, dtype: np.dtype) -> np.ndarray:
-        """scikit-learn's input validation, re-raised as :class:`DataFormatError`."""
-        from sklearn.utils.validation import check_array
-
-        try:
-            return check_array(A, dtype=dtype, input_name=name)
-        except ValueError as exc:
-            raise DataFormatError(
-                f"{name} is not a usable data matrix: {exc} Pass a dense, finite, real 2-D "
-                "array (n_samples, n_columns); drop or impute voxels with missing values."
-            ) from exc
+        """The data as ``dtype`` (:func:`~fmri2image.mapping.base.check_data`)."""
+        return check_data(A, name, dtype)
 
     # --------------------------------------------------------------- fitting
     def fit(self, X: Any, Y: Any, groups: Any = None) -> RidgeMapping:

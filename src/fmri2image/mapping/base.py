@@ -261,6 +261,20 @@ class Mapper(abc.ABC):
         return model
 
 
+def check_data(A: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    """scikit-learn's input validation of a data matrix, as a :class:`DataFormatError`
+    that says what to pass (for every mapper's ``fit`` and ``predict``)."""
+    from sklearn.utils.validation import check_array
+
+    try:
+        return check_array(A, dtype=dtype, input_name=name)
+    except ValueError as exc:
+        raise DataFormatError(
+            f"{name} is not a usable data matrix: {exc} Pass a dense, finite, real 2-D "
+            "array (n_samples, n_columns); drop or impute voxels with missing values."
+        ) from exc
+
+
 # ------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class MapperEntry:
