@@ -321,6 +321,8 @@ class UnclipGenerator(PipelineGenerator):
     """``unclip``: Stable unCLIP conditioned on the (rescaled) predicted image embedding."""
 
     name = "unclip"
+    #: StableUnCLIP renders from the embedding alone: a run's --init does not feed it.
+    takes_init = False
     conditioning = "embedding"
     Options = UnclipOptions
 

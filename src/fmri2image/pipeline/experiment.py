@@ -243,6 +243,11 @@ def build_experiment(
         codebooks[gen] = add(st.codebook_stage(gen, lowlevel_options[gen], images, components))
 
     init_gen = _init_generator(config)
+    if config.generation.init is not None:
+        for gen in config.generation.generators:
+            if gen != init_gen and not components.takes_init(gen):
+                log.info("%s takes no initial image: its pictures are made without --init %s",
+                         gen, config.generation.init)  # fmt: skip
 
     def add_mapper(
         subject: int, roi: str, tag: str, model: str, mapper: str, stems: tuple,
