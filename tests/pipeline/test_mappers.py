@@ -223,3 +223,24 @@ def test_floor_rows_are_in_the_summary_and_the_report_csv():
     assert rows[("a", "predicted")]["p_floor"] < 0.05
     assert rows[("b", "predicted")]["p_floor"] > 0.05
     assert rows[("a", "random")]["p_floor"] is None  # only predicted sets are tested
+
+
+def test_the_mlp_is_fitted_with_the_runs_device_and_seed(god, tmp_path):
+    """`--mappers ridge mlp` on a decode: the MLP gets the run's device and seed (its
+    key says so), is saved in its own format and loads back to the same predictions."""
+    from fmri2image.mapping import load_mapping
+
+    config = _config(
+        god, tmp_path / "out", models=("pool-a",), seed=3,
+        mapping=MappingSection(cv=3, mappers=("ridge", "mlp"),
+                               options={"mlp": {"max_epochs": 3, "hidden": 64}}),
+        generation=GenerationSection(generators=()),
+    )  # fmt: skip
+    result = run_experiment(config, encoders=ENCODERS, progress=False)
+    mlp = next(m for m in result.decodings[(1, "ROI_VC")].models if m.mapper == "mlp")
+    assert mlp.fit["mapper"] == "MLPMapping"
+    folder = result.out_dir / "maps" / "s1-ROI_VC" / "pool-a" / "mlp"
+    model = load_mapping(folder / "mapping")
+    assert (model.device, model.random_state, model.max_epochs) == ("cpu", 3, 3)
+    predicted = np.load(folder / "predicted_test_embeddings.npy")
+    assert predicted.shape == (4, 48) and np.isfinite(predicted).all()
