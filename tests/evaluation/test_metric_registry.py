@@ -12,7 +12,9 @@ from fmri2image.errors import ConfigError
 from fmri2image.evaluation import METRICS, NETWORKS, Metric, get_metric, image_metrics, list_metrics
 from fmri2image.evaluation.evaluate import resolve_metrics
 
-FIELD_TABLE = ["pixcorr", "ssim", "alex2", "alex5", "incep", "clip", "eff", "swav", "nway"]
+FIELD_TABLE = [
+    "pixcorr", "ssim", "pixcorr2", "alex2", "alex5", "incep", "clip", "eff", "swav", "nway",
+]  # fmt: skip
 OFFLINE = ["lite0", "lite0_nway", "lite2", "lite2_nway"]
 
 

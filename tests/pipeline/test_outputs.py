@@ -210,12 +210,12 @@ def test_paired_rows_match_images_by_stem(fixture):
     assert not paired_rows([e for e in entries if e.condition != "predicted"])
 
 
-def test_paired_rows_holm_within_metric(fixture):
+def test_paired_rows_holm_within_metric(fixture, tmp_path):
     entries, _ = fixture
     rng = np.random.default_rng(1)
     base = [e for e in entries if (e.subject, e.roi, e.condition) == (1, ROIS[0], "predicted")]
-    third = ReconstructionScores(
-        1, ROIS[0], "clip", GENERATOR, "predicted", _evaluation(STEMS, rng), base[0].images
+    third = ReconstructionScores(  # its own pictures: pairs sharing pictures are not tested
+        1, ROIS[0], "clip", GENERATOR, "predicted", _evaluation(STEMS, rng), tmp_path / "clip"
     )
     rows = paired_rows([*base, third], n_permutations=1000)
     pairs = [(r["model_a"], r["model_b"]) for r in rows if r["metric"] == "ssim"]
@@ -485,3 +485,14 @@ def test_format_comparison(fixture):
     # Without floor / ceiling: n/a.
     only = [r for r in summary if r["condition"] == "predicted" and r["subject"] == 1]
     assert "[n/a, n/a]" in format_comparison(only, [])
+
+
+def test_decoders_that_share_their_pictures_are_not_tested(fixture):
+    """A generator that reads neither the model nor the mapper (lowlevel) gives every
+    decoder the same pictures: a test between them would compare a set with itself."""
+    entries, _ = fixture
+    a = next(e for e in entries if (e.subject, e.roi, e.condition) == (1, ROIS[0], "predicted"))
+    same = ReconstructionScores(
+        a.subject, a.roi, a.model, a.generator, a.condition, a.evaluation, a.images, mapper="mlp"
+    )
+    assert paired_rows([a, same], n_permutations=100) == []

@@ -9,14 +9,14 @@ from fmri2image.cli import _options
 _EPILOG = """\
 examples:
   # the offline metrics (no downloads), on the demo's pictures
-  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/invert/predicted \\
+  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/ridge/invert/predicted \\
       --gt demo-output/data/test --metrics pixcorr ssim lite0 lite0_nway lite2 \\
       --out scores/invert.csv
 
   # with the labels the run retrieved: hit1, hit5 (and wup, path with WordNet) per image too
-  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/retrieve/predicted \\
+  fmri2image evaluate --recon demo-output/results/images/s1-ROI_HVC/effnet-lite0/ridge/retrieve/predicted \\
       --gt demo-output/data/test --metrics ssim hit1 hit5 --out scores/retrieve.csv \\
-      --labels demo-output/results/maps/s1-ROI_HVC/effnet-lite0/retrieval/prototypes/semantic_per_query.parquet
+      --labels demo-output/results/maps/s1-ROI_HVC/effnet-lite0/ridge/retrieval/prototypes/semantic_per_query.parquet
 
   # MindEye's table (AlexNet, Inception, CLIP, EffNet, SwAV weights needed), on a GPU
   fmri2image evaluate --recon recon/ --gt stimuli/ --device cuda --out scores/all.csv

@@ -39,8 +39,8 @@ examples:
   fmri2image generate --from results/ --generator unclip --device cuda --out gen-unclip/
 
 RUN is the output folder of `run`, `compare`, `decode` or `generate` (of `demo`:
-OUT/results).  OUT is a run folder like theirs: images/s<S>-<ROI>/<model>/<generator>/
-<condition>/<stem>.png with a <stem>.json record each (prompt or conditioning, seed,
+OUT/results).  OUT is a run folder like theirs: images/s<S>-<ROI>/<model>/<mapper>/
+<generator>/<condition>/<stem>.png with a <stem>.json record each (prompt or conditioning, seed,
 flagged, seconds), the scores of the pictures (tables/, report.html), config.toml.
 The run's stage cache is shared (--cache to choose another): a rerun skips pictures
 already made with the same options, and a killed run resumes.  Pictures the safety

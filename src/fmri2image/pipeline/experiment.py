@@ -27,8 +27,8 @@ Under the output folder::
     run.log              the log of the run
     summary.json         the decoding: one row per subject, ROI and encoder
     tables/              scores / summary / paired / decoding, CSV and parquet
-    images/s<S>-<ROI>/   ground_truth/ and <model>/<generator>/<condition>/
-    maps/s<S>-<ROI>/     per model: the fitted map (mapping/), its predictions and
+    images/s<S>-<ROI>/   ground_truth/ and <model>/<mapper>/<generator>/<condition>/
+    maps/s<S>-<ROI>/     per model and mapper: the fitted map (mapping/), its predictions and
                          scores, and each database's retrieved labels (retrieval/)
     grid-s<S>-<ROI>.png  ground truth, then each model × generator (``visualize``)
     report.html          one self-contained page: tables, pictures, plots (report.md: tables)
