@@ -51,6 +51,32 @@ def test_identical_images_score_perfectly(photo_pairs):
     np.testing.assert_array_equal(ev.scores["lite0"], 1.0)
 
 
+def test_a_run_computes_the_ground_truths_features_once(evaluation, photo_pairs, monkeypatch):
+    """A run scores every set of pictures against the same stimuli: with a shared cache,
+    the second set computes only its own features, and the scores do not change."""
+    from fmri2image.evaluation import networks as nets
+
+    seen = []
+    real = nets.network_features
+
+    def counting(net, images, **kw):
+        seen.append(len(images))
+        return real(net, images, **kw)
+
+    monkeypatch.setattr(nets, "network_features", counting)
+    cache: dict = {}
+    first = evaluate_images(photo_pairs, OFFLINE, n_bootstrap=500, progress=False, networks=cache)
+    assert len(seen) == 2  # lite0: the ground truth, then the pictures
+    again = evaluate_images(photo_pairs, OFFLINE, n_bootstrap=500, progress=False, networks=cache)
+    assert len(seen) == 3  # only the pictures
+    for ev in (first, again):
+        for name in OFFLINE:
+            np.testing.assert_array_equal(ev.scores[name], evaluation.scores[name])
+    other = pair_images_from(photo_pairs.pred, photo_pairs.stems)  # another ground truth
+    evaluate_images(other, ["lite0"], n_bootstrap=10, progress=False, networks=cache)
+    assert len(seen) == 5
+
+
 def pair_images_from(images, stems):
     from fmri2image.evaluation.images import ImagePairs
 

@@ -63,10 +63,13 @@ def noise(tmp_path_factory):
     return _write(tmp_path_factory.mktemp("noise") / "god", planted=False)
 
 
-def _config(root, out, *, generators=("lowlevel", "invert"), init=None, options=OPTIONS):
+def _config(
+    root, out, *, generators=("lowlevel", "invert"), init=None, options=OPTIONS, cache=None
+):
     return RunConfig(
         models=("pool48",),
         out=str(out),
+        cache=cache,
         data=DataSection(path=str(root), rois=("ROI_VC",)),
         mapping=MappingSection(cv=3),
         retrieval=RetrievalSection(databases=("prototypes",)),
@@ -110,7 +113,9 @@ def test_lowlevel_pictures_identify_the_seen_image_and_beat_invert(compared):
 
 
 def test_invert_started_from_lowlevel_keeps_its_layout(compared, planted, tmp_path):
-    result = _run(_config(planted, tmp_path / "out", init="lowlevel"))
+    cache = str(compared.out_dir / "cache")  # what does not depend on the init is reused
+    result = _run(_config(planted, tmp_path / "out", init="lowlevel", cache=cache))
+    assert all(r.reused for r in result.records if "invert" not in r.name)
     two = _summary(result)
     plain = _summary(compared)
     # The two-pathway inversion is identified by its pixels far better than from noise.

@@ -16,6 +16,7 @@ installed) is *skipped* with the reason, never reported as 0 or NaN.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from fmri2image.evaluation.base import METRICS, Metric, get_metric, image_metric
 from fmri2image.evaluation.images import ImagePairs
 from fmri2image.evaluation.labels import LabelTable
 from fmri2image.evaluation.stats import PermutationTest, paired_permutation_test, summarize_scores
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 __all__ = [
     "Evaluation",
@@ -399,6 +403,15 @@ def _derangement(n: int, seed: int) -> np.ndarray:
             return perm
 
 
+def _images_digest(images: Sequence[Image.Image]) -> str:
+    """SHA-256 of the images' modes, sizes and pixels (which ground truth this is)."""
+    h = hashlib.sha256()
+    for im in images:
+        h.update(f"{im.mode}{im.size}".encode())
+        h.update(im.tobytes())
+    return h.hexdigest()
+
+
 def evaluate_images(
     pairs: ImagePairs,
     metrics: Sequence[str] | None = None,
@@ -438,7 +451,9 @@ def evaluate_images(
     progress : bool
     networks : dict, optional
         A cache of loaded metric networks, filled and reused across calls (a run
-        that evaluates many image sets loads each network once).
+        that evaluates many image sets loads each network once), and of the ground
+        truth's features per network (keyed by the images' pixels: a run scores every
+        set of pictures against the same stimuli, whose features are computed once).
 
     Returns
     -------
@@ -510,7 +525,16 @@ def evaluate_images(
             )
             continue
         t0 = time.perf_counter()
-        f_true = nets.network_features(net, pairs.true, batch_size=batch_size, progress=progress)
+        # The ground truth is the same for every set of pictures a run scores: its
+        # features are computed once per network and image set (keyed by the pixels).
+        gt_key = f"{cache_key}\x00ground-truth\x00{_images_digest(pairs.true)}"
+        f_true = networks.get(gt_key) if networks is not None else None
+        if f_true is None:
+            f_true = nets.network_features(
+                net, pairs.true, batch_size=batch_size, progress=progress
+            )
+            if networks is not None:
+                networks[gt_key] = f_true
         f_pred = nets.network_features(net, pairs.pred, batch_size=batch_size, progress=progress)
         timing[net_name] = _rate(time.perf_counter() - t0, 2 * n)
         networks_info[net_name] = net.network.to_dict()
