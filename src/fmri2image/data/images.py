@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_DECODE_MIN_SIDE",
     "UnreadableImage",
+    "center_square",
     "check_images_readable",
     "decode_errors",
     "decode_image",
@@ -35,6 +36,20 @@ __all__ = [
 
 DEFAULT_DECODE_MIN_SIDE = 512
 """JPEGs are decoded at a reduced DCT scale only while both sides stay >= this many pixels."""
+
+
+def center_square(image: Image.Image, side: int, resample: str = "bilinear") -> Image.Image:
+    """The central square of ``image`` as RGB, resized to ``side`` x ``side`` pixels
+    (``resample``: a PIL filter name, e.g. ``"bilinear"``, ``"bicubic"``)."""
+    from PIL import Image as PILImage
+
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    square = image.convert("RGB").crop((left, top, left + s, top + s))
+    if square.size != (side, side):
+        square = square.resize((side, side), PILImage.Resampling[resample.upper()])
+    return square
 
 
 def decode_errors() -> tuple[type[BaseException], ...]:

@@ -611,15 +611,9 @@ class InvertGenerator(Generator):
 
 def _square(image: Image.Image, side: int) -> np.ndarray:
     """An initial image as invert starts from it: central square, ``side`` px, RGB uint8."""
-    from PIL import Image as PILImage
+    from fmri2image.data.images import center_square
 
-    w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    sq = image.convert("RGB").crop((left, top, left + s, top + s))
-    if sq.size != (side, side):
-        sq = sq.resize((side, side), PILImage.Resampling.BICUBIC)
-    return np.asarray(sq, dtype=np.uint8)
+    return np.asarray(center_square(image, side, "bicubic"), dtype=np.uint8)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

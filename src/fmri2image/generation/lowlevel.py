@@ -181,6 +181,8 @@ def square_pixels(images: Sequence[Image.Image], side: int) -> np.ndarray:
     """
     from PIL import Image as PILImage
 
+    from fmri2image.data.images import center_square
+
     out = np.empty((len(images), side, side, 3), dtype=np.float32)
     for i, img in enumerate(images):
         if not isinstance(img, PILImage.Image):
@@ -188,13 +190,7 @@ def square_pixels(images: Sequence[Image.Image], side: int) -> np.ndarray:
                 f"image {i} is a {type(img).__name__}, not a PIL image; decode files with "
                 "fmri2image.data.images.decode_image first."
             )
-        w, h = img.size
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        sq = img.convert("RGB").crop((left, top, left + s, top + s))
-        if sq.size != (side, side):
-            sq = sq.resize((side, side), PILImage.Resampling.BILINEAR)
-        out[i] = np.asarray(sq, dtype=np.float32) / 255.0
+        out[i] = np.asarray(center_square(img, side, "bilinear"), dtype=np.float32) / 255.0
     return out
 
 
