@@ -226,23 +226,20 @@ def build_experiment(
     scans: dict[str, Any] = {}
     test = stimuli["test"]
     sources = [stimuli["train"].source, test.source]
+    init_gen = _init_generator(config)
+    # Generators with a map of their own from early visual cortex (run, or making the
+    # initial images of the others).
     lowlevel_gens = [
-        g for g in config.generation.generators if "codebook" in components.generator_inputs(g)
+        g
+        for g in dict.fromkeys([*config.generation.generators, *filter(None, [init_gen])])
+        if "codebook" in components.generator_inputs(g)
     ]
-    if config.generation.init in lowlevel_gens or (
-        config.generation.init is not None
-        and config.generation.init not in config.generation.generators
-        and "codebook" in _generator_inputs_or_none(components, config.generation.init)
-    ):
-        lowlevel_gens.append(config.generation.init)
-    lowlevel_gens = list(dict.fromkeys(lowlevel_gens))
     codebooks: dict[str, str] = {}  # low-level generator -> its codebook stage
     lowlevel_options: dict[str, Any] = {}
     for gen in lowlevel_gens:
         lowlevel_options[gen] = _lowlevel_options(config, gen)
         codebooks[gen] = add(st.codebook_stage(gen, lowlevel_options[gen], images, components))
 
-    init_gen = _init_generator(config)
     if config.generation.init is not None:
         for gen in config.generation.generators:
             if gen != init_gen and not components.takes_init(gen):
@@ -476,17 +473,6 @@ def _init_folder(config: RunConfig) -> Path | None:
             f"{init!r} (no generator of that name, and no such folder)."
         )
     return path
-
-
-def _generator_inputs_or_none(components: Any, name: str | None) -> tuple[str, ...]:
-    """The pipeline inputs of generator ``name``; () for None or a folder."""
-    from fmri2image.generation import GENERATORS
-
-    if name is None or (
-        name not in GENERATORS.names() and name not in components.injected_generators
-    ):
-        return ()
-    return tuple(components.generator_inputs(name))
 
 
 def _lowlevel_options(config: RunConfig, gen: str) -> Any:

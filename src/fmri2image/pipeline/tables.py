@@ -63,6 +63,7 @@ __all__ = [
     "ModelDecoding",
     "ReconstructionScores",
     "beats_floor",
+    "best_keys",
     "decoding_rows",
     "decoding_summary",
     "decoding_tables",
@@ -76,6 +77,7 @@ __all__ = [
     "scores_long",
     "summary_rows",
     "value_range",
+    "winners",
     "write_csv",
     "write_tables",
 ]
@@ -1009,22 +1011,23 @@ def _block_title(subject: Any, roi: str, rows: Sequence[Mapping[str, Any]], show
 BEST_MARK = "★"
 
 
-def _winners(
-    block: tuple[str, str], methods: Sequence[tuple], metric: str, by_key: Mapping[tuple, Any]
-) -> set[tuple]:
-    """The methods holding the best ``predicted`` mean of ``metric`` in ``block`` (ties
-    included) among those that beat their floor (:func:`beats_floor`); none when fewer
-    than two methods have a mean or all are equal."""
-    rows = {m: by_key.get((*block, *m, "predicted", metric)) for m in methods}
-    known = {m: r["mean"] for m, r in rows.items() if r is not None and r.get("mean") is not None}
-    if len(known) < 2 or len(set(known.values())) == 1:
+def best_keys(values: Mapping[Any, float | None], higher: bool | None) -> set[Any]:
+    """The keys holding the best value (ties included); none with fewer than two values
+    or when all are equal."""
+    known = {k: v for k, v in values.items() if v is not None}
+    if higher is None or len(known) < 2:
         return set()
-    hib = higher_is_better(metric) is not False
-    top = max(known.values()) if hib else min(known.values())
-    return {
-        m for m, v in known.items()
-        if math.isclose(v, top, rel_tol=1e-12, abs_tol=1e-12) and beats_floor(rows[m])
-    }  # fmt: skip
+    top = max(known.values()) if higher else min(known.values())
+    best = {k for k, v in known.items() if math.isclose(v, top, rel_tol=1e-12, abs_tol=1e-12)}
+    return set() if len(best) == len(known) else best  # all equal: nothing stands out
+
+
+def winners(rows: Mapping[Any, Mapping[str, Any] | None], higher: bool | None) -> set[Any]:
+    """The keys of the ``predicted`` summary rows holding the best mean of a column
+    (:func:`best_keys`), kept only where that method beats its floor
+    (:func:`beats_floor`): the ★ of the printed comparison and of the report."""
+    top = best_keys({k: (r or {}).get("mean") for k, r in rows.items()}, higher)
+    return {k for k in top if beats_floor(rows[k] or {})}
 
 
 def format_comparison(
@@ -1063,7 +1066,13 @@ def format_comparison(
             dict.fromkeys((r["model"], r.get("mapper", "ridge"), r["generator"]) for r in main)
         )
         several = len({m[1] for m in methods}) > 1
-        best = {metric: _winners(block, methods, metric, by_key) for metric in metrics}
+        best = {
+            metric: winners(
+                {m: by_key.get((*block, *m, "predicted", metric)) for m in methods},
+                higher_is_better(metric) is not False,
+            )
+            for metric in metrics
+        }
         table_rows = []
         for method in methods:
             model, mapper, generator = method

@@ -25,7 +25,7 @@ from typing import Any
 from fmri2image import __version__
 from fmri2image._io import load_json, safe_name
 from fmri2image.pipeline.report.loader import RunFolder, is_stem, shown
-from fmri2image.pipeline.tables import beats_floor
+from fmri2image.pipeline.tables import best_keys, winners
 
 log = logging.getLogger(__name__)
 
@@ -415,28 +415,19 @@ def build(run: RunFolder) -> Report:
 
 
 # ---------------------------------------------------------------- the tables (CSV rows)
-def _best(values: Mapping[Any, float | None], higher: bool | None) -> set[Any]:
-    """The keys holding the best value (ties included); none with fewer than two values
-    or when all are equal."""
-    known = {k: v for k, v in values.items() if v is not None}
-    if higher is None or len(known) < 2:
-        return set()
-    top = max(known.values()) if higher else min(known.values())
-    best = {k for k, v in known.items() if math.isclose(v, top, rel_tol=1e-12, abs_tol=1e-12)}
-    return set() if len(best) == len(known) else best  # all equal: nothing stands out
-
-
 def comparison_rows(rep: Report) -> list[dict[str, Any]]:
     """``comparison.csv``: one row per block × model × generator × metric."""
     rows = []
     for block in rep.blocks:
         methods = rep.methods.get(block.key, [])
         # The best of a column, and only if it beats its own floor by the paired test.
-        best = {}
-        for metric in rep.metrics:
-            cells = {m: rep.row(block, *m, "predicted", metric) or {} for m in methods}
-            top = _best({m: r.get("mean") for m, r in cells.items()}, rep.hib.get(metric, True))
-            best[metric] = {m for m in top if beats_floor(cells[m])}
+        best = {
+            metric: winners(
+                {m: rep.row(block, *m, "predicted", metric) for m in methods},
+                rep.hib.get(metric, True),
+            )
+            for metric in rep.metrics
+        }
         for model, gen in methods:
             for metric in rep.metrics:
                 here = rep.row(block, model, gen, "predicted", metric)
@@ -499,7 +490,7 @@ def decoding_rows(rep: Report) -> list[dict[str, Any]]:
     directions = {m: h for cols in decoding_columns(rows).values() for m, _, h in cols}
     best: set[int] = set()
     for (_, _, _, _, metric), values in groups.items():
-        best |= _best(values, directions.get(metric))
+        best |= best_keys(values, directions.get(metric))
     return [{**r, "best": i in best} for i, r in enumerate(rows)]
 
 
