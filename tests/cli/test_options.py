@@ -80,7 +80,7 @@ def test_decode_help_states_defaults_and_examples(capsys):
     text = " ".join(capsys.readouterr().out.split())  # help wraps lines
     assert "examples:" in text and "--cv loo --cv-groups none" in text
     for flag_default in ("mapping.cv; default: 5)", "mapping.cv_groups; default: none)",
-                         "data.rois; default: ROI_VC)", "seed; default: 0)"):  # fmt: skip
+                         "data.rois; default: the dataset's visual cortex: ROI_VC for GOD", "seed; default: 0)"):  # fmt: skip
         assert flag_default in text
     assert "(default: None)" not in text
 

@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 _RUN, _DATA, _MAP = RunConfig(), DataSection(), MappingSection()
+_DEFAULT_ROIS = (
+    "the dataset's visual cortex: ROI_VC for GOD and Deeprecon, VC (the union of its "
+    "visual ROIs) for THINGS, nsdgeneral (every voxel) for NSD"
+)
 _RET, _GEN, _EVAL = RetrievalSection(), GenerationSection(), EvaluationSection()
 
 
@@ -160,19 +164,23 @@ def add_data_options(
         )  # fmt: skip
     g.add_argument(
         "--rois", "--roi", dest="rois", nargs="+", metavar="EXPR",
-        help="ROI expressions in bdpy syntax (ROI_VC, ROI_HVC, 'ROI_V1 + ROI_V2'), each "
-        f"decoded on its own (data.rois; default: {roi or _d(_DATA.rois)})",
+        help="ROI expressions in bdpy syntax (ROI_VC, ROI_HVC, 'ROI_V1 + ROI_V2'; THINGS: "
+        "V1, 'lFFA + rFFA'), each decoded on its own (data.rois; default: "
+        f"{roi or _DEFAULT_ROIS})",
     )  # fmt: skip
     g.add_argument(
-        "--split", choices=("test", "imagery"),
-        help="what the map (fitted on perception) predicts: the seen test images, or the "
-        "imagery trials, averaged per imagined stimulus and scored against its test image "
+        "--split", metavar="NAME",
+        help="what the map (fitted on perception) predicts: test (the seen test images), "
+        "imagery (the imagery trials, averaged per imagined stimulus and scored against "
+        "its image), or a split of the dataset's own (Deeprecon: artificial, letter) "
         f"(data.split; default: {_DATA.split})",
     )  # fmt: skip
     g.add_argument(
-        "--release", choices=("auto", "spm", "fmriprep"),
-        help="GOD release to read when the folder holds both (SubjectN.h5 = spm; "
-        "SubjectN_ImageNetTraining.h5 ... = fmriprep) (data.options.release; default: auto)",
+        "--release", choices=("auto", "spm", "fmriprep", "original"),
+        help="the release to read when the folder holds two: GOD spm (SubjectN.h5) or "
+        "fmriprep (SubjectN_ImageNetTraining.h5 ...); Deeprecon original (sub-0N_"
+        "perceptionNaturalImage*_original_VC.h5) or fmriprep (data.options.release; "
+        "default: auto)",
     )  # fmt: skip
     g.add_argument(
         "--drop-nan-voxels", action="store_true", default=None,

@@ -50,6 +50,7 @@ from fmri2image.errors import ConfigError, DataFormatError
 from fmri2image.registry import ENTRY_POINT_GROUPS, Needs, Registry, import_target
 
 __all__ = [
+    "AVERAGES",
     "DATASETS",
     "NORMALIZATIONS",
     "SPLITS",
@@ -58,7 +59,9 @@ __all__ = [
     "DatasetEntry",
     "DecodingSplit",
     "Recording",
+    "RemoteFile",
     "Stimuli",
+    "average_rows",
     "dataset_class",
     "get_dataset",
     "register_dataset",
@@ -67,8 +70,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: What a sample can be: a training or test perception trial, or an imagery trial.
+#: What a sample can be: a training or test perception trial, or an imagery trial.  A
+#: dataset may add evaluation splits of its own (:attr:`Dataset.eval_splits`, e.g.
+#: Deeprecon's ``artificial`` shapes), each scored against its own stimuli.
 SPLITS = ("train", "test", "imagery")
+#: How the repetitions of an evaluated stimulus are combined: the voxels averaged
+#: before the map predicts (GOD's analysis), or the map's predictions of each
+#: repetition averaged (MindEye2 on NSD).  The same for a linear map.
+AVERAGES = ("voxels", "predictions")
 #: What a dataset's labels are: WordNet noun ids (``n01443537``) or free text.
 VOCABULARIES = ("wordnet", "text")
 #: Voxel normalizations (:func:`split_recording`).
@@ -87,12 +96,13 @@ class Recording:
         The ROI expression the voxels were selected with.
     voxels : ndarray of shape (n_samples, n_voxels), float32
     split : ndarray of shape (n_samples,) of str
-        ``"train"``, ``"test"`` or ``"imagery"`` per sample.
+        ``"train"``, ``"test"``, ``"imagery"`` or another of the dataset's
+        :attr:`~Dataset.eval_splits` per sample.
     stimulus : ndarray of shape (n_samples,), int64
-        The stimulus each sample shows: a row of ``stimuli("train")`` for training
-        samples, of ``stimuli("test")`` for test samples.  For imagery samples the
-        row of ``stimuli("test")`` of the imagined stimulus (its category's test
-        image), -1 when there is none.
+        The stimulus each sample shows: a row of ``stimuli(dataset.stimuli_of(split))``
+        (``stimuli("train")`` for training samples, ``stimuli("test")`` for test
+        samples).  For GOD's imagery samples the row of ``stimuli("test")`` of the
+        imagined stimulus (its category's test image); -1 when there is none.
     runs : ndarray of shape (n_samples,), int64
         The run of each sample, unambiguous across files and splits (normalization
         per run, contiguous cross-validation folds).
@@ -129,11 +139,14 @@ class Recording:
                 f"(n_samples, n_voxels) and {', '.join(bad) or 'every per-sample array'} one "
                 f"value per sample; got voxels {np.shape(self.voxels)}."
             )
-        unknown = sorted(set(np.unique(self.split).tolist()) - set(SPLITS))
-        if unknown:
+        bad_split = sorted(
+            {repr(v) for v in np.unique(self.split).tolist() if not (isinstance(v, str) and v)}
+        )
+        if bad_split:
             raise DataFormatError(
-                f"Recording of subject {self.subject}: unknown split(s) {unknown}; a sample "
-                f"is one of {', '.join(SPLITS)}."
+                f"Recording of subject {self.subject}: split names must be non-empty strings "
+                f"({', '.join(SPLITS)}, or an evaluation split of the dataset); got "
+                f"{', '.join(bad_split)}."
             )
 
     @property
@@ -169,6 +182,10 @@ class Stimuli:
         them out once, as PNG files in its cache.
     source : Path, optional
         The id file or container the stimuli are listed in (part of their identity).
+    vocabulary : {"wordnet", "text"} or None
+        What these labels are when it differs from the dataset's
+        :attr:`Dataset.vocabulary` (Deeprecon's artificial shapes have no WordNet id);
+        None: the dataset's.
     """
 
     split: str
@@ -177,6 +194,7 @@ class Stimuli:
     files: tuple[Path, ...] | None = None
     read: Callable[[Sequence[int]], np.ndarray] | None = None
     source: Path | None = None
+    vocabulary: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.stems)
@@ -192,6 +210,11 @@ class Stimuli:
             raise DataFormatError(
                 f"Stimuli of split {self.split!r}: give either files (images on disk) or "
                 "read (arrays in a container), exactly one."
+            )
+        if self.vocabulary is not None and self.vocabulary not in VOCABULARIES:
+            raise DataFormatError(
+                f"Stimuli of split {self.split!r}: vocabulary must be one of "
+                f"{', '.join(VOCABULARIES)} or None, got {self.vocabulary!r}."
             )
 
     def __len__(self) -> int:
@@ -220,13 +243,18 @@ class DecodingSplit:
         The training stimulus each training sample shows.
     train_groups : ndarray of shape (n_train,), int64
         Its category (grouped cross-validation).
-    X_eval : ndarray of shape (n_eval, n_voxels), float32
+    X_eval : ndarray of shape (n_eval, n_voxels) or (n_trials, n_voxels), float32
         The samples the map predicts: each test image's repetitions averaged, or
-        each imagined stimulus's imagery trials averaged.
+        each imagined stimulus's imagery trials averaged; with ``average =
+        "predictions"`` every trial, the map's predictions averaged per stimulus
+        (:attr:`eval_index`).
     eval_rows : ndarray of shape (n_eval,), int64
-        The test stimulus each row of ``X_eval`` is scored against.
+        The test stimulus each averaged row is scored against.
     n_repeats : ndarray of shape (n_eval,), int64
         Trials averaged into each row.
+    eval_index : ndarray of shape (n_trials,), int64, or None
+        With ``average = "predictions"``: the position in ``eval_rows`` of each row
+        of ``X_eval``; None when ``X_eval`` is already averaged.
     """
 
     X_train: np.ndarray
@@ -235,10 +263,24 @@ class DecodingSplit:
     X_eval: np.ndarray
     eval_rows: np.ndarray
     n_repeats: np.ndarray
+    eval_index: np.ndarray | None = None
 
     @property
     def n_voxels(self) -> int:
         return int(self.X_train.shape[1])
+
+
+def average_rows(Y: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """The rows of ``Y`` averaged per evaluated stimulus (``index``: the position of
+    each row, as :attr:`DecodingSplit.eval_index`); ``Y`` itself when ``index`` is None."""
+    if index is None:
+        return Y
+    index = np.asarray(index, dtype=np.int64)
+    n = int(index.max()) + 1 if index.size else 0
+    sums = np.zeros((n, Y.shape[1]), dtype=np.float64)
+    np.add.at(sums, index, Y)
+    counts = np.bincount(index, minlength=n)
+    return (sums / counts[:, None]).astype(Y.dtype, copy=False)
 
 
 def _average(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -250,7 +292,11 @@ def _average(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def split_recording(
-    recording: Recording, *, normalization: str = "run", split: str = "test"
+    recording: Recording,
+    *,
+    normalization: str = "run",
+    split: str = "test",
+    average: str = "voxels",
 ) -> DecodingSplit:
     """Normalize a recording and split it into what a map is fitted on and predicts.
 
@@ -260,10 +306,15 @@ def split_recording(
     normalization : {"run", "train", "none"}
         ``"run"``: z-score every voxel within each run (GOD's analysis);
         ``"train"``: z-score with the training samples' mean and std; ``"none"``.
-    split : {"test", "imagery"}
+    split : str
         What the map (always fitted on the training samples) predicts: the test
-        samples, averaged per test image; or the imagery samples, averaged per
-        imagined stimulus (samples with none are left out).
+        samples, averaged per test image; the imagery samples, averaged per
+        imagined stimulus (samples with none are left out); or another evaluation
+        split of the dataset, averaged per stimulus.
+    average : {"voxels", "predictions"}
+        ``"voxels"``: the repetitions' voxels averaged; ``"predictions"``: every trial
+        kept in ``X_eval`` with its :attr:`DecodingSplit.eval_index`, for the caller
+        to average the map's predictions (:func:`average_rows`).
 
     Returns
     -------
@@ -280,8 +331,10 @@ def split_recording(
         raise ConfigError(
             f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}."
         )
-    if split not in ("test", "imagery"):
-        raise ConfigError(f"split must be test or imagery, got {split!r}.")
+    if split == "train" or not isinstance(split, str) or not split:
+        raise ConfigError(f"split must be an evaluation split (test, imagery, ...), got {split!r}.")
+    if average not in AVERAGES:
+        raise ConfigError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}.")
     rec = recording
     train = rec.mask("train")
     if not train.any():
@@ -298,16 +351,19 @@ def split_recording(
     else:
         Xn = np.asarray(X, dtype=np.float32)
     predicted = rec.mask(split) & (rec.stimulus >= 0)
-    if split == "imagery":
-        dropped = int((rec.mask("imagery") & (rec.stimulus < 0)).sum())
-        if dropped:
-            log.info("imagery: %d trials of stimuli without a test image left out", dropped)
+    dropped = int((rec.mask(split) & (rec.stimulus < 0)).sum())
+    if dropped:
+        log.info("%s: %d trials of stimuli without an image to score left out", split, dropped)
     X_eval, rows, counts = _average(Xn[predicted], rec.stimulus[predicted])
-    if split == "imagery" and rows.size < 2:
+    eval_index = None
+    if average == "predictions":
+        X_eval = np.ascontiguousarray(Xn[predicted], dtype=np.float32)
+        eval_index = np.searchsorted(rows, rec.stimulus[predicted]).astype(np.int64)
+    if split != "test" and rows.size < 2:
         raise ConfigError(
-            f"--split imagery: subject {rec.subject} has {rows.size} imagined test stimuli "
-            "with imagery trials; at least 2 are needed to score identification. Decode "
-            "the perception test set with --split test."
+            f"--split {split}: subject {rec.subject} has {rows.size} {split} stimuli with "
+            "trials; at least 2 are needed to score identification. Decode the perception "
+            "test set with --split test."
         )
     if rows.size < 1:
         raise DataFormatError(
@@ -322,7 +378,32 @@ def split_recording(
         X_eval=X_eval,
         eval_rows=rows,
         n_repeats=counts.astype(np.int64),
+        eval_index=eval_index,
     )
+
+
+# ---------------------------------------------------------------------- downloads
+@dataclass(frozen=True)
+class RemoteFile:
+    """One public file of a dataset (:meth:`Dataset.remote_files`).
+
+    Attributes
+    ----------
+    name : str
+        Its path inside the dataset folder (``wds/subj01/train/0.tar``).
+    url : str
+        Where it is fetched from: an http(s) URL (figshare's ``ndownloader``), or
+        ``hf://datasets/<repo>/<path>`` for a Hugging Face hub dataset file.
+    md5 : str or None
+        The published MD5 sum, checked after the transfer; None when none is published.
+    size : int or None
+        Bytes, when known before asking the server.
+    """
+
+    name: str
+    url: str
+    md5: str | None = None
+    size: int | None = None
 
 
 # ---------------------------------------------------------------------- the protocol
@@ -352,6 +433,18 @@ class Dataset(abc.ABC):
         What reading it needs beyond the core (an extra, packages).
     Options : dataclass
         Its options, every field with a default.
+    default_rois : tuple of str
+        The ROIs decoded when a run names none (``data.rois``): its visual cortex,
+        or every voxel the release holds.
+    eval_splits : tuple of str
+        What ``--split`` may name: ``"test"`` first, then ``"imagery"`` and any split of
+        its own (scored against :meth:`stimuli` of :meth:`stimuli_of` it).
+    average : {"voxels", "predictions"}
+        How repetitions of an evaluated stimulus are combined (:data:`AVERAGES`).
+    known_subjects : tuple of int
+        The subjects of the published release (for ``download``; empty: unknown).
+    where_to_get : str
+        One line on where its files come from (``doctor``, missing-file errors).
     path : Path
     options : Options instance
     """
@@ -361,6 +454,11 @@ class Dataset(abc.ABC):
     vocabulary: ClassVar[str] = "wordnet"
     needs: ClassVar[Needs] = Needs()
     Options: ClassVar[type] = _NoOptions
+    default_rois: ClassVar[tuple[str, ...]] = ("ROI_VC",)
+    eval_splits: ClassVar[tuple[str, ...]] = ("test", "imagery")
+    average: ClassVar[str] = "voxels"
+    known_subjects: ClassVar[tuple[int, ...]] = ()
+    where_to_get: ClassVar[str] = ""
 
     def __init__(self, path: str | os.PathLike, **options: Any) -> None:
         self.path = Path(path).expanduser()
@@ -387,6 +485,27 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def stimuli(self, split: str) -> Stimuli:
         """The stimuli of ``split`` (``"train"`` or ``"test"``)."""
+
+    def stimuli_of(self, split: str) -> str:
+        """The stimuli whose rows the samples of ``split`` show: ``"train"`` for
+        training samples, ``"test"`` for test and (GOD's) imagery samples, the split
+        itself for a split with stimuli of its own."""
+        return {"train": "train", "imagery": "test"}.get(split, split)
+
+    def vocabulary_of(self, stimuli: Stimuli) -> str:
+        """What the labels of ``stimuli`` are (theirs, else the dataset's)."""
+        return stimuli.vocabulary or self.vocabulary
+
+    @classmethod
+    def remote_files(cls, subjects: Sequence[int], **options: Any) -> tuple[RemoteFile, ...]:
+        """The public files of ``subjects`` (``fmri2image download``); none by default.
+
+        Raises
+        ------
+        ConfigError
+            A subject the release does not have.
+        """
+        return ()
 
     def check_images(self, stimuli: Stimuli, *, progress: bool = True) -> None:
         """Raise a one-paragraph error when a stimulus image cannot be decoded (before

@@ -83,7 +83,6 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 CONDITIONS = ("predicted", "true", "random")
 #: Where the pictures are made: in this process, or by Ray actors (one GPU each).
 EXECUTORS = ("local", "ray")
-SPLITS = ("test", "imagery")
 NORMALIZATIONS = ("run", "train", "none")
 CV_GROUPS = ("none", "category")
 VOTES = ("nearest", "majority", "weighted")
@@ -103,10 +102,13 @@ class DataSection:
     subjects : tuple of int
         Subjects decoded, each on its own.
     rois : tuple of str
-        ROI expressions, each decoded on its own (bdpy syntax for GOD).
-    split : {"test", "imagery"}
-        What the map fitted on perception predicts: the test images seen, or the
-        imagery trials (averaged per imagined stimulus).
+        ROI expressions, each decoded on its own (bdpy syntax for the BData
+        datasets); empty: the dataset's :attr:`~fmri2image.data.Dataset.default_rois`
+        (:meth:`roi_list`).
+    split : str
+        What the map fitted on perception predicts: the test images seen, the
+        imagery trials (averaged per imagined stimulus), or another of the dataset's
+        :attr:`~fmri2image.data.Dataset.eval_splits`.
     normalization : {"run", "train", "none"}
     drop_nan_voxels : bool
     options : dict
@@ -116,11 +118,19 @@ class DataSection:
     dataset: str = "god"
     path: str | None = None
     subjects: tuple[int, ...] = (1,)
-    rois: tuple[str, ...] = ("ROI_VC",)
+    rois: tuple[str, ...] = ()
     split: str = "test"
     normalization: str = "run"
     drop_nan_voxels: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+
+    def roi_list(self) -> tuple[str, ...]:
+        """The ROIs decoded: :attr:`rois`, or the dataset's default ROIs."""
+        if self.rois:
+            return tuple(self.rois)
+        from fmri2image.data.dataset import dataset_class
+
+        return tuple(dataset_class(self.dataset).default_rois)
 
     def open(self) -> Any:
         """The :class:`~fmri2image.data.dataset.Dataset` (no file is read)."""
@@ -463,21 +473,22 @@ def _check_data(data: DataSection) -> None:
 
     cls = dataset_class(data.dataset)  # unknown names: ConfigError with close matches
     make_dataset_options(cls.Options, data.options, dataset=data.dataset)
-    if not data.subjects or not data.rois:
+    rois = data.roi_list()
+    if not data.subjects or not rois:
         raise ConfigError("data.subjects and data.rois must each name at least one value.")
     for s in data.subjects:
         _positive_int("--subject (data.subjects)", s)
-    if len(set(data.subjects)) != len(data.subjects) or len(set(data.rois)) != len(data.rois):
+    if len(set(data.subjects)) != len(data.subjects) or len(set(rois)) != len(rois):
         raise ConfigError("data.subjects and data.rois must not repeat a value.")
-    for roi in data.rois:
+    for roi in rois:
         if not str(roi).strip():
             raise ConfigError("--roi is empty; pass an ROI expression such as ROI_VC or ROI_HVC.")
     _one_of(
         "--split (data.split)",
         data.split,
-        SPLITS,
-        "test decodes the seen test images, imagery the imagined ones with the map fitted "
-        "on perception",
+        cls.eval_splits,
+        f"of dataset {data.dataset!r}: test decodes the seen test images, imagery the "
+        "imagined ones with the map fitted on perception",
     )
     _one_of("--normalization (data.normalization)", data.normalization, NORMALIZATIONS)
 

@@ -198,7 +198,9 @@ def build_experiment(
 
     # The stimuli (shared by every subject, ROI and model): files, or a stage that
     # writes a container's arrays as files once.
-    stimuli = {split: dataset.stimuli(split) for split in ("train", "test")}
+    # "test": the stimuli the evaluated split shows (GOD's imagery: its test images).
+    stimuli = {"train": dataset.stimuli("train"),
+               "test": dataset.stimuli(dataset.stimuli_of(config.data.split))}  # fmt: skip
     stages: dict[str, Any] = {}
 
     def add(stage: Any) -> str:
@@ -342,8 +344,9 @@ def build_experiment(
     def prepared(subject: int, roi: str) -> tuple[Any, Any]:
         rec = dataset.load(subject, roi, drop_nan_voxels=config.data.drop_nan_voxels)
         split = split_recording(
-            rec, normalization=config.data.normalization, split=config.data.split
-        )
+            rec, normalization=config.data.normalization, split=config.data.split,
+            average=dataset.average,
+        )  # fmt: skip
         return rec, split
 
     for subject in config.data.subjects:
@@ -353,7 +356,7 @@ def build_experiment(
             """The data stage of one ROI: its name, stems, labels and counts."""
             data = st.data_stage(f"data/s{subject}/{safe_name(roi)}", config, subject, roi,
                                  identity, lambda: prepared(subject, roi), test,
-                                 dataset.vocabulary)  # fmt: skip
+                                 dataset.vocabulary_of(test))  # fmt: skip
             found = _data_facts(reusable(cache_dir, data), lambda: prepared(subject, roi), test)
             return (add(data), *found)
 
@@ -362,7 +365,7 @@ def build_experiment(
             lowlevel_maps[gen], low_stems = _lowlevel_map(
                 config, subject, lowlevel_options[gen].roi, codebooks[gen], data_of, add
             )
-        for roi in config.data.rois:
+        for roi in config.data.roi_list():
             tag = f"s{subject}/{safe_name(roi)}"
             decoding[(subject, roi)], stems, labels, info = data_of(roi)
             if lowlevel_maps and low_stems != stems:  # the same split of the same runs

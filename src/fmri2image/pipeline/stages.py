@@ -292,6 +292,9 @@ class SubjectData:
         Category of each training sample (grouped CV).
     info : dict
         Counts for the tables (subject, roi, split, n_train, repeats, voxels).
+    eval_index : ndarray or None
+        When the dataset averages predictions (NSD, as MindEye2): ``X_eval`` holds
+        every trial and this the row of ``test_rows`` each belongs to.
     """
 
     X_train: np.ndarray
@@ -303,6 +306,7 @@ class SubjectData:
     vocabulary: str
     categories: np.ndarray
     info: dict[str, Any]
+    eval_index: np.ndarray | None = None
 
 
 def data_stage(
@@ -340,6 +344,8 @@ def data_stage(
         _io.save_npy(ctx.folder / "train_rows.npy", split.train_rows.astype(np.int64))
         _io.save_npy(ctx.folder / "test_rows.npy", split.eval_rows.astype(np.int64))
         _io.save_npy(ctx.folder / "categories.npy", split.train_groups.astype(np.int64))
+        if split.eval_index is not None:  # every trial; the predictions are averaged
+            _io.save_npy(ctx.folder / "eval_index.npy", split.eval_index.astype(np.int64))
         stems = [test.stems[i] for i in split.eval_rows]
         _io.save_json(
             ctx.folder / "data.json",
@@ -373,6 +379,11 @@ def data_stage(
             vocabulary=meta["vocabulary"],
             categories=_load_npy(folder / "categories.npy"),
             info=meta["info"],
+            eval_index=(
+                _load_npy(folder / "eval_index.npy")
+                if (folder / "eval_index.npy").is_file()
+                else None
+            ),
         )
 
     return Stage(name, run, load, cfg, version="2")
@@ -693,6 +704,7 @@ def mapping_stage(
     }
 
     def run(ctx: StageContext) -> None:
+        from fmri2image.data.dataset import average_rows
         from fmri2image.evaluation import prediction_metrics
         from fmri2image.mapping import fit_summary, fit_warnings, save_mapping
 
@@ -703,7 +715,7 @@ def mapping_stage(
         groups = data.categories if m.cv_groups == "category" else None
         model.fit(data.X_train, Y_train, groups=groups)
         save_mapping(model, ctx.folder / "mapping")
-        Y_pred = model.predict(data.X_eval)
+        Y_pred = average_rows(model.predict(data.X_eval), data.eval_index)
         _io.save_npy(ctx.folder / "predicted_test_embeddings.npy", Y_pred)
         y_mean = Y_train.mean(axis=0)
         pred = prediction_metrics(
