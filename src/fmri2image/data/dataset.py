@@ -624,3 +624,10 @@ def get_dataset(name: str, path: str | os.PathLike, **options: Any) -> Dataset:
 
 
 register_dataset("god", "fmri2image.data.god:GODDataset")
+register_dataset("deeprecon", "fmri2image.data.deeprecon:DeepreconDataset")
+register_dataset(
+    "things",
+    "fmri2image.data.things:ThingsDataset",
+    needs=Needs(extra="things", packages=("tables",)),
+)
+register_dataset("nsd", "fmri2image.data.nsd:NSDDataset")
