@@ -1247,7 +1247,12 @@ def _layout_hint(ds: Any, dataset: str) -> str:
     if _is_god(ds):
         return _GOD_LAYOUT
     about = type(ds).description
-    return f"pass the folder of dataset {dataset!r}" + (f" ({about})" if about else "")
+    where = type(ds).where_to_get
+    return (
+        f"pass the folder of dataset {dataset!r}"
+        + (f" ({about})" if about else "")
+        + (f"; {where}" if where else "")
+    )
 
 
 def _god_releases(ds: Any, subject: int) -> list[tuple[str, tuple[Path, ...]]]:

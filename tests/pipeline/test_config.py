@@ -67,8 +67,8 @@ def test_keys_of_earlier_versions_still_read(tmp_path):
     }
     with pytest.raises(ConfigError, match="release must be auto, spm or fmriprep"):
         load_config(None, ["data.release=new"]).validate()
-    with pytest.raises(ConfigError, match="Unknown dataset 'nsd'"):
-        load_config(None, ["data.dataset=nsd"]).validate()
+    with pytest.raises(ConfigError, match="Unknown dataset 'nds'"):
+        load_config(None, ["data.dataset=nds"]).validate()
     with pytest.raises(ConfigError, match=r"data.options nosuch .*dataset 'god'.*release"):
         load_config(None, ["data.options={ nosuch = 1 }"]).validate()
 

@@ -33,6 +33,8 @@ examples:
   fmri2image compare --config examples/compare.toml --subjects 1 2 3 --out cmp/god
   fmri2image compare --data GOD --models resnet50 vit clip --database IMAGENET_DIR \\
       --generators sd15 --device cuda --out cmp/
+  fmri2image compare --datasets god=GOD deeprecon=DEEPRECON things=THINGS --models clip \\
+      --database prototypes --generators invert --out cmp/datasets
 
 Every model shares the data stages; each is scored beside its bounds (the same
 generator fed the true stimulus embedding / label, and a random training
@@ -83,15 +85,45 @@ def register(subparsers) -> None:
     )
     p.add_argument("--models", nargs="+", metavar="NAME",
                    help="the embedding models compared (models)")  # fmt: skip
+    p.add_argument(
+        "--datasets", nargs="+", metavar="NAME=DIR", type=_dataset_entry,
+        help="compare on several datasets, each its own run in OUT/NAME with its default "
+        "ROIs, one table indexed by dataset (datasets; per-dataset subjects and ROIs: "
+        "[[datasets]] tables in --config), e.g. --datasets god=GOD deeprecon=DEEPRECON",
+    )  # fmt: skip
     _add_common(p)
+
+
+def _dataset_entry(text: str) -> dict[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=DIR (e.g. deeprecon=data/deeprecon), got {text!r}"
+        )
+    return {"dataset": name.strip(), "path": path.strip()}
 
 
 def run(args: argparse.Namespace) -> int:
     from fmri2image.pipeline.experiment import run_experiment
 
-    result = run_experiment(
-        _options.config_from_args(args), force=tuple(args.force or ()), progress=not args.quiet
-    )
+    config = _options.config_from_args(args)
+    if getattr(args, "datasets", None):
+        config = config.replace(datasets=tuple(args.datasets))
+    if config.datasets:
+        from fmri2image.pipeline.datasets import run_datasets
+
+        multi = run_datasets(config, force=tuple(args.force or ()), progress=not args.quiet)
+        print()
+        print(multi.format())
+        print(f"\n{multi.stage_summary()}")
+        out = multi.out_dir.resolve()
+        print(f"Results: {out}")
+        print(f"  report:  {out / 'report.html'} (a section per dataset)")
+        print(f"  tables:  {out / 'tables'} (each run's tables, a leading dataset column)")
+        for label, result in multi.runs:
+            print(f"  {label}: {result.out_dir.resolve()}")
+        return 0
+    result = run_experiment(config, force=tuple(args.force or ()), progress=not args.quiet)
     print_result(result)
     return 0
 

@@ -65,10 +65,12 @@ __all__ = [
     "FIGSHARE_API",
     "GOD_ARTICLE",
     "PARTIAL_DIR",
+    "DatasetDownload",
     "DownloadError",
     "DownloadResult",
     "FileOutcome",
     "RemoteFile",
+    "download_dataset",
     "download_god",
     "god_file_names",
     "list_article_files",
@@ -1007,3 +1009,194 @@ def stimulus_note(dest: str | os.PathLike = "GOD_DIR", fmri_file: str = "Subject
         "    training/n01518878_10042.JPEG ...\n"
         "    test/n01443537_22563.JPEG ..."
     )
+
+
+# --------------------------------------------------------------------------- other datasets
+# Datasets behind the seam list their public files (Dataset.remote_files): figshare
+# download URLs (size and MD5 from the server / the published sums), files named in a
+# figshare article (figshare://ARTICLE/NAME, resolved through the API) or files of a
+# Hugging Face hub dataset (hf://datasets/REPO/PATH, fetched with huggingface_hub).
+
+_HF = re.compile(r"hf://datasets/(?P<repo>[^/]+/[^/]+)/(?P<path>.+)")
+_FIGSHARE = re.compile(r"figshare://(?P<article>\d+)/(?P<name>.+)")
+
+
+@dataclass(frozen=True)
+class DatasetDownload:
+    """Outcome of :func:`download_dataset`: one line per file.
+
+    ``actions``: ``"fetched"`` / ``"skipped"`` (already complete) after a run; in a dry
+    run ``"fetch"`` or ``"present"`` (a file of that name is there; a real run checks it).
+    """
+
+    dataset: str
+    dest: Path
+    subjects: tuple[int, ...]
+    release: str | None
+    files: tuple[Any, ...]  # fmri2image.data.dataset.RemoteFile
+    actions: tuple[str, ...]
+    dry_run: bool = False
+
+    def format(self) -> str:
+        subjects = ", ".join(map(str, self.subjects))
+        release = f" ({self.release} release)" if self.release else ""
+        head = (
+            f"dry run: {self.dataset} subject(s) {subjects}{release} into {self.dest}; "
+            "nothing is fetched or written"
+            if self.dry_run
+            else f"{self.dataset} subject(s) {subjects}{release} in {self.dest}:"
+        )
+        names = [_shown(f.name) for f in self.files]
+        width = max(map(len, names), default=4)
+        lines = [head]
+        for f, name, action in zip(self.files, names, self.actions):
+            size = _human(f.size) if f.size else "?"
+            check = f"md5 {f.md5}" if f.md5 else "no published md5"
+            lines.append(f"  {name:<{width}}  {size:>10}  {action:<8}  {_shown(f.url)}  ({check})")
+        n = len(self.files)
+        verb = "would be considered" if self.dry_run else "handled"
+        lines.append(f"{n} file(s) {verb}")
+        return "\n".join(lines)
+
+
+def _safe_relative(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        bool(name)
+        and not name.startswith("/")
+        and all(
+            p and p not in (".", "..") and not p.startswith(".") and _name_problem(p) is None
+            for p in parts
+        )
+    )
+
+
+def _probe(url: str, timeout: float) -> int:
+    """The size of the file at ``url`` (a one-byte range request)."""
+    try:
+        with _open(url, timeout=timeout, headers={"Range": "bytes=0-0"}) as resp:
+            total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else int(resp.headers.get("Content-Length") or 0)
+    except _NETWORK_ERRORS as exc:
+        raise DownloadError(
+            f"Cannot reach {_shown(url)}: {_reason(exc, timeout)}. Check the network "
+            "connection and run the same command again.",
+            retryable=True,
+        ) from None
+    if size <= 0:
+        raise DownloadError(f"{_shown(url)} does not say how large the file is; nothing fetched.")
+    return size
+
+
+def _hf_fetch(repo: str, path: str, dest: Path, progress: bool) -> None:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ConfigError(
+            "Downloading from the Hugging Face hub needs huggingface_hub: pip install "
+            "'fmri2image[nsd]'."
+        ) from None
+    try:  # resumable: an interrupted transfer continues from its .incomplete file
+        hf_hub_download(repo, path, repo_type="dataset", local_dir=str(dest))
+    except Exception as exc:  # the hub raises many kinds; the user gets one message
+        raise DownloadError(
+            f"Downloading {path} from the Hugging Face dataset {repo} failed: "
+            f"{type(exc).__name__}: {exc}. Check the network connection (and HF_ENDPOINT / "
+            "HF_TOKEN if you use a mirror), then run the same command again: finished files "
+            "are kept and the transfer resumes.",
+            retryable=True,
+        ) from None
+
+
+def download_dataset(
+    dataset: str,
+    subjects: Sequence[int | str],
+    dest: str | os.PathLike,
+    *,
+    release: str | None = None,
+    api_url: str = FIGSHARE_API,
+    dry_run: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    retries: int = 3,
+    retry_wait: float = 2.0,
+) -> DatasetDownload:
+    """Download the public files of ``subjects`` of a registered dataset into ``dest``.
+
+    The files are those of :meth:`Dataset.remote_files
+    <fmri2image.data.dataset.Dataset.remote_files>`.  figshare files go through the
+    same resumable, checksummed transfer as GOD's (``DEST/.partial``, atomic
+    install); hub files through ``huggingface_hub`` (resumable).  A dry run lists
+    the files without touching the network or ``dest``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown dataset or subject, a dataset with no public files, a bad release.
+    DownloadError
+        A transfer failed (what was fetched is kept; a rerun resumes).
+    """
+    from fmri2image.data.dataset import dataset_class
+    from fmri2image.data.god import parse_subject
+
+    cls = dataset_class(dataset)
+    numbers = tuple(dict.fromkeys(parse_subject(s) for s in subjects))
+    options = {} if release is None else {"release": release}
+    files = tuple(cls.remote_files(numbers, **options))
+    if not files:
+        raise ConfigError(
+            f"Dataset {dataset!r} lists no public files to download"
+            + (f"; {cls.where_to_get}" if cls.where_to_get else ".")
+        )
+    bad = [f.name for f in files if not _safe_relative(f.name)]
+    if bad:
+        raise ConfigError(f"Dataset {dataset!r} lists unsafe file names: {bad[:3]}.")
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--dest {dest} is a file; pass a folder to download into.")
+    if dry_run:
+        actions = tuple("present" if (dest / f.name).is_file() else "fetch" for f in files)
+        return DatasetDownload(dataset, dest, numbers, release, files, actions, dry_run=True)
+    fetcher = _Fetcher(
+        dest, timeout=timeout, retries=retries, retry_wait=retry_wait, progress=progress,
+        chunk_size=1 << 20,
+    )  # fmt: skip
+    listings: dict[int, dict[str, RemoteFile]] = {}
+    actions: list[str] = []
+    created = _missing_folders(dest)
+    try:
+        with output_lock(dest, flag="--dest", remove=True):
+            for f in files:
+                if (hf := _HF.fullmatch(f.url)) is not None:
+                    done = (dest / f.name).is_file()
+                    _hf_fetch(hf["repo"], hf["path"], dest, progress)
+                    actions.append("skipped" if done else "fetched")
+                    continue
+                if (fs := _FIGSHARE.fullmatch(f.url)) is not None:
+                    article = int(fs["article"])
+                    if article not in listings:
+                        listed = list_article_files(article, api_url=api_url, timeout=timeout)
+                        listings[article] = {r.name: r for r in listed}
+                    remote = listings[article].get(fs["name"])
+                    if remote is None:
+                        raise DownloadError(
+                            f"figshare article {article} does not list {_shown(fs['name'])}; "
+                            f"it lists {', '.join(sorted(listings[article])[:8]) or 'nothing'}."
+                            " The release may have changed: please report it."
+                        )
+                    remote = RemoteFile(f.name, remote.size, remote.url, f.md5 or remote.md5)
+                elif _is_http(f.url):
+                    remote = RemoteFile(f.name, f.size or _probe(f.url, timeout), f.url, f.md5)
+                else:
+                    raise ConfigError(
+                        f"Cannot fetch {_shown(f.url)}: not http(s), figshare:// or hf://."
+                    )
+                (dest / f.name).parent.mkdir(parents=True, exist_ok=True)
+                actions.append(fetcher.fetch(remote).action)
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return DatasetDownload(dataset, dest, numbers, release, files, tuple(actions))

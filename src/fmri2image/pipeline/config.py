@@ -351,6 +351,9 @@ class RunConfig:
     visualize : bool
         Write an image grid per subject and ROI (ground truth, then each model).
     data, mapping, retrieval, generation, evaluation : sections
+    datasets : tuple of dict
+        Several datasets compared in one run (``[[datasets]]`` tables of ``[data]``
+        keys; :mod:`fmri2image.pipeline.datasets`); empty: the ``[data]`` section's.
     """
 
     models: tuple[str, ...] = ("effnet-lite0",)
@@ -365,6 +368,7 @@ class RunConfig:
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    datasets: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _io.strict_json(dataclasses.asdict(self))
