@@ -335,3 +335,23 @@ def test_decode_through_the_cli_finds_the_planted_signal(release, tmp_path, cli,
         assert row["pairwise_id"] > 0.75
     else:  # no signal: chance (0.5), give or take 6 test images' noise
         assert abs(row["pairwise_id"] - 0.5) < 0.3
+
+
+def test_decode_split_artificial_scores_the_shapes(tmp_path, cli, pool48):
+    from fmri2image.data.fixtures import planted_response
+
+    root = tmp_path / "data"
+    _write(root, release="fmriprep", artificial=True, n_train_repeats=2, n_test_repeats=2,
+           train=fixture_pictures(8, 4, seed=3), respond=planted_response(60, seed=5, noise=0.3))  # fmt: skip
+    out = tmp_path / "out"
+    rc, _, err = cli("decode", "--dataset", "deeprecon", "--data", root, "--model", pool48,
+                     "--cv", "3", "--split", "artificial", "--out", out)  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    (block,) = summary["blocks"]
+    assert block["info"]["split"] == "artificial"
+    assert block["true_labels"][:2] == ["red square", "green square"]  # text labels
+    (row,) = summary["encoders"]
+    assert row["pairwise_id"] > 0.75
+    (ret,) = row["retrieval"]
+    assert ret["wup"] is None  # no WordNet similarity for text labels
