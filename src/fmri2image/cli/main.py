@@ -19,6 +19,7 @@ from fmri2image.errors import Fmri2ImageError
 COMMAND_MODULES = (
     "fmri2image.cli.demo_cmd",
     "fmri2image.cli.demo_data_cmd",
+    "fmri2image.cli.fixture_cmd",
     "fmri2image.cli.data_cmds",
     "fmri2image.cli.download_cmd",
     "fmri2image.cli.extract_cmd",
