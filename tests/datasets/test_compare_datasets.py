@@ -80,8 +80,10 @@ def test_datasets_flag_and_reuse(two_gods, pool48, cli, tmp_path):
         ('[[datasets]]\ndataset = "god"\n', "needs path"),
         ('[[datasets]]\ndataset = "god"\npath = "x"\nroi = ["V1"]\n', "unknown key(s) roi"),
         ('[[datasets]]\ndataset = "nope"\npath = "x"\n', "datasets[0] (nope)"),
-        ('[[datasets]]\ndataset = "god"\npath = "x"\n[[datasets]]\ndataset = "god"\npath = "y"\n',
-         "label 'god' is used twice"),
+        (
+            '[[datasets]]\ndataset = "god"\npath = "x"\n[[datasets]]\ndataset = "god"\npath = "y"\n',
+            "label 'god' is used twice",
+        ),
         ('[[datasets]]\ndataset = "god"\npath = "x"\nsplit = "artificial"\n', "--split"),
     ],
 )

@@ -390,14 +390,6 @@ def test_decode_runs_end_to_end_from_the_command_line(brain, cli, pool48, tmp_pa
         assert abs(row["pairwise_id"] - 0.5) < 0.25
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="seam: the stimuli/<split> stage is keyed by the container's identity only "
-    "(pipeline/stages.py stimuli_stage cfg), not by the stems; NSD's stems grow with the "
-    "subjects in the folder, so a cached stage is reused with the old stems. Remove this "
-    "marker once the stage key includes the stems and labels.",
-)
 def test_adding_a_subject_does_not_reuse_stale_stimuli(two_subjects, cli, pool48, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(two_subjects.root, data)

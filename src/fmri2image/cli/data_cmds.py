@@ -22,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  fmri2image data-info --data demo-output/data --subject 1 --roi ROI_HVC\n"
             "  fmri2image make-fixture deeprecon --out deeprecon-fixture\n"
             "  fmri2image data-info --dataset deeprecon --data deeprecon-fixture --subject 1 "
-            "--roi ROI_hV4"
+            "--roi ROI_hV4\n"
+            "  fmri2image make-fixture nsd --out nsd-fixture\n"
+            "  fmri2image data-info --dataset nsd --data nsd-fixture --subject 1 --option "
+            "sessions=2"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="which release to read when a folder holds two (default: auto)",
     )
+    p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a dataset option (data.options), TOML value, e.g. --option sessions=2 (NSD: "
+        "train on the first 2 sessions) (repeatable)",
+    )  # fmt: skip
     p.add_argument(
         "--drop-nan-voxels",
         action="store_true",
@@ -283,7 +291,16 @@ def run_data_info(args: argparse.Namespace) -> int:
     import json
 
     if args.dataset != "god":
+        from fmri2image.pipeline.config import parse_toml
+
         options = {} if args.release == "auto" else {"release": args.release}
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                from fmri2image.errors import ConfigError
+
+                raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. sessions=2.")
+            options.update(parse_toml(f"{key.strip()} = {value}", f"--option {item}"))
         info = seam_info(
             args.dataset, args.god, args.subject, args.roi, options=options,
             drop_nan_voxels=args.drop_nan_voxels, require_images=args.require_images,

@@ -26,10 +26,13 @@ examples:
   fmri2image make-fixture deeprecon --out deeprecon-fixture
   fmri2image make-fixture things --release bdata --out things-bdata-fixture
   fmri2image make-fixture nsd --subjects 1 2 --out nsd-fixture
-  fmri2image data-info --dataset nsd --data nsd-fixture --subject 2
+  fmri2image data-info --dataset nsd --data nsd-fixture --subject 2 --option sessions=2
 
 The files have the release's names, keys, dtypes and layout (docs/datasets.md), with
-few voxels, few images and few repetitions; the BData files are written by bdpy.
+few voxels, few images and few repetitions; the BData files are written by bdpy. An
+NSD fixture holds 2 sessions per subject (the release 30-40): read it with the dataset
+option sessions = 2 (data-info --option sessions=2; run --set
+'data.options={ sessions = 2 }').
 """
 
 
@@ -88,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     write(out, subjects=tuple(args.subjects), respond=respond, n_voxels=n_voxels,
           seed=args.seed, **kwargs)  # fmt: skip
     print(f"{args.dataset} fixture ({'noise' if args.noise else 'planted signal'}) in {out}")
+    # An NSD fixture holds 2 sessions of the release's 30-40: say so to the reader.
+    option = " --option sessions=2" if args.dataset == "nsd" else ""
+    setting = " --set 'data.options={ sessions = 2 }'" if args.dataset == "nsd" else ""
     print(f"  try: fmri2image data-info --dataset {args.dataset} --data {out} --subject "
-          f"{args.subjects[0]}")  # fmt: skip
+          f"{args.subjects[0]}{option}")  # fmt: skip
+    print(
+        f"       fmri2image decode --dataset {args.dataset} --data {out}{setting} "
+        "--model effnet-lite0 --database prototypes --out DIR"
+    )
     return 0

@@ -224,7 +224,13 @@ def stimuli_stage(dataset: str, stimuli: Stimuli, identity: str) -> Stage:
     """
     from PIL import Image
 
-    cfg = {"dataset": dataset, "split": stimuli.split, "source": identity}
+    cfg = {
+        "dataset": dataset,
+        "split": stimuli.split,
+        "source": identity,
+        # The rows a container's arrays are read at (NSD: the subjects in the folder).
+        "stimuli": _io.json_sha256([list(stimuli.stems), list(stimuli.labels)]),
+    }
 
     def run(ctx: StageContext) -> None:
         from tqdm.auto import tqdm
