@@ -628,6 +628,6 @@ register_dataset("deeprecon", "fmri2image.data.deeprecon:DeepreconDataset")
 register_dataset(
     "things",
     "fmri2image.data.things:ThingsDataset",
-    needs=Needs(extra="things", packages=("tables",)),
+    needs=Needs(extra="things", packages=("pandas", "tables")),
 )
 register_dataset("nsd", "fmri2image.data.nsd:NSDDataset")
