@@ -25,8 +25,8 @@ _EPILOG = """\
 examples:
   fmri2image make-fixture deeprecon --out deeprecon-fixture
   fmri2image make-fixture things --release bdata --out things-bdata-fixture
-  fmri2image make-fixture nsd --subjects 1 2 --out nsd-fixture
-  fmri2image data-info --dataset nsd --data nsd-fixture --subject 2 --option sessions=2
+  fmri2image make-fixture nsd --subjects 1 2 --out nsd-two-subjects
+  fmri2image data-info --dataset nsd --data nsd-two-subjects --subject 2 --option sessions=2
 
 The files have the release's names, keys, dtypes and layout (docs/datasets.md), with
 few voxels, few images and few repetitions; the BData files are written by bdpy. An

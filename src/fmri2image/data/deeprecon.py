@@ -431,22 +431,15 @@ class DeepreconDataset(Dataset):
         """The first existing image folder of ``split`` and its stem -> file map."""
         cache = self._cache().setdefault("folders", {})
         if split not in cache:
-            rank = {ext: i for i, ext in enumerate(_EXTENSIONS)}
+            from fmri2image.data.stimuli import index_images
+
             found: tuple[Path | None, dict[str, Path]] = (None, {})
             for root in _ROOTS:
                 for name in _FOLDERS[split]:
                     folder = (self.path / root / name) if root != "." else self.path / name
                     if not folder.is_dir():
                         continue
-                    best: dict[str, tuple[int, Path]] = {}
-                    for entry in os.scandir(folder):
-                        p = Path(entry.path)
-                        r = rank.get(p.suffix)
-                        if r is None or not entry.is_file():
-                            continue
-                        if p.stem not in best or r < best[p.stem][0]:
-                            best[p.stem] = (r, p)
-                    found = (folder, {s: p for s, (_, p) in best.items()})
+                    found = (folder, index_images(folder, _EXTENSIONS))
                     break
                 if found[0] is not None:
                     break

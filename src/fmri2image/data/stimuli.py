@@ -309,9 +309,10 @@ def check_stimulus_ids(
         )
 
 
-def _index_images(image_dir: Path) -> dict[str, Path]:
-    """Map stem -> file for the image files in ``image_dir`` (preferring IMAGE_EXTENSIONS order)."""
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+def index_images(image_dir: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+    """Map stem -> file for the image files in ``image_dir`` (a stem with several files:
+    the first of ``extensions``)."""
+    rank = {ext: i for i, ext in enumerate(extensions)}
     best: dict[str, tuple[int, Path]] = {}
     if image_dir.is_dir():
         for entry in os.scandir(image_dir):
@@ -356,7 +357,7 @@ def load_stimulus_set(
     root, id_file = find_stimulus_root(god_dir, split)
     ids, listed = read_id_file(id_file)
     image_dir = root / split
-    index = _index_images(image_dir)
+    index = index_images(image_dir)
     names = tuple(Path(n).stem if Path(n).suffix else n for n in listed)
     paths: list[Path | None] = []
     missing: list[str] = []
