@@ -245,13 +245,15 @@ def add_retrieval_options(p: argparse.ArgumentParser) -> None:
         "--database", action="append", dest="databases", metavar="DB",
         help="retrieval database (repeatable): prototypes (the encoder's ImageNet-1k "
         "classifier head), text-prototypes or text-prototypes:21k (CLIP text embeddings "
-        "of 'a photo of a {name}'), a folder written by `fmri2image extract`, or an "
-        f"ImageNet-style image folder (retrieval.databases; default: {_d(_RET.databases)})",
+        "of 'a photo of a {name}'), stimuli (the dataset's training images with their "
+        "labels, e.g. NSD's captions), captions (CLIP text embeddings of those labels), "
+        "a folder written by `fmri2image extract`, or an ImageNet-style image folder "
+        f"(retrieval.databases; default: {_d(_RET.databases)})",
     )  # fmt: skip
     g.add_argument(
         "--k", type=positive_int, metavar="K",
-        help="neighbours per query (retrieval.k; default: 5 for prototype databases, 50 for "
-        "image databases)",
+        help="neighbours per query (retrieval.k; default: 5 for prototype and captions "
+        "databases, 10 for stimuli, 50 for image databases)",
     )  # fmt: skip
     g.add_argument(
         "--vote", choices=("nearest", "majority", "weighted"),

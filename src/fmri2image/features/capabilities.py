@@ -14,6 +14,14 @@ Three kinds of labelled database exist (``--database`` on the command line):
     image space: ``clip``, ``clip-l14``, ``hf:`` CLIP checkpoints, ``open_clip:`` models.
 an image database (a folder)
     Features of labelled images from ``fmri2image extract``.  Every encoder.
+``stimuli``
+    The dataset's own training stimuli, labelled with their labels (NSD's COCO
+    captions, THINGS' concepts, GOD's WordNet ids), from the features the run computes
+    anyway.  Every encoder; never a test image.
+``captions``
+    One row per distinct label of the training stimuli: the text embedding of the
+    label itself (a text label, such as a COCO caption) or of "a photo of a {name}"
+    (a WordNet id).  Needs a text tower, as ``text-prototypes``.
 
 >>> encoder_capabilities("vit").databases        # doctest: +SKIP
 ('images',)
@@ -42,7 +50,9 @@ __all__ = [
 PROTOTYPES = "prototypes"
 TEXT_PROTOTYPES = "text-prototypes"
 IMAGES = "images"
-DATABASE_KINDS = (PROTOTYPES, TEXT_PROTOTYPES, IMAGES)
+STIMULI = "stimuli"
+CAPTIONS = "captions"
+DATABASE_KINDS = (PROTOTYPES, TEXT_PROTOTYPES, IMAGES, STIMULI, CAPTIONS)
 #: Class lists a text-prototype database can span.
 TEXT_VOCABULARIES = ("1k", "21k")
 
@@ -53,7 +63,7 @@ class DatabaseChoice:
 
     Attributes
     ----------
-    kind : {"prototypes", "text-prototypes", "images"}
+    kind : {"prototypes", "text-prototypes", "images", "stimuli", "captions"}
     vocabulary : {"1k", "21k"} or None
         Class list of a text-prototype database.
     path : str or None
@@ -75,8 +85,8 @@ def parse_database(text: str | DatabaseChoice) -> DatabaseChoice:
     if isinstance(text, DatabaseChoice):
         return text
     text = str(text)
-    if text == PROTOTYPES:
-        return DatabaseChoice(PROTOTYPES)
+    if text in (PROTOTYPES, STIMULI, CAPTIONS):
+        return DatabaseChoice(text)
     if text == TEXT_PROTOTYPES or text.startswith(TEXT_PROTOTYPES + ":"):
         vocabulary = text.partition(":")[2] or "1k"
         if vocabulary not in TEXT_VOCABULARIES:
@@ -87,7 +97,10 @@ def parse_database(text: str | DatabaseChoice) -> DatabaseChoice:
             )
         return DatabaseChoice(TEXT_PROTOTYPES, vocabulary=vocabulary)
     if not text:
-        raise ConfigError("--database is empty; pass 'prototypes', 'text-prototypes' or a folder.")
+        raise ConfigError(
+            "--database is empty; pass 'prototypes', 'text-prototypes', 'stimuli', "
+            "'captions' or a folder."
+        )
     return DatabaseChoice(IMAGES, path=text)
 
 
@@ -120,6 +133,8 @@ class EncoderCapabilities:
             PROTOTYPES: self.class_prototypes,
             TEXT_PROTOTYPES: self.text_prototypes,
             IMAGES: self.image_database,
+            STIMULI: self.image_database,
+            CAPTIONS: self.text_prototypes,
         }
         return tuple(k for k in DATABASE_KINDS if usable[k])
 
@@ -128,7 +143,7 @@ class EncoderCapabilities:
         kind = parse_database(database).kind
         if kind == PROTOTYPES:
             return self.class_prototypes
-        if kind == TEXT_PROTOTYPES:
+        if kind in (TEXT_PROTOTYPES, CAPTIONS):
             return self.text_prototypes
         return self.image_database
 

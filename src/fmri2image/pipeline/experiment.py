@@ -272,6 +272,12 @@ def build_experiment(
                                                batch_size=config.batch_size))  # fmt: skip
             elif db.kind in ("prototypes", "text-prototypes"):
                 source = add(st.prototypes_stage(model, db, components))
+            elif db.kind == "stimuli":  # the training stimuli's features, computed anyway
+                source = features[model]
+            elif db.kind == "captions":
+                source = add(st.captions_stage(model, features[model],
+                                               dataset.vocabulary_of(stimuli["train"]),
+                                               components))  # fmt: skip
             source_of[db.name] = source
             ret_of[db.name] = add(
                 st.retrieval_stage(
@@ -417,7 +423,7 @@ def _databases(config: RunConfig, encoders: Mapping[str, Encoder] | None) -> lis
                     f"--database prototypes needs an ImageNet-1k classifier head, which "
                     f"encoder {name!r} does not have; pass an image database instead."
                 )
-            if db.kind == "text-prototypes" and not enc.has_text_tower:
+            if db.kind in ("text-prototypes", "captions") and not enc.has_text_tower:
                 raise ConfigError(
                     f"--database {db.source} needs a CLIP text tower, which encoder "
                     f"{name!r} does not have; pass an image database instead."

@@ -35,7 +35,14 @@ __all__ = [
 #: Neighbours per query when ``k`` is not given: one item per class in a
 #: prototype database, many images per class in an image database (enough for
 #: five distinct labels, so hit@5 means something).
-AUTO_K = {"prototypes": 5, "text-prototypes": 5, "features": 50, "images": 50}
+AUTO_K = {
+    "prototypes": 5,
+    "text-prototypes": 5,
+    "features": 50,
+    "images": 50,
+    "stimuli": 10,
+    "captions": 5,
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,10 @@ class DatabaseSpec:
 
     Attributes
     ----------
-    kind : {"prototypes", "text-prototypes", "features", "images"}
+    kind : {"prototypes", "text-prototypes", "features", "images", "stimuli", "captions"}
         ``prototypes``: the encoder's ImageNet-1k classifier head;
+        ``stimuli``: the dataset's training stimuli with their labels;
+        ``captions``: text embeddings of the training stimuli's distinct labels;
         ``text-prototypes``: CLIP text embeddings of one prompt per class;
         ``features``: a folder written by ``fmri2image extract`` (one feature store
         per encoder); ``images``: an ImageNet-style folder of labelled images,
@@ -73,6 +82,10 @@ class DatabaseSpec:
             return "prototypes (1k heads)"
         if self.kind == "text-prototypes":
             return f"text-prototypes ({self.vocabulary})"
+        if self.kind == "stimuli":
+            return "stimuli (the training images)"
+        if self.kind == "captions":
+            return "captions (text of the training labels)"
         return f"{self.name} ({'images' if self.kind == 'images' else 'features'})"
 
 
@@ -91,8 +104,8 @@ def database_name(value: str) -> str:
 
     text = str(value).strip()
     choice = parse_choice(text)
-    if choice.kind == "prototypes":
-        return "prototypes"
+    if choice.kind in ("prototypes", "stimuli", "captions"):
+        return choice.kind
     if choice.kind == "text-prototypes":
         return f"text-prototypes-{choice.vocabulary or '1k'}"
     return Path(text).expanduser().resolve().name or "database"
@@ -114,8 +127,8 @@ def parse_database(value: str) -> DatabaseSpec:
 
     text = str(value).strip()
     choice = parse_choice(text)
-    if choice.kind == "prototypes":
-        return DatabaseSpec("prototypes", text, name="prototypes")
+    if choice.kind in ("prototypes", "stimuli", "captions"):
+        return DatabaseSpec(choice.kind, text, name=choice.kind)
     if choice.kind == "text-prototypes":
         vocab = choice.vocabulary or "1k"
         return DatabaseSpec(
@@ -125,7 +138,7 @@ def parse_database(value: str) -> DatabaseSpec:
     if not path.exists():
         raise ConfigError(
             f"--database {text}: no such folder, and not one of the keywords 'prototypes', "
-            "'text-prototypes', 'text-prototypes:21k'. Pass a folder written by "
+            "'text-prototypes', 'text-prototypes:21k', 'stimuli', 'captions'. Pass a folder written by "
             "`fmri2image extract`, an ImageNet-style image folder (one sub-folder of "
             "images per WordNet id), or a keyword."
         )
@@ -196,7 +209,7 @@ def check_encoders_and_databases(
         ENCODERS.get(name)  # ConfigError with close matches for a typo
     for db in databases:
         for name in encoders:
-            if db.kind in ("prototypes", "text-prototypes"):
+            if db.kind in ("prototypes", "text-prototypes", "captions"):
                 # Known not to work -> ConfigError naming what does; unknown (some
                 # prefix forms) -> checked on the built encoder, still before any work.
                 encoder_capabilities(name).check(db.source)

@@ -409,6 +409,15 @@ class StimulusFeatures:
     test: np.ndarray
     train_labels: tuple[str, ...]
     test_stems: tuple[str, ...]
+    train_stems: tuple[str, ...] = ()
+
+    def index(self) -> Any:
+        """An exact cosine index over the training stimuli, labelled by their labels
+        (the ``stimuli`` database: never a test image)."""
+        from fmri2image.retrieval import FeatureIndex
+
+        items = list(self.train_stems) if self.train_stems else None
+        return FeatureIndex("flat", metric="cosine").add(self.train, list(self.train_labels), items)
 
     def test_embeddings(self, stems: Sequence[str]) -> np.ndarray:
         row = {s: i for i, s in enumerate(self.test_stems)}
@@ -471,6 +480,7 @@ def features_stage(
             test=x_test,
             train_labels=tuple(train.wnids),
             test_stems=tuple(Path(p).stem for p in test.paths),
+            train_stems=tuple(Path(p).stem for p in train.paths),
         )
 
     def prepare() -> None:
@@ -646,10 +656,60 @@ def prototypes_stage(model: str, db: DatabaseSpec, components: Components) -> St
             tensors["prototypes"], tuple(meta["labels"]), tuple(items) if items else None
         )
 
+    def prepare() -> None:
+        encoder = components.encoder(model)
+        if text:
+            _needs_text_tower(encoder, db.source)
+
+    return Stage(f"prototypes/{model}/{kind}", run, load, cfg, version="1", prepare=prepare)
+
+
+def captions_stage(
+    model: str, features_name: str, vocabulary: str, components: Components
+) -> Stage:
+    """The text tower's embedding of each distinct label of the training stimuli (the
+    ``captions`` database): the label itself when it is text (NSD's COCO captions,
+    THINGS' concepts), "a photo of a {name}" when it is a WordNet id."""
+    from fmri2image.retrieval.text_prototypes import DEFAULT_TEMPLATE
+
+    cfg = {"model": model, "vocabulary": vocabulary, "template": DEFAULT_TEMPLATE}
+
+    def run(ctx: StageContext) -> None:
+        from fmri2image.retrieval.text_prototypes import class_prompts, embed_prompts
+
+        feats: StimulusFeatures = ctx.inputs[features_name]
+        labels = list(dict.fromkeys(feats.train_labels))
+        prompts = class_prompts(labels) if vocabulary == "wordnet" else labels
+        matrix = embed_prompts(components.encoder(model), prompts, progress=ctx.progress)
+        _io.save_safetensors(ctx.folder / "prototypes.safetensors", {"prototypes": matrix})
+        _io.save_json(
+            ctx.folder / "prototypes.json",
+            {"model": model, "kind": "captions", "labels": labels, "items": prompts},
+        )
+
+    def load(folder: Path) -> Prototypes:
+        tensors, _ = _io.load_safetensors(folder / "prototypes.safetensors")
+        meta = _io.load_json(folder / "prototypes.json")
+        return Prototypes(tensors["prototypes"], tuple(meta["labels"]), tuple(meta["items"]))
+
     return Stage(
-        f"prototypes/{model}/{kind}", run, load, cfg, version="1",
-        prepare=lambda: components.encoder(model),
+        f"captions/{model}", run, load, cfg, inputs=(features_name,), version="1",
+        prepare=lambda: _needs_text_tower(components.encoder(model), "captions"),
     )  # fmt: skip
+
+
+def _needs_text_tower(encoder: Any, database: str) -> None:
+    """Refuse, before any stage runs, an encoder without a text tower for ``database``
+    (an encoder whose capabilities are known only once it is built)."""
+    if not getattr(encoder, "has_text_tower", False):
+        from fmri2image.features.capabilities import EncoderCapabilities
+
+        spec = getattr(encoder, "spec", None)
+        EncoderCapabilities(
+            getattr(encoder, "name", "?"),
+            class_prototypes=getattr(spec, "classifier_head", None),
+            text_prototypes=False,
+        ).check(database)
 
 
 # ---------------------------------------------------------------- mapping
@@ -814,7 +874,7 @@ def retrieval_stage(
         data: SubjectData = ctx.inputs[data_name]
         mapped: MapArtifact = ctx.inputs[mapping_name]
         source = ctx.inputs[source_name] if source_name else None
-        if isinstance(source, Prototypes):
+        if isinstance(source, (Prototypes, StimulusFeatures)):
             index = source.index()
         elif isinstance(source, DatabaseFeatures):
             index = FeatureIndex.from_store(source.store)

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "TEXT_VOCABULARIES",
     "class_prompts",
+    "embed_prompts",
     "text_prototype_index",
     "text_prototypes",
     "vocabulary_wnids",
@@ -256,6 +257,26 @@ def text_prototypes(
             files=[matrix_path.name],
         )  # the sidecar is written last: it vouches for a complete matrix file
     return matrix, wnids
+
+
+def embed_prompts(
+    encoder: Encoder, prompts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+) -> np.ndarray:
+    """The text tower's embeddings of ``prompts``, float32 (n, dim), checked finite."""
+    if not getattr(encoder, "has_text_tower", False):
+        from fmri2image.features.capabilities import EncoderCapabilities
+
+        caps = EncoderCapabilities(
+            encoder.name, class_prototypes=encoder.spec.classifier_head, text_prototypes=False
+        )
+        caps.check("captions")  # raises, saying what would work instead
+    matrix = _embed_prompts(encoder, list(prompts), batch_size=batch_size, progress=progress)
+    if not np.isfinite(matrix).all():
+        raise DataFormatError(
+            f"{encoder.name}: the text tower produced non-finite embeddings; try "
+            "dtype='float32' if a half precision was used."
+        )
+    return matrix
 
 
 def _embed_prompts(encoder: Encoder, prompts: list[str], *, batch_size: int, progress: bool):
