@@ -436,6 +436,9 @@ class Dataset(abc.ABC):
     default_rois : tuple of str
         The ROIs decoded when a run names none (``data.rois``): its visual cortex,
         or every voxel the release holds.
+    early_visual_rois : tuple of str
+        Where the low-level pathway (generator ``lowlevel``) reads early visual cortex
+        when its ``roi`` option is left at ``ROI_LVC``: the first the subject has.
     eval_splits : tuple of str
         What ``--split`` may name: ``"test"`` first, then ``"imagery"`` and any split of
         its own (scored against :meth:`stimuli` of :meth:`stimuli_of` it).
@@ -455,6 +458,7 @@ class Dataset(abc.ABC):
     needs: ClassVar[Needs] = Needs()
     Options: ClassVar[type] = _NoOptions
     default_rois: ClassVar[tuple[str, ...]] = ("ROI_VC",)
+    early_visual_rois: ClassVar[tuple[str, ...]] = ("ROI_LVC", "ROI_V1 + ROI_V2 + ROI_V3")
     eval_splits: ClassVar[tuple[str, ...]] = ("test", "imagery")
     average: ClassVar[str] = "voxels"
     known_subjects: ClassVar[tuple[int, ...]] = ()

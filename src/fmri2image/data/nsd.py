@@ -253,6 +253,8 @@ class NSDDataset(Dataset):
     vocabulary = "text"
     Options = NSDOptions
     default_rois = (ROI,)
+    # MindEye2's low-level pathway reads the same nsdgeneral voxels.
+    early_visual_rois = (ROI,)
     eval_splits = ("test",)
     average = "predictions"
     known_subjects = tuple(SESSIONS)

@@ -662,6 +662,7 @@ class ThingsDataset(Dataset):
     needs = Needs(extra="things", packages=("pandas", "tables"))
     Options = ThingsOptions
     default_rois = (VC,)
+    early_visual_rois = ("V1 + V2 + V3",)
     eval_splits = ("test",)
     average = "voxels"
     known_subjects = (1, 2, 3)

@@ -369,8 +369,9 @@ def build_experiment(
         lowlevel_maps: dict[str, str] = {}  # low-level generator -> its map stage (this subject)
         for gen in lowlevel_gens:
             lowlevel_maps[gen], low_stems = _lowlevel_map(
-                config, subject, lowlevel_options[gen].roi, codebooks[gen], data_of, add
-            )
+                config, subject, lowlevel_options[gen].roi, codebooks[gen], data_of, add,
+                early=dataset.early_visual_rois,
+            )  # fmt: skip
         for roi in config.data.roi_list():
             tag = f"s{subject}/{safe_name(roi)}"
             decoding[(subject, roi)], stems, labels, info = data_of(roi)
@@ -495,35 +496,50 @@ def _lowlevel_options(config: RunConfig, gen: str) -> Any:
     return make_options(cls, config.generation.options_for(gen), generator=gen)
 
 
-#: The early visual ROI the low-level pathway falls back to when ``ROI_LVC`` is absent.
-LVC_FALLBACK = "ROI_V1 + ROI_V2 + ROI_V3"
-
-
 def _lowlevel_map(
-    config: RunConfig, subject: int, roi: str, codebook: str, data_of: Callable, add: Callable
+    config: RunConfig,
+    subject: int,
+    roi: str,
+    codebook: str,
+    data_of: Callable,
+    add: Callable,
+    *,
+    early: Sequence[str] = ("ROI_LVC",),
 ) -> tuple[str, tuple[str, ...]]:
     """The ridge map of one subject's early visual ``roi`` to the low-level code (the
-    ``mapping`` stage of the code), with ``ROI_LVC`` falling back to V1–V3."""
+    ``mapping`` stage of the code).  The generator's default ``ROI_LVC`` stands for the
+    dataset's early visual cortex: the first of its ``early_visual_rois`` the subject
+    has (GOD: ``ROI_LVC``, else V1–V3; THINGS: V1–V3; NSD: every voxel)."""
     from fmri2image.errors import Fmri2ImageError
     from fmri2image.pipeline import stages as st
 
-    try:
-        data_name, stems, _, info = data_of(roi)
-    except Fmri2ImageError as exc:
-        if roi != "ROI_LVC":
-            raise ConfigError(f"generator lowlevel: --roi {roi!r} (its roi option): {exc}") from exc
-        log.info("ROI_LVC not found in subject %s; the low-level map reads %s", subject,
-                 LVC_FALLBACK)  # fmt: skip
-        roi = LVC_FALLBACK
+    candidates = list(dict.fromkeys(early)) if roi == "ROI_LVC" else [roi]
+    problems = []
+    for candidate in candidates:
         try:
-            data_name, stems, _, info = data_of(roi)
-        except Fmri2ImageError as again:
-            raise ConfigError(
-                f"generator lowlevel maps early visual cortex, and subject {subject} has "
-                f"neither ROI_LVC ({exc}) nor {LVC_FALLBACK} ({again}). Name its ROI with "
-                "the generator's roi option, e.g. --set "
-                "'generation.options.lowlevel={ roi = \"ROI_V1\" }'."
-            ) from again
+            data_name, stems, _, info = data_of(candidate)
+        except Fmri2ImageError as exc:
+            problems.append(f"{candidate} ({exc})")
+            continue
+        if candidate != candidates[0]:
+            log.info("%s not found in subject %s; the low-level map reads %s",
+                     candidates[0], subject, candidate)  # fmt: skip
+        roi = candidate
+        break
+    else:
+        if len(candidates) == 1 and roi != "ROI_LVC":
+            raise ConfigError(f"generator lowlevel: --roi {roi!r} (its roi option): "
+                              f"{problems[0]}")  # fmt: skip
+        found = (
+            f"neither {' nor '.join(problems)}"
+            if len(problems) == 2
+            else f"none of {'; '.join(problems)}"
+        )
+        raise ConfigError(
+            f"generator lowlevel maps early visual cortex, and subject {subject} has "
+            f"{found}. Name its ROI with the generator's roi option, "
+            "e.g. --set 'generation.options.lowlevel={ roi = \"ROI_V1\" }'."
+        )
     options = config.mapping.options
     if "ridge" not in config.mapping.mappers:  # the shared options are the other mappers'
         options = {"ridge": options["ridge"]} if isinstance(options.get("ridge"), dict) else {}
