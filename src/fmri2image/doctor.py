@@ -929,7 +929,9 @@ def _wordnet_checks() -> list[Check]:
 _SPLIT_WORDS = {"train": "training", "test": "test"}
 
 
-def _data_checks(data: str | os.PathLike | None, dataset: str) -> list[Check]:
+def _data_checks(
+    data: str | os.PathLike | None, dataset: str, options: dict[str, Any] | None = None
+) -> list[Check]:
     """A data folder read through the Dataset seam (:func:`~fmri2image.data.get_dataset`):
     the folder, each subject's files (:meth:`~fmri2image.data.Dataset.files`), and the
     training and test stimuli (:meth:`~fmri2image.data.Dataset.stimuli`)."""
@@ -947,8 +949,8 @@ def _data_checks(data: str | os.PathLike | None, dataset: str) -> list[Check]:
             )
         ]
     try:
-        ds = get_dataset(dataset, data)
-    except Fmri2ImageError as exc:  # an unknown name, or a dataset plugin that fails to load
+        ds = get_dataset(dataset, data, **(options or {}))
+    except Fmri2ImageError as exc:  # an unknown name, a bad option, a plugin that fails
         return [
             Check(
                 folder_check,
@@ -1002,7 +1004,7 @@ def _subject_check(ds: Any, subject: int) -> Check:
             return _os_error_check(name, "the fMRI files cannot be read", exc) or Check(
                 name, False, f"the fMRI files cannot be looked up ({exc})", _folder_fix(ds.path)
             )
-    detail = "; ".join(described) or ", ".join(p.name for p in files)
+    detail = "; ".join(described) or ", ".join(_in_folder(p, ds.path) for p in files)
     for path in files:
         problem = _unreadable(path, read=True)
         if problem is not None:
@@ -1016,6 +1018,14 @@ def _subject_check(ds: Any, subject: int) -> Check:
             warning=True,
         )
     return Check(name, True, detail)
+
+
+def _in_folder(path: Path, folder: Path) -> str:
+    """``path`` relative to the data folder (``wds/subj01/train/0.tar``), else its name."""
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return Path(path).name
 
 
 def _stimuli_check(ds: Any, split: str) -> Check:
@@ -1367,6 +1377,7 @@ def diagnose(
     dataset: str = "god",
     cache: str | os.PathLike | None = None,
     god: str | os.PathLike | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Report:
     """Check this machine (never the network) and return the :class:`Report`.
 
@@ -1381,6 +1392,8 @@ def diagnose(
         Hugging Face hub cache and the torch checkpoint folder).
     god : path, optional
         The former name of ``data`` (a GOD folder), kept as an alias.
+    options : dict, optional
+        The dataset's options (``data.options``; NSD: ``sessions``).
     """
     data = data if data is not None else god
     try:
@@ -1410,7 +1423,7 @@ def diagnose(
         ("datasets", "Datasets (--dataset)", lambda: _dataset_checks(packages)),
         ("wordnet", "WordNet (label similarity)", _wordnet_checks),
         # The key predates --dataset (GOD was the only dataset); kept for JSON readers.
-        ("god", f"Data (--data, dataset {dataset})", lambda: _data_checks(data, dataset)),
+        ("god", f"Data (--data, dataset {dataset})", lambda: _data_checks(data, dataset, options)),
         ("disk", "Disk space", lambda: _disk_checks(cache)),
     ]
     return Report(tuple(_section(key, title, build) for key, title, build in parts))

@@ -183,3 +183,36 @@ def test_a_damaged_file_is_one_paragraph_and_exit_2(cli, tmp_path):
     assert rc == 2 and h5.name in err and "Traceback" not in err
     rc, _, err = cli("make-fixture", "deeprecon", "--out", root)
     assert rc == 2 and "not empty" in err
+
+
+@pytest.mark.parametrize(
+    ("dataset", "damage", "named"),
+    [
+        ("things", lambda root: (root / "sub-01_StimulusMetadata.csv").write_text("x,y\n1,2\n"),
+         "sub-01_StimulusMetadata.csv"),
+        ("nsd", lambda root: (root / "wds" / "subj01" / "new_test" / "0.tar").write_bytes(b"no"),
+         "new_test/0.tar"),
+        ("nsd", lambda root: (root / "betas_all_subj01_fp32_renorm.hdf5").unlink(),
+         "betas_all_subj01_fp32_renorm.hdf5"),
+    ],
+)  # fmt: skip
+def test_damaged_or_missing_files_of_each_dataset(cli, tmp_path, dataset, damage, named):
+    root = tmp_path / dataset
+    assert cli("make-fixture", dataset, "--out", root)[0] == 0
+    damage(root)
+    rc, _, err = cli("data-info", "--dataset", dataset, "--data", root, "--subject", "1",
+                     "--option", "sessions=2" if dataset == "nsd" else "release=auto")  # fmt: skip
+    assert rc == 2 and named in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+
+
+def test_doctor_reads_a_dataset_with_its_options(cli, tmp_path):
+    root = tmp_path / "nsd"
+    assert cli("make-fixture", "nsd", "--out", root)[0] == 0
+    _, out, _ = cli("doctor", "--dataset", "nsd", "--data", root, "--option", "sessions=2",
+                     "--json")  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(out)["sections"]["god"]}
+    assert checks["subject 1"]["ok"] and "wds/subj01/train/1.tar" in checks["subject 1"]["detail"]
+    _, out, _ = cli("doctor", "--dataset", "nsd", "--data", root, "--json")
+    checks = {c["name"]: c for c in json.loads(out)["sections"]["god"]}
+    assert not checks["subject 1"]["ok"] and "sessions" in checks["subject 1"]["fix"]

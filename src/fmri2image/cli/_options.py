@@ -413,3 +413,26 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     if getattr(args, "no_bounds", False):
         config = config.replace(generation__conditions=("predicted",))
     return config
+
+
+def add_dataset_option_flag(p: argparse.ArgumentParser) -> None:
+    """``--option KEY=VALUE``: one of the dataset's options (``data.options``)."""
+    p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", dest="dataset_options",
+        help="a dataset option (data.options), TOML value, e.g. --option sessions=2 (NSD: "
+        "train on the first 2 sessions), --option release='\"fmriprep\"' (repeatable)",
+    )  # fmt: skip
+
+
+def dataset_options(items: list[str]) -> dict[str, Any]:
+    """The ``--option KEY=VALUE`` items as a dict (TOML values; a bare word is a string)."""
+    from fmri2image.errors import ConfigError
+    from fmri2image.pipeline.config import _parse_value
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. sessions=2.")
+        out[key.strip()] = _parse_value(value.strip())
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fmri2image.cli import _options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -52,11 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="which release to read when a folder holds two (default: auto)",
     )
-    p.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
-        help="a dataset option (data.options), TOML value, e.g. --option sessions=2 (NSD: "
-        "train on the first 2 sessions) (repeatable)",
-    )  # fmt: skip
+    _options.add_dataset_option_flag(p)
     p.add_argument(
         "--drop-nan-voxels",
         action="store_true",
@@ -291,16 +289,8 @@ def run_data_info(args: argparse.Namespace) -> int:
     import json
 
     if args.dataset != "god":
-        from fmri2image.pipeline.config import parse_toml
-
         options = {} if args.release == "auto" else {"release": args.release}
-        for item in args.option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                from fmri2image.errors import ConfigError
-
-                raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. sessions=2.")
-            options.update(parse_toml(f"{key.strip()} = {value}", f"--option {item}"))
+        options.update(_options.dataset_options(args.dataset_options))
         info = seam_info(
             args.dataset, args.god, args.subject, args.roi, options=options,
             drop_nan_voxels=args.drop_nan_voxels, require_images=args.require_images,

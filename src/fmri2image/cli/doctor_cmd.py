@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fmri2image.cli import _options
 from fmri2image.cli._options import HelpFormatter
 
 __all__ = ["register", "run"]
@@ -84,6 +85,7 @@ def register(subparsers) -> None:
         help="the registered dataset --data holds (default: god; the datasets section of "
         "the report lists them)",
     )
+    _options.add_dataset_option_flag(p)
     p.add_argument(
         "--cache",
         metavar="DIR",
@@ -97,6 +99,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fmri2image.doctor import diagnose
 
-    report = diagnose(data=args.data, dataset=args.dataset, cache=args.cache)
+    report = diagnose(
+        data=args.data, dataset=args.dataset, cache=args.cache,
+        options=_options.dataset_options(args.dataset_options),
+    )  # fmt: skip
     print(report.to_json() if args.json else report.format())
     return report.exit_status

@@ -180,8 +180,9 @@ def read_behav_tar(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
     except DataFormatError:
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        why = " ".join(str(exc).split())  # tarfile lists each method it tried on a line
         raise DataFormatError(
-            f"{where}cannot be read as a webdataset tar of behav.npy arrays ({exc}). The "
+            f"{where}cannot be read as a webdataset tar of behav.npy arrays ({why}). The "
             f"file is damaged or truncated; download it again from {HUB_REPO}."
         ) from exc
     if not rows:
