@@ -38,6 +38,10 @@ def test_parse_record(mini):
     assert fido.parents == (ids["dog"],)
     assert wn.synset_name(ids["object"]) == "object.n.01"
     assert wn.synset_name(ids["fido"]) == "fido.n.01"
+    # ... and back (THINGS' concept table names some synsets this way).
+    assert wn.wnid_of_name("fido.n.01") == ids["fido"]
+    assert wn.wnid_of_name("dog.n.01") == ids["dog"]
+    assert wn.wnid_of_name("dog.n.09") is None and wn.wnid_of_name("dog") is None
 
 
 def test_hierarchy_by_hand(mini):
@@ -223,6 +227,7 @@ def test_synsets_and_paths_match_nltk(system_wordnet, nltk_wordnet, wnid):
     assert syn.definition == ref.definition()
     assert syn.lexname == ref.lexname()
     assert wn.synset_name(wnid) == ref.name()
+    assert wn.wnid_of_name(ref.name()) == wnid
     assert sorted(syn.hypernyms) == sorted(f"n{s.offset():08d}" for s in ref.hypernyms())
     assert sorted(syn.instance_hypernyms) == sorted(
         f"n{s.offset():08d}" for s in ref.instance_hypernyms()

@@ -343,6 +343,16 @@ class WordNet:
         self._names[wnid] = name
         return name
 
+    def wnid_of_name(self, name: str) -> str | None:
+        """The WordNet id of nltk's synset name (``"fish.n.01"`` -> ``"n02512053"``): the
+        inverse of :meth:`synset_name`; None when the lemma has no such noun sense."""
+        lemma, sep, rest = str(name).strip().rpartition(".n.")
+        if not sep or not lemma or not rest.isdigit():
+            return None
+        offsets = self._index_offsets(lemma.lower())
+        sense = int(rest)
+        return f"n{offsets[sense - 1]:08d}" if 1 <= sense <= len(offsets) else None
+
     def _index_offsets(self, lemma: str) -> list[int]:
         """Synset offsets of ``lemma`` in index.noun (sorted by lemma, byte order)."""
         idx = self._index

@@ -563,14 +563,9 @@ def _wordnet_reader():
 
 def _synset_wnid(name: str, wordnet: Any) -> str | None:
     """``fish.n.01`` -> ``n02512053`` by WordNet 3.0's index.noun (nltk's numbering)."""
-    m = _SYNSET_NAME.match(name)
-    if m is None or wordnet is None:
+    if _SYNSET_NAME.match(name) is None or wordnet is None:
         return None
-    offsets = wordnet._index_offsets(m.group("lemma").lower())
-    sense = int(m.group("sense"))
-    if not 1 <= sense <= len(offsets):
-        return None
-    return f"n{offsets[sense - 1]:08d}"
+    return wordnet.wnid_of_name(name)
 
 
 def concept_wnids(
