@@ -174,6 +174,12 @@ def test_extra_splits_have_their_own_text_stimuli(written):
     assert len(imagery) == 6 and imagery.vocabulary == "text"
     assert set(imagery.stems) == set(written.stimuli["imagery"])
     assert {f.parent.name for f in imagery.files} == {"test", "ArtificialImage"}
+    # One vocabulary for the split: natural targets by their category's name in words.
+    from fmri2image.imagenet import prompt_name
+
+    for stem, label in zip(imagery.stems, imagery.labels):
+        if stem.startswith("n") and "_" in stem and stem.split("_")[0][1:].isdigit():
+            assert label == prompt_name(stem.split("_")[0]) and not label.startswith("n0")
     rec = ds.load(1, "ROI_VC")
     for split, n in (("artificial", 8), ("letter", 5), ("imagery", 6)):
         sp = split_recording(rec, split=split)

@@ -537,6 +537,8 @@ class DeepreconDataset(Dataset):
             return cache[split]
         stems = self._referenced(split)
         if split == "imagery":
+            from fmri2image.imagenet import prompt_name
+
             files, labels = [], []
             missing = []
             for stem in stems:
@@ -550,7 +552,11 @@ class DeepreconDataset(Dataset):
                     missing.append(stem)
                     continue
                 files.append(hit[0])
-                labels.append(stem.split("_")[0] if _is_natural(stem) else _readable(stem))
+                # One vocabulary for the split: a natural image's label is its
+                # category's name in words ("goldfish"), as the shapes' are.
+                labels.append(
+                    prompt_name(stem.split("_")[0]) if _is_natural(stem) else _readable(stem)
+                )
             if missing:
                 raise MissingImageError(
                     f"{len(missing)} imagined stimulus image(s) are in none of the test, "
