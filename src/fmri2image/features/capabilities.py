@@ -128,15 +128,15 @@ class EncoderCapabilities:
 
     @property
     def databases(self) -> tuple[str, ...]:
-        """The database kinds known to work, in :data:`DATABASE_KINDS` order."""
+        """The database kinds known to work, in :data:`DATABASE_KINDS` order (``stimuli``
+        works wherever ``images`` does, ``captions`` wherever ``text-prototypes`` does)."""
         usable = {
             PROTOTYPES: self.class_prototypes,
             TEXT_PROTOTYPES: self.text_prototypes,
             IMAGES: self.image_database,
-            STIMULI: self.image_database,
-            CAPTIONS: self.text_prototypes,
         }
-        return tuple(k for k in DATABASE_KINDS if usable[k])
+        # stimuli and captions follow from images and text-prototypes (listed once).
+        return tuple(k for k in DATABASE_KINDS if usable.get(k))
 
     def supports(self, database: str | DatabaseChoice) -> bool | None:
         """Whether ``database`` works with this encoder (``None``: unknown until built)."""
