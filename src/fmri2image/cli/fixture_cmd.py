@@ -3,7 +3,10 @@
 A user without the real files (or before downloading gigabytes) can see what a
 release looks like, try ``data-info`` / ``doctor`` / ``run --dataset`` on it, and
 check the loaders: the pictures are coloured blobs and the simulated brain reads their
-coarse colour layout (``--noise``: reads nothing).  Heavy imports happen in the handler.
+coarse colour layout (``--noise``: reads nothing).  That layout is what a pixel-pooling
+encoder sees; a deep encoder such as the EfficientNet-Lites barely does, so a fixture
+run with one exercises the loaders and the pipeline, not the decoding (the demo data is
+made for that).  Heavy imports happen in the handler.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def register(subparsers) -> None:
             "deeprecon (BData .h5, original or fmriprep release, and the images), things "
             "(THINGS-fMRI's table release or its BData conversion, and images/<concept>/), "
             "nsd (MindEye2's hdf5 / npy / webdataset tars). The simulated brain reads the "
-            "pictures' colour layout, so a run decodes it; --noise writes voxels that "
-            "read nothing."
+            "pictures' coarse colour layout (4 x 4 mean colours; --noise: nothing): it "
+            "exercises the loaders and the pipeline. Deep encoders barely see that layout, "
+            "so for decoding results use the demo data (fmri2image demo)."
         ),
         epilog=_EPILOG,
         formatter_class=_options.HelpFormatter,
