@@ -98,6 +98,15 @@ def test_bad_entries_are_refused_before_anything_runs(tmp_path, entries, message
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_folder_in_a_later_entry_stops_before_the_first_runs(two_gods, cli, tmp_path):
+    a, _ = two_gods
+    out = tmp_path / "out"
+    rc, _, err = cli("compare", "--datasets", f"god={a}", f"deeprecon={tmp_path / 'nope'}",
+                     "--model", "effnet-lite0", "--out", out)  # fmt: skip
+    assert rc == 2 and "datasets[1] (deeprecon)" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_the_datasets_list_round_trips_through_config_toml(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text('[[datasets]]\ndataset = "god"\npath = "x"\nsubjects = [1, 2]\n')

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fmri2image import _io
-from fmri2image.errors import ConfigError
+from fmri2image.errors import ConfigError, Fmri2ImageError
 from fmri2image.pipeline.config import DataSection, RunConfig
 
 __all__ = ["DatasetsResult", "dataset_configs", "run_datasets"]
@@ -67,7 +67,8 @@ def dataset_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
     ------
     ConfigError
         An entry that is not a table, lacks ``dataset`` or ``path``, has an unknown
-        key, repeats a label, or fails the run's own checks (naming the entry).
+        key, repeats a label, fails the run's own checks, or lacks a subject's files
+        (naming the entry): all before any dataset runs.
     """
     if not config.out:
         raise ConfigError("No output folder: pass --out DIR.")
@@ -112,6 +113,13 @@ def dataset_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
         configs.append((label, sub))
     if not configs:
         raise ConfigError("datasets is empty: name at least one (--datasets NAME=DIR).")
+    for i, (label, sub) in enumerate(configs):  # every subject's files (reads no fMRI)
+        try:
+            dataset = sub.data.open()
+            for subject in sub.data.subjects:
+                dataset.files(subject)
+        except Fmri2ImageError as exc:
+            raise ConfigError(f"datasets[{i}] ({label}): {exc}") from exc
     return configs
 
 
