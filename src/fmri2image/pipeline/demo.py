@@ -206,12 +206,12 @@ def run_demo(
     preflight.check_encoders_and_databases(config.models, [])
     preflight.check_device(config.device)
     preflight.check_output_dir(out)
-    # Load the weights now: a model that is not on this machine fails in seconds,
-    # not after the dataset has been written.
-    built = {name: get_encoder(name, device=config.device) for name in config.models}
-
     info, why = (None, "--regenerate") if regenerate else _reusable(data_dir, seed)
+    built = None  # a reused dataset: the graph loads only the models its stages need
     if info is None:
+        # Load the weights now: a model that is not on this machine fails in seconds,
+        # not after the dataset has been written.
+        built = {name: get_encoder(name, device=config.device) for name in config.models}
         from fmri2image.demo import write_demo_dataset
 
         log.info("writing the demo dataset to %s (%s)", data_dir, why)
