@@ -173,6 +173,24 @@ def test_a_failing_stage_raises_its_own_error_and_leaves_no_artifact(cluster, tm
     assert fixed.run(cache, progress=False).computed == ["b"]
 
 
+class _OtherInputs:
+    """A worker's rebuilt plan when it sees other files: another config, another key."""
+
+    def __call__(self):
+        return Graph([Stage("a", lambda ctx: _write(ctx, "A"), _read, {"files": "other"})])
+
+
+@pytest.mark.slow
+def test_a_worker_that_plans_another_key_refuses_the_stage(cluster, tmp_path):
+    from fmri2image.pipeline.executor import RayExecutor
+
+    graph = Graph([Stage("a", lambda ctx: _write(ctx, "A"), _read, {"files": "mine"})])
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match="computes another key for stage a than the driver"):
+        graph.run(cache, executor=RayExecutor(source=_OtherInputs()), progress=False)
+    assert not (cache / "a").exists() or not any((cache / "a").iterdir())
+
+
 @pytest.mark.slow
 def test_a_worker_runs_torch_with_the_driver_thread_count(cluster, tmp_path):
     import torch
