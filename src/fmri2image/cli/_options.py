@@ -354,7 +354,14 @@ def add_force_option(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_runtime_options(p: argparse.ArgumentParser, *, visualize: bool = True) -> None:
+def add_runtime_options(
+    p: argparse.ArgumentParser, *, visualize: bool = True, executor: bool | None = None
+) -> None:
+    """Device, batch size, seed, grids; ``executor``: ``--graph-executor`` and
+    ``--ray-address`` (default: every command but ``demo``, whose runner takes the
+    seed, device and batch size only)."""
+    if executor is None:
+        executor = p.prog.split()[-1] != "demo"
     g = p.add_argument_group("runtime")
     g.add_argument(
         "--device", help=f"torch device: cpu, cuda, cuda:N or mps (device; default: {_RUN.device})"
@@ -367,6 +374,8 @@ def add_runtime_options(p: argparse.ArgumentParser, *, visualize: bool = True) -
         "--seed", type=non_negative_int, metavar="S",
         help=f"seed of every random choice (seed; default: {_RUN.seed})",
     )  # fmt: skip
+    if executor:
+        _add_executor_options(g)
     if visualize:
         g.add_argument(
             "--no-visualize", dest="visualize", action="store_false", default=None,
@@ -374,11 +383,27 @@ def add_runtime_options(p: argparse.ArgumentParser, *, visualize: bool = True) -
         )  # fmt: skip
 
 
+def _add_executor_options(g: Any) -> None:
+    g.add_argument(
+        "--graph-executor", choices=("local", "ray"),
+        help="where the stages to compute run: local (one after another here) or ray (each "
+        "stage a Ray task, side by side when independent; one GPU each for network stages "
+        "with --device cuda; the cache on a path every node sees) "
+        f"(executor; default: {_RUN.executor})",
+    )  # fmt: skip
+    g.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="the Ray cluster of --graph-executor ray (ray_address; default: $RAY_ADDRESS, "
+        "else a local Ray instance)",
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------- flags -> config
 #: flag (argparse dest) -> RunConfig.replace keyword, for the flags that set one value.
 _FLAGS = {
     "models": "models", "out": "out", "cache": "cache", "device": "device", "seed": "seed",
     "batch_size": "batch_size", "visualize": "visualize",
+    "graph_executor": "executor", "ray_address": "ray_address",
     "dataset": "data__dataset", "data": "data__path", "subjects": "data__subjects",
     "rois": "data__rois", "split": "data__split", "normalization": "data__normalization",
     "drop_nan_voxels": "data__drop_nan_voxels",

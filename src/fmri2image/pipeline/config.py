@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -350,6 +351,14 @@ class RunConfig:
         folders may share one.
     visualize : bool
         Write an image grid per subject and ROI (ground truth, then each model).
+    executor : {"local", "ray"}
+        Where the stages to compute run: one after another in this process, or as
+        Ray tasks (:mod:`fmri2image.pipeline.executor`; the cache on a file system
+        every node mounts).  Not part of any stage key: a local and a Ray run share
+        the cache.
+    ray_address : str or None
+        The Ray cluster of ``executor = "ray"`` (default: ``RAY_ADDRESS``, else a
+        local Ray instance).
     data, mapping, retrieval, generation, evaluation : sections
     datasets : tuple of dict
         Several datasets compared in one run (``[[datasets]]`` tables of ``[data]``
@@ -363,6 +372,8 @@ class RunConfig:
     out: str | None = None
     cache: str | None = None
     visualize: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
     data: DataSection = field(default_factory=DataSection)
     mapping: MappingSection = field(default_factory=MappingSection)
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
@@ -469,6 +480,12 @@ def _check_top(config: RunConfig, injected: Collection[str]) -> None:
             f"--device {config.device!r} is not a torch device; use cpu, cuda, cuda:N or mps."
         )
     _positive_int("--batch-size (batch_size)", config.batch_size)
+    _one_of("--graph-executor (executor)", config.executor, EXECUTORS)
+    if config.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "--graph-executor ray (executor) runs the stages on a Ray cluster, but the "
+            "package 'ray' is not installed. Install it with: pip install 'fmri2image[ray]'"
+        )
     _positive_int("--seed (seed)", config.seed, low=0)
 
 

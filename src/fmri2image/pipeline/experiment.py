@@ -701,6 +701,7 @@ def run_experiment(
     -------
     ExperimentResult
     """
+    from fmri2image.pipeline.executor import make_executor
     from fmri2image.pipeline.results import write_stages
 
     t0 = time.perf_counter()
@@ -714,7 +715,10 @@ def run_experiment(
     with _claim(out, Path(plan.cache)) as started:
         log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
         started()
-        result = plan.graph.run(plan.cache, force=forced, progress=progress, problems=problems)
+        executor = make_executor(config, encoders=encoders, generators=generators)
+        result = plan.graph.run(
+            plan.cache, force=forced, progress=progress, problems=problems, executor=executor
+        )
         # The results of the previous run in OUT stay as they were until every
         # stage of this one is done; then they are replaced.
         config.save(out)

@@ -32,6 +32,11 @@ test runs a graph with tiny ones.
   staging and trash folders, and ``.partial-*`` folders that it does not resume and
   that have not changed for a day (:data:`STALE_PARTIAL_SECONDS`); its log lists them.
 * **One writer.** The runner holds the cache's writer lock (:mod:`fmri2image._lock`).
+* **Executors.** By default the stages run one after another in this process.
+  ``Graph.run(executor=...)`` hands the stages to compute to an executor instead
+  (:class:`~fmri2image.pipeline.executor.RayExecutor`: Ray tasks, each stage as soon
+  as its inputs exist); each task runs :func:`compute_stage`, the same staging,
+  manifest and rename as a local run, under the lock this process holds.
 
 Each run returns :class:`StageRecord` s (reused or computed, seconds, key), which is
 what the tests and the progress lines read; timing never decides anything.
@@ -62,6 +67,7 @@ __all__ = [
     "Stage",
     "StageContext",
     "StageRecord",
+    "compute_stage",
     "read_manifest",
     "reusable",
     "safe_name",
@@ -129,6 +135,11 @@ class Stage:
         in its folder (per-image generation, sharded feature extraction), verifying
         it.  Its staging folder is then named by the key and kept when ``run`` fails,
         so a rerun continues instead of starting over; ``force`` empties it first.
+    resources : {"cpu", "gpu"}
+        What the stage computes on: ``"gpu"`` for a stage that runs a network
+        (features, databases, prototypes, pictures, metric networks), which a Ray
+        executor gives a GPU of its own when the run's device is CUDA; ``"cpu"``
+        (mapping, retrieval, data) asks for one CPU.  Not part of the key.
     """
 
     name: str
@@ -139,6 +150,13 @@ class Stage:
     version: str = "1"
     resumable: bool = False
     prepare: Callable[[], None] | None = None
+    resources: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.resources not in ("cpu", "gpu"):
+            raise ValueError(
+                f"Stage {self.name!r}: resources must be 'cpu' or 'gpu', not {self.resources!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -373,6 +391,7 @@ class Graph:
         force: Iterable[str] = (),
         progress: bool = True,
         problems: Mapping[str, Any] | None = None,
+        executor: Any = None,
     ) -> GraphResult:
         """Run every stage, reusing verified artifacts.
 
@@ -388,6 +407,13 @@ class Graph:
             What :meth:`problems` found, with :meth:`prepare` already called (a
             caller that checks everything before it writes anything); default: both
             are done here, under the lock.
+        executor : optional
+            Computes the stages elsewhere (e.g.
+            :class:`~fmri2image.pipeline.executor.RayExecutor`): an object with
+            ``compute(graph, cache, names, keys, forced, progress)`` that makes the
+            artifacts of ``names`` with :func:`compute_stage` while this run holds
+            the lock, and returns ``{name: (seconds, where)}``.  Default: one after
+            another in this process.
         """
         from fmri2image._lock import output_lock
 
@@ -414,6 +440,16 @@ class Graph:
             if problems is None:
                 problems = self.problems(cache, force=force)
                 self.prepare(problems)
+            elsewhere: dict[str, tuple[float, str]] = {}
+            todo = [n for n in self.order if problems[n] is not None]
+            if executor is not None and todo:
+                for name in self.order:
+                    problem = problems[name]
+                    if problem is None:
+                        log.info("stage %-28s reused", name)
+                    elif problem not in ("forced", "not computed yet"):
+                        log.warning("recomputing stage %s: %s", name, problem)
+                elsewhere = executor.compute(self, cache, todo, keys, forced, progress)
             for name in self.order:
                 stage, key = self.stages[name], keys[name]
                 folder = self.folder(cache, name, key)
@@ -421,67 +457,110 @@ class Graph:
                 t0 = time.perf_counter()
                 if problem is None:
                     reused = True
+                elif name in elsewhere:
+                    reused = False
                 else:
                     reused = False
                     if problem not in ("forced", "not computed yet"):
                         log.warning("recomputing stage %s: %s", name, problem)
-                    self._compute(
-                        stage, key, folder, values, folders, keys, progress, name in forced
+                    compute_stage(
+                        stage,
+                        key,
+                        folder,
+                        inputs={i: values[i] for i in stage.inputs},
+                        input_folders={i: folders[i] for i in stage.inputs},
+                        input_keys={i: keys[i] for i in stage.inputs},
+                        progress=progress,
+                        forced=name in forced,
                     )
                 values[name] = stage.load(folder)
                 folders[name] = folder
                 seconds = time.perf_counter() - t0
+                if name in elsewhere:  # the worker's time, and the load here
+                    seconds += elsewhere[name][0]
                 records.append(StageRecord(name, key, reused, seconds, folder, problem or ""))
-                log.info(
-                    "stage %-28s %s in %.1f s", name, "reused" if reused else "computed", seconds
-                )
+                if not elsewhere:  # an executor logged its stages as they ended
+                    log.info(
+                        "stage %-28s %s in %.1f s",
+                        name,
+                        "reused" if reused else "computed",
+                        seconds,
+                    )
         return GraphResult(values, tuple(records))
 
-    def _compute(
-        self,
-        stage: Stage,
-        key: str,
-        folder: Path,
-        values: dict[str, Any],
-        folders: dict[str, Path],
-        keys: dict[str, str],
-        progress: bool,
-        forced: bool = False,
-    ) -> None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if stage.resumable:  # what a killed run of this key left is resumed
-            staging = folder.parent / f".partial-{key[:20]}"
-            if forced and staging.exists():
-                shutil.rmtree(staging)
-            if not forced and not staging.exists() and folder.is_dir():
-                # A damaged artifact of this very key: its items are verified one by one
-                # (each picture, each shard), so only what changed is made again.
-                os.replace(folder, staging)
-            staging.mkdir(exist_ok=True)
-            (staging / MANIFEST).unlink(missing_ok=True)
-        else:
-            staging = folder.parent / f".staging-{key[:20]}-{uuid.uuid4().hex[:8]}"
-            staging.mkdir()
-        ok = False
-        try:
-            t0 = time.perf_counter()
-            stage.run(
-                StageContext(
-                    folder=staging,
-                    config=stage.config,
-                    inputs={i: values[i] for i in stage.inputs},
-                    input_folders={i: folders[i] for i in stage.inputs},
-                    progress=progress,
-                )
+
+def compute_stage(
+    stage: Stage,
+    key: str,
+    folder: Path,
+    *,
+    inputs: Mapping[str, Any],
+    input_folders: Mapping[str, Path],
+    input_keys: Mapping[str, str],
+    progress: bool = True,
+    forced: bool = False,
+) -> float:
+    """Make one stage's artifact in ``folder``, atomically; the caller (or the run
+    whose delegate it is) holds the cache's writer lock.
+
+    ``run`` writes into a staging folder (a resumable stage's ``.partial-<key>``,
+    which a failure keeps); the manifest is written last and the folder renamed into
+    place, a stale or damaged artifact moved out of the way first.  Every executor
+    calls this function, so a Ray worker writes exactly what a local run writes.
+
+    Parameters
+    ----------
+    stage : Stage
+    key : str
+        Its cache key.
+    folder : Path
+        ``<cache>/<stage>/<key[:20]>``.
+    inputs, input_folders, input_keys : mapping
+        The loaded artifacts of its input stages, their folders and keys.
+    progress : bool
+    forced : bool
+        A forced stage does not resume what a killed run left.
+
+    Returns
+    -------
+    float
+        Seconds ``run`` took.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if stage.resumable:  # what a killed run of this key left is resumed
+        staging = folder.parent / f".partial-{key[:20]}"
+        if forced and staging.exists():
+            shutil.rmtree(staging)
+        if not forced and not staging.exists() and folder.is_dir():
+            # A damaged artifact of this very key: its items are verified one by one
+            # (each picture, each shard), so only what changed is made again.
+            os.replace(folder, staging)
+        staging.mkdir(exist_ok=True)
+        (staging / MANIFEST).unlink(missing_ok=True)
+    else:
+        staging = folder.parent / f".staging-{key[:20]}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    ok = False
+    try:
+        t0 = time.perf_counter()
+        stage.run(
+            StageContext(
+                folder=staging,
+                config=stage.config,
+                inputs={i: inputs[i] for i in stage.inputs},
+                input_folders={i: Path(input_folders[i]) for i in stage.inputs},
+                progress=progress,
             )
-            inputs = {i: keys[i] for i in stage.inputs}
-            _write_manifest(staging, stage, key, inputs, time.perf_counter() - t0)
-            if folder.exists():  # a stale or damaged artifact: out of the way first
-                trash = folder.parent / f".trash-{uuid.uuid4().hex[:8]}"
-                os.replace(folder, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(staging, folder)
-            ok = True
-        finally:
-            if staging.exists() and (ok or not stage.resumable):
-                shutil.rmtree(staging, ignore_errors=True)
+        )
+        seconds = time.perf_counter() - t0
+        _write_manifest(staging, stage, key, {i: input_keys[i] for i in stage.inputs}, seconds)
+        if folder.exists():  # a stale or damaged artifact: out of the way first
+            trash = folder.parent / f".trash-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(staging, folder)
+        ok = True
+        return seconds
+    finally:
+        if staging.exists() and (ok or not stage.resumable):
+            shutil.rmtree(staging, ignore_errors=True)

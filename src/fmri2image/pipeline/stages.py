@@ -109,10 +109,21 @@ class Components:
         self.device = device
         self.dtype = dtype
         self._encoders: dict[str, Encoder] = dict(encoders or {})
+        self._injected_encoders = frozenset(self._encoders)
         self.injected_generators: dict[str, Generator] = dict(generators or {})
         self._built_generators: dict[str, Generator] = {}
         #: Metric networks, loaded once per run (see ``evaluate_images(networks=)``).
         self.networks: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (a stage sent to another process): the injected components travel,
+        # the models built here do not; the receiving process builds them on first use.
+        state = dict(self.__dict__)
+        state["_encoders"] = {n: e for n, e in self._encoders.items()
+                              if n in self._injected_encoders}  # fmt: skip
+        state["_built_generators"] = {}
+        state["networks"] = {}
+        return state
 
     def encoder(self, name: str) -> Encoder:
         if name not in self._encoders:
@@ -490,7 +501,7 @@ def features_stage(
 
     return Stage(
         f"features/{model}", run, load, cfg, inputs=inputs, version="2", resumable=True,
-        prepare=prepare,
+        prepare=prepare, resources="gpu",
     )  # fmt: skip
 
 
@@ -580,6 +591,7 @@ def database_stage(
         version="1",
         resumable=True,
         prepare=lambda: components.encoder(model),
+        resources="gpu",
     )
 
 
@@ -661,7 +673,8 @@ def prototypes_stage(model: str, db: DatabaseSpec, components: Components) -> St
         if text:
             _needs_text_tower(encoder, db.source)
 
-    return Stage(f"prototypes/{model}/{kind}", run, load, cfg, version="1", prepare=prepare)
+    return Stage(f"prototypes/{model}/{kind}", run, load, cfg, version="1", prepare=prepare,
+                 resources="gpu")  # fmt: skip
 
 
 def captions_stage(
@@ -695,6 +708,7 @@ def captions_stage(
     return Stage(
         f"captions/{model}", run, load, cfg, inputs=(features_name,), version="1",
         prepare=lambda: _needs_text_tower(components.encoder(model), "captions"),
+        resources="gpu",
     )  # fmt: skip
 
 
@@ -1001,7 +1015,7 @@ def codebook_stage(
             code_folder=folder / "code",
         )
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="1")
+    return Stage(name, run, load, cfg, inputs=inputs, version="1", resources="gpu")
 
 
 def _encode(code: Any, files: Sequence[Path], step: int = 64) -> np.ndarray:
@@ -1165,7 +1179,8 @@ def generation_stage(
         if plan.database is None and plan.codebook is None:  # else an upstream stage's
             built(None).check(model)
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="2", resumable=True, prepare=prepare)
+    return Stage(name, run, load, cfg, inputs=inputs, version="2", resumable=True, prepare=prepare,
+                 resources="gpu")  # fmt: skip
 
 
 def _load_images(paths: Sequence[Path]) -> list[Any]:
@@ -1233,4 +1248,4 @@ def evaluation_stage(
 
         return Evaluation.load(folder / "scores.csv")
 
-    return Stage(name, run, load, cfg, inputs=inputs, version="1")
+    return Stage(name, run, load, cfg, inputs=inputs, version="1", resources="gpu")
