@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument(
         "--generators", nargs="+", metavar="NAME",
-        help="generators (default: retrieve and invert, which need no download)",
+        help="generators (default: retrieve, lowlevel and invert, which need no download)",
     )  # fmt: skip
     _options.add_force_option(p)
     p.add_argument(
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     )
     _options.add_data_options(p, roi="ROI_HVC", data=False)
     _options.add_mapping_options(p)
-    _options.add_runtime_options(p, visualize=False)
+    _options.add_runtime_options(p, visualize=False, executor=True)
     p.set_defaults(func=run)
 
 
@@ -80,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         for k in _SECTION_FLAGS
         if (v := getattr(args, k)) is not None
     }
-    runtime = {k: getattr(args, k) for k in ("seed", "device", "batch_size")}
+    runtime = {
+        k: getattr(args, k)
+        for k in ("seed", "device", "batch_size", "graph_executor", "ray_address")
+    }
     result = run_demo(
         args.out,
         encoders=tuple(args.models or DEMO_ENCODERS),

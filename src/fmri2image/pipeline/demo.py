@@ -155,6 +155,8 @@ def run_demo(
     progress: bool = True,
     device: str = "cpu",
     batch_size: int = 32,
+    graph_executor: str | None = None,
+    ray_address: str | None = None,
     **sections: Any,
 ) -> ExperimentResult:
     """Write (or reuse) the demo dataset under ``out_dir/data`` and compare the encoders.
@@ -184,6 +186,9 @@ def run_demo(
     device : str
     batch_size : int
         Images per encoder forward pass.
+    graph_executor, ray_address : str, optional
+        Where the stages run (``"local"``, ``"ray"``) and the Ray cluster
+        (:class:`~fmri2image.pipeline.config.RunConfig` ``executor``, ``ray_address``).
     **sections
         Further mapping or data settings (:func:`demo_config`).
 
@@ -200,7 +205,7 @@ def run_demo(
     config = demo_config(
         out, encoders=encoders, generators=generators, seed=seed, roi=roi, device=device,
         batch_size=batch_size, **sections,
-    )  # fmt: skip
+    ).replace(executor=graph_executor, ray_address=ray_address)
     # Everything checkable before the dataset exists is checked now.
     config.validate()
     preflight.check_encoders_and_databases(config.models, [])
