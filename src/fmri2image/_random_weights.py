@@ -253,7 +253,9 @@ def clip_tokenizer(scratch: str | os.PathLike) -> Any:
     (scratch / "merges.txt").write_text(
         "#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8"
     )
-    return CLIPTokenizer(vocab=str(scratch / "vocab.json"), merges=str(scratch / "merges.txt"))
+    return CLIPTokenizer(
+        vocab=str(scratch / "vocab.json"), merges=str(scratch / "merges.txt"), model_max_length=77
+    )
 
 
 def _hub_cache(hf_home: str | os.PathLike | None) -> Path:
@@ -487,7 +489,9 @@ def build_pipeline(
             vae=vae,
         )  # fmt: skip
     if name == "sd-turbo":
-        scheduler = diffusers.EulerDiscreteScheduler(**_BETAS, timestep_spacing="trailing")
+        scheduler = diffusers.EulerDiscreteScheduler(
+            **_BETAS, timestep_spacing="trailing", steps_offset=1
+        )
     else:
         scheduler = diffusers.PNDMScheduler(**_BETAS, skip_prk_steps=True, steps_offset=1)
     return diffusers.StableDiffusionPipeline(
