@@ -208,7 +208,8 @@ def bench_generator(name: str, args: argparse.Namespace, scratch: Path, figures:
     folder = scratch / f"pipeline-{arch}"
     if not folder.exists():
         t0 = time.perf_counter()
-        rw.save_pipeline(arch, folder, size=args.size)
+        half = "float16" if args.device.startswith("cuda") else "float32"
+        rw.save_pipeline(arch, folder, size=args.size, dtype=half)
         print(f"{arch}: built and saved ({args.size}) in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)  # fmt: skip
     options: dict[str, Any] = {"model": str(folder)}

@@ -63,6 +63,7 @@ __all__ = [
     "build_encoder_model",
     "build_pipeline",
     "clip_tokenizer",
+    "pipeline_modules",
     "place_random_weights",
     "placed_files",
     "remove_placed",
@@ -211,15 +212,16 @@ def _image_processor(name: str) -> Any:
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP's reversible map of the 256 bytes to printable characters."""
+    """GPT-2 / CLIP's reversible map of the 256 bytes to printable characters, in
+    its order (the printable bytes first, then the others), which numbers the
+    vocabulary's first 256 tokens."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
             *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
-    chars, extra = {b: chr(b) for b in keep}, 0
+    chars = {b: chr(b) for b in keep}
     for b in range(256):
         if b not in chars:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(chars.items()))
+            chars[b] = chr(256 + len(chars) - len(keep))
+    return chars
 
 
 def _clip_bpe() -> tuple[dict[str, int], list[str], str]:
@@ -439,6 +441,34 @@ _PIPELINES: dict[str, dict[str, dict[str, Any]]] = {
 }  # fmt: skip
 
 
+def pipeline_modules(name: str, *, size: str = "real") -> dict[str, Any]:
+    """The networks of generator ``name``'s pipeline (``unet``, ``vae``, ``text_encoder``
+    and, for ``unclip``, ``image_encoder``), randomly initialized from the current seed.
+
+    Built under ``torch.device("meta")`` they cost nothing, e.g. to count parameters.
+    """
+    import diffusers
+    import transformers
+
+    _check_size(size)
+    if name not in _PIPELINES:
+        raise ConfigError(
+            f"No random-weight pipeline for generator '{name}'; known: {', '.join(_PIPELINES)}."
+        )
+    cfg = _PIPELINES[name][size]
+    text = _clip_config({}, cfg["text"], 0)["text_config"]
+    modules = {
+        "unet": diffusers.UNet2DConditionModel(**cfg["unet"]),
+        "vae": diffusers.AutoencoderKL(**cfg["vae"]),
+        "text_encoder": transformers.CLIPTextModel(transformers.CLIPTextConfig(**text)),
+    }
+    if "image" in cfg:
+        modules["image_encoder"] = transformers.CLIPVisionModelWithProjection(
+            transformers.CLIPVisionConfig(hidden_act="quick_gelu", **cfg["image"])
+        )
+    return modules
+
+
 def build_pipeline(
     name: str, *, size: str = "real", seed: int = 0, scratch: str | os.PathLike
 ) -> Any:
@@ -453,29 +483,18 @@ def build_pipeline(
     import torch
     import transformers
 
-    _check_size(size)
-    if name not in _PIPELINES:
-        raise ConfigError(
-            f"No random-weight pipeline for generator '{name}'; known: {', '.join(_PIPELINES)}."
-        )
-    cfg = _PIPELINES[name][size]
     torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(**cfg["unet"])
-    vae = diffusers.AutoencoderKL(**cfg["vae"])
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(**{**_clip_config({}, cfg["text"], 0)["text_config"]})
-    )
+    modules = pipeline_modules(name, size=size)
+    unet, vae, text = modules["unet"], modules["vae"], modules["text_encoder"]
     tokenizer = clip_tokenizer(scratch)
     if name == "unclip":
-        image = transformers.CLIPVisionModelWithProjection(
-            transformers.CLIPVisionConfig(hidden_act="quick_gelu", **cfg["image"])
-        )
+        image = modules["image_encoder"]
         from diffusers.pipelines.stable_diffusion import StableUnCLIPImageNormalizer
 
         return diffusers.StableUnCLIPImg2ImgPipeline(
             feature_extractor=transformers.CLIPImageProcessor(),
             image_encoder=image,
-            image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=cfg["image"]["projection_dim"]),
+            image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=image.config.projection_dim),
             image_noising_scheduler=diffusers.DDPMScheduler(
                 num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"
             ),
@@ -501,13 +520,26 @@ def build_pipeline(
 
 
 def save_pipeline(
-    name: str, folder: str | os.PathLike, *, size: str = "real", seed: int = 0
+    name: str,
+    folder: str | os.PathLike,
+    *,
+    size: str = "real",
+    seed: int = 0,
+    dtype: str = "float32",
 ) -> Path:
     """Write :func:`build_pipeline`'s pipeline to ``folder`` (``save_pretrained``,
-    safetensors), the form the generators take as ``model=<folder>``."""
+    safetensors), the form the generators take as ``model=<folder>``.
+
+    ``dtype="float16"`` halves the files (SD 1.5: 2 GB instead of 4); the generators
+    load them in the precision they are asked for.
+    """
+    import torch
+
     folder = Path(folder)
-    pipe = build_pipeline(name, size=size, seed=seed, scratch=folder.parent / f".{folder.name}-tok")
+    scratch = folder.parent / f".{folder.name}-tokenizer-src"
+    pipe = build_pipeline(name, size=size, seed=seed, scratch=scratch)
+    pipe.to(dtype=getattr(torch, dtype))
     pipe.save_pretrained(folder, safe_serialization=True)
-    shutil.rmtree(folder.parent / f".{folder.name}-tok", ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     del pipe
     return folder
