@@ -538,7 +538,8 @@ def save_pipeline(
     folder = Path(folder)
     scratch = folder.parent / f".{folder.name}-tokenizer-src"
     pipe = build_pipeline(name, size=size, seed=seed, scratch=scratch)
-    pipe.to(dtype=getattr(torch, dtype))
+    if dtype != "float32":  # (built in float32)
+        pipe.to(dtype=getattr(torch, dtype))
     pipe.save_pretrained(folder, safe_serialization=True)
     shutil.rmtree(scratch, ignore_errors=True)
     del pipe
