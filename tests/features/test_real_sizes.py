@@ -6,7 +6,7 @@ The other tests build tiny models; this one keeps the real architectures working
 real downloads (``$TORCH_HOME/hub/checkpoints``, the Hugging Face hub cache under
 ``$HF_HOME``), and ``fmri2image compare`` runs offline on a few demo images.
 
-Cost on 2 cores: about 2 minutes and 2 GB of memory.  ``clip-l14`` is left out: it
+Cost on 2 cores: 87 to 105 s and 2.2 GB peak memory (measured on a busy machine).  ``clip-l14`` is left out: it
 would add about 2 minutes (its 428 M parameters take ~20 s to place and ~3 s per
 image to embed on 2 cores) and 1 GB; ``bench/bench_gpu.py --quick`` and
 ``tests/test_random_weights.py`` load its architecture through the same loader at
