@@ -19,7 +19,9 @@ Figures:
   mode the warm run is ``run_demo`` itself, so it includes the manifest check of
   the dataset and loading both encoders' weights (``run_demo`` loads them up front).
 * ``stages_reused_warm``: fraction of the stages reused in the warm run (goal >= 1.0).
-* ``cold_s``, ``warm_s``: the two wall times in seconds (informational).
+* ``cold_s``: the cold wall time in seconds (full mode: goal <= 120, the two-minute
+  demo; quick mode: informational); ``warm_s``: the warm one (informational);
+  ``cold_<kind>_s``: the cold seconds of each kind of stage (informational).
 
 Modes:
 
@@ -192,10 +194,14 @@ def main(argv=None) -> int:
     reused = sum(r.reused for r in warm.records) / max(len(warm.records), 1)
     figures = {
         "warm_over_cold": figure(t_warm / t_cold, "<= 0.05", digits=4),
-        "cold_s": figure(t_cold, "info", digits=2),
+        # The default demo's goal: a first contact of about two minutes on 2 cores.
+        "cold_s": figure(t_cold, "info" if args.quick else "<= 120", digits=2),
         "warm_s": figure(t_warm, "info", digits=3),
         "stages_reused_warm": figure(reused, ">= 1.0"),
     }
+    for kind in dict.fromkeys(r.name.split("/")[0] for r in cold.records):
+        seconds = sum(r.seconds for r in cold.records if r.name.split("/")[0] == kind)
+        figures[f"cold_{kind}_s"] = figure(seconds, "info", digits=2)
     print(json.dumps({"bench": "pipeline", "figures": figures}))
     return 0
 
