@@ -156,3 +156,24 @@ def test_cv_refit_equals_refit_on_all_rows_with_chosen_alphas():
     for j in range(Y.shape[1]):
         ref = make_pipeline(StandardScaler(), Ridge(alpha=model.alpha_[j])).fit(X, Y[:, j])
         np.testing.assert_allclose(model.predict(X)[:, j], ref.predict(X), rtol=1e-8, atol=1e-8)
+
+
+def test_many_target_batches_switch_to_one_eigendecomposition():
+    """Refits batch by batch stop factorizing once an eigendecomposition is cheaper."""
+    from fmri2image.mapping._solvers import _MAX_CHOLESKY_FACTORIZATIONS
+
+    X = planted(30, 60, 1, seed=28)[0]
+    Xz = centered(X)
+    rng = np.random.default_rng(28)
+    Yc = rng.standard_normal((30, _MAX_CHOLESKY_FACTORIZATIONS + 4))
+    Yc -= Yc.mean(axis=0)
+    alpha = np.logspace(-1, 3, Yc.shape[1])  # a different alpha per target
+    solver = EighKernelSolver()
+    state = solver.decompose(Xz)
+    batched = np.column_stack(
+        [solver.coef(state, Yc[:, [j]], alpha[[j]]) for j in range(Yc.shape[1])]
+    )
+    assert state.n_factorizations == _MAX_CHOLESKY_FACTORIZATIONS
+    assert state.gram is None  # the later batches used the eigendecomposition
+    expected = spectral_coef(solver.decompose(Xz), Yc, alpha)
+    np.testing.assert_allclose(batched, expected, rtol=1e-9, atol=1e-12)

@@ -235,9 +235,10 @@ def _eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(s, 0.0, None), vecs
 
 
-#: Above this many distinct alphas in one refit, one eigendecomposition is cheaper
-#: than a Cholesky factorization per alpha (each ~1/20 of ``?syevd``'s cost).
-_MAX_CHOLESKY_ALPHAS = 16
+#: Beyond this many Cholesky factorizations for one training matrix (distinct alphas,
+#: summed over target batches), one eigendecomposition is cheaper (each
+#: factorization costs ~1/20 of ``?syevd``).
+_MAX_CHOLESKY_FACTORIZATIONS = 16
 
 
 class _KernelSpectrum(_Spectrum):
@@ -246,6 +247,7 @@ class _KernelSpectrum(_Spectrum):
     def __init__(self, X: np.ndarray, X_eval: np.ndarray | None) -> None:
         super().__init__(X, X_eval)
         self.gram: np.ndarray | None = X @ X.T
+        self.n_factorizations = 0
 
     @cached_property
     def _eig(self) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -314,8 +316,9 @@ class _KernelSpectrum(_Spectrum):
         return self.U
 
     def direct_coef(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
-        if self.gram is None or np.unique(alpha).size > _MAX_CHOLESKY_ALPHAS:
-            return None  # the eigendecomposition exists already, or is cheaper
+        distinct = np.unique(alpha).size
+        if self.gram is None or self.n_factorizations + distinct > _MAX_CHOLESKY_FACTORIZATIONS:
+            return None  # the eigendecomposition exists already, or is cheaper now
         C = self.solve(Y, alpha)
         return None if C is None else self.X.T @ C
 
@@ -367,6 +370,7 @@ class _KernelSpectrum(_Spectrum):
             A = np.array(A0, order="F")
             A[np.diag_indices(m)] += value
             factor, info = potrf(A, lower=True, overwrite_a=True, clean=False)
+            self.n_factorizations += 1
             if info != 0:
                 return None
             Z, info = potrs(factor, rhs[:, cols], lower=True)
