@@ -21,8 +21,10 @@ __all__ = [
     "PooledScores",
     "Scaler",
     "fit_scaler",
+    "fit_transform_scaler",
     "make_folds",
     "score_columns",
+    "score_residuals",
     "select_voxels",
 ]
 
@@ -63,14 +65,56 @@ def fit_scaler(A: np.ndarray, *, scale: bool) -> Scaler:
     scale : bool
         If False, only center (``scale`` is all ones): the intercept is still fitted.
     """
+    return fit_transform_scaler(A, scale=scale, transform=False)[0]
+
+
+def _constant_columns_to_one(std: np.ndarray, mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # StandardScaler's convention: a constant column is centered, not divided by ~0.
+    return np.where(std < 10 * np.finfo(dtype).eps * np.maximum(np.abs(mean), 1), 1, std)
+
+
+def fit_transform_scaler(
+    A: np.ndarray, *, scale: bool, transform: bool = True, overwrite: bool = False
+) -> tuple[Scaler, np.ndarray | None]:
+    """:func:`fit_scaler` and ``Scaler.transform(A)`` in fewer passes over ``A``.
+
+    The centered copy that the standard deviation needs is the transform's first
+    step; it is scaled in place.  Values are those of ``fit_scaler(A).transform(A)``
+    (same operations in the same order).
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_samples, n_columns)
+        Training rows only.
+    scale : bool
+        As for :func:`fit_scaler`.
+    transform : bool, default=True
+        Also return the transformed rows; if False the second element is None.
+    overwrite : bool, default=False
+        Transform ``A`` itself in place (it must be a writable array that the
+        caller owns, e.g. a fancy-indexed copy).
+
+    Returns
+    -------
+    scaler : Scaler
+    A_z : ndarray of shape (n_samples, n_columns) or None
+    """
     mean = A.mean(axis=0)
+    if not (scale or transform):
+        return Scaler(mean=mean.astype(A.dtype), scale=np.ones_like(mean, dtype=A.dtype)), None
+    centered = np.subtract(A, mean, out=A if overwrite else None)
     if scale:
-        std = A.std(axis=0)
-        # StandardScaler's convention: a constant column is centered, not divided by ~0.
-        std = np.where(std < 10 * np.finfo(A.dtype).eps * np.maximum(np.abs(mean), 1), 1, std)
+        # As numpy's std: mean of the squared deviations (divided by n), square root.
+        std = np.sqrt(np.square(centered).sum(axis=0) / A.shape[0])
+        std = _constant_columns_to_one(std, mean, A.dtype)
     else:
         std = np.ones_like(mean)
-    return Scaler(mean=mean.astype(A.dtype), scale=std.astype(A.dtype))
+    scaler = Scaler(mean=mean.astype(A.dtype), scale=std.astype(A.dtype))
+    if not transform:
+        return scaler, None
+    if scale:
+        centered /= scaler.scale
+    return scaler, centered
 
 
 def select_voxels(
@@ -212,6 +256,37 @@ def score_columns(Y_true: np.ndarray, Y_pred: np.ndarray, scoring: str) -> np.nd
     raise ConfigError(f"scoring={scoring!r} is not supported; use one of {SCORINGS}.")
 
 
+def score_residuals(
+    Y_true: np.ndarray, resid: np.ndarray, scoring: str, ss_tot: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`score_columns` of ``Y_true`` and the predictions ``Y_true - resid``.
+
+    R² needs only the residuals: their squares are summed in float64 without
+    converting the residual matrix (nor forming the predictions).
+
+    Parameters
+    ----------
+    Y_true, resid : ndarray of shape (n_samples, n_targets)
+    scoring : {"r2", "correlation"}
+    ss_tot : ndarray of shape (n_targets,), optional
+        ``sum((Y_true - mean)^2)`` in float64, if already known.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_targets,), float64
+    """
+    if scoring != "r2":
+        return score_columns(Y_true, Y_true - resid, scoring)
+    if ss_tot is None:
+        Y64 = np.asarray(Y_true, dtype=np.float64)
+        ss_tot = np.square(Y64 - Y64.mean(axis=0)).sum(axis=0)
+    ss_res = np.einsum("ij,ij->j", resid, resid, dtype=np.float64)
+    ok = ss_tot > 0
+    out = np.where(ss_res == 0, 1.0, 0.0)
+    out[ok] = 1.0 - ss_res[ok] / ss_tot[ok]
+    return out
+
+
 class PooledScores:
     """Scores of the out-of-fold predictions of all folds taken together.
 
@@ -261,8 +336,11 @@ class PooledScores:
         self,
         sl: slice,
         Y_val: np.ndarray,
-        preds: Iterable[np.ndarray],
+        preds: Iterable[np.ndarray] | np.ndarray,
         fold_scaler: Scaler | None = None,
+        *,
+        alphas: slice = slice(None),
+        overwrite: bool = False,
     ) -> None:
         """Add one fold's validation predictions for every alpha, for targets ``sl``.
 
@@ -272,24 +350,36 @@ class PooledScores:
             Target columns concerned.
         Y_val : ndarray of shape (n_val, n_batch)
             Validation targets in original units.
-        preds : iterable of ndarray of shape (n_val, n_batch)
-            Predictions for each alpha of the grid, in order, in the fold's
-            standardized target units (or original units if ``fold_scaler`` is None).
+        preds : iterable of ndarray of shape (n_val, n_batch), or ndarray of shape (n_alphas, n_val, n_batch)
+            Predictions for each alpha of the grid (or of the part ``alphas`` of
+            it), in order, in the fold's standardized target units (or original
+            units if ``fold_scaler`` is None).  A stacked array is scored in its
+            own floating type, with the sums accumulated in float64.
         fold_scaler : Scaler, optional
             The fold's target scaler restricted to ``sl``.
+        alphas : slice, default=slice(None)
+            The rows of the grid that ``preds`` holds (all by default).  The
+            validation targets' own sums are added once per fold: with the
+            default, or with the slice that starts at the first alpha.
+        overwrite : bool, default=False
+            A stacked ``preds`` may be overwritten (saves a copy).
         """
         mean, scale = self.ref_mean[sl], self.ref_scale[sl]
         T = (np.asarray(Y_val, dtype=np.float64) - mean) / scale
-        self.n[sl] += T.shape[0]
-        self.sy[sl] += T.sum(axis=0)
-        self.syy[sl] += np.square(T).sum(axis=0)
+        if alphas.start in (None, 0):
+            self.n[sl] += T.shape[0]
+            self.sy[sl] += T.sum(axis=0)
+            self.syy[sl] += np.square(T).sum(axis=0)
         if fold_scaler is None:
             shift, gain = -mean / scale, 1.0 / scale
         else:  # fold units -> original units -> reference frame, in one affine map
             f_mean = np.asarray(fold_scaler.mean, dtype=np.float64)
             f_scale = np.asarray(fold_scaler.scale, dtype=np.float64)
             shift, gain = (f_mean - mean) / scale, f_scale / scale
-        for a, pred in enumerate(preds):
+        if isinstance(preds, np.ndarray) and preds.ndim == 3:
+            self._add_stack(sl, T, preds, gain, shift, alphas, overwrite)
+            return
+        for a, pred in zip(range(self.ss_res.shape[0])[alphas], preds, strict=False):
             P = np.asarray(pred, dtype=np.float64) * gain + shift
             if self.scoring == "r2":
                 self.ss_res[a, sl] += np.square(T - P).sum(axis=0)
@@ -297,6 +387,35 @@ class PooledScores:
                 self.sp[a, sl] += P.sum(axis=0)
                 self.spp[a, sl] += np.square(P).sum(axis=0)
                 self.spy[a, sl] += (P * T).sum(axis=0)
+
+    def _add_stack(
+        self,
+        sl: slice,
+        T: np.ndarray,
+        P: np.ndarray,
+        gain: np.ndarray,
+        shift: np.ndarray,
+        alphas: slice,
+        overwrite: bool,
+    ) -> None:
+        # In place, in P's type (float32 by default: the predictions' own
+        # precision), with float64 accumulation of the sums over samples.
+        if not (overwrite and P.flags.writeable and P.dtype.kind == "f"):
+            P = np.array(P, dtype=np.result_type(P.dtype, np.float32))
+        dt = P.dtype
+        rows = range(self.ss_res.shape[0])[alphas]
+        rows = slice(rows.start, rows.stop)
+        P *= gain.astype(dt)
+        P += shift.astype(dt)
+        if self.scoring == "r2":
+            P -= T.astype(dt)
+            np.square(P, out=P)
+            self.ss_res[rows, sl] += P.sum(axis=1, dtype=np.float64)
+            return
+        self.sp[rows, sl] += P.sum(axis=1, dtype=np.float64)
+        self.spy[rows, sl] += np.einsum("kij,ij->kj", P, T.astype(dt), dtype=np.float64)
+        np.square(P, out=P)
+        self.spp[rows, sl] += P.sum(axis=1, dtype=np.float64)
 
     def scores(self) -> np.ndarray:
         """Pooled score per alpha and target, ndarray of shape (n_alphas, n_targets)."""

@@ -17,9 +17,10 @@ from fmri2image.mapping._cv import (
     SCORINGS,
     PooledScores,
     Scaler,
-    fit_scaler,
+    fit_transform_scaler,
     make_folds,
     score_columns,
+    score_residuals,
     select_voxels,
 )
 from fmri2image.mapping._diagnostics import FitDiagnostics
@@ -363,17 +364,25 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
 
         # Statistics and factorization of all training samples: the final fit
         # (and, for cv="loo", the leave-one-out scores too).
-        x_scaler, y_scaler, idx = self._training_stats(X, Y)
-        Xz, Yz = x_scaler.transform(X[:, idx]), y_scaler.transform(Y)
+        x_scaler, y_scaler, idx, Xz = self._training_stats(X, Y, owned=False)
+        Yz = y_scaler.transform(Y)
         state = solver.decompose(Xz)
 
         n_groups = None if groups is None else int(np.unique(groups).size)
+        projections: list[np.ndarray] = []  # cv="loo": R of each batch, reused by the refit
         if loo:
             scores = np.empty((alphas.size, n_targets))
             for sl in batches:
-                loo_preds = solver.loo_predict(state, Yz[:, sl], alphas.astype(dtype))
-                for a, pred in enumerate(loo_preds):
-                    scores[a, sl] = score_columns(Yz[:, sl], pred, self.scoring)
+                Yb = Yz[:, sl]
+                R = solver.project(state, Yb)
+                projections.append(R)
+                ss_tot = None
+                if self.scoring == "r2":
+                    Y64 = Yb.astype(np.float64)
+                    ss_tot = np.square(Y64 - Y64.mean(axis=0)).sum(axis=0)
+                residuals = solver.loo_residuals(state, Yb, alphas.astype(dtype), R)
+                for a, resid in enumerate(residuals):
+                    scores[a, sl] = score_residuals(Yb, resid, self.scoring, ss_tot)
             self.n_splits_ = n_samples
         else:
             folds = make_folds(n_samples, self.cv, groups, self.random_state)
@@ -410,8 +419,12 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         )
 
         coef = np.empty((idx.size, n_targets), dtype=dtype)
-        for sl in batches:
-            coef[:, sl] = solver.coef(state, Yz[:, sl], self.alpha_[sl].astype(dtype))
+        for i, sl in enumerate(batches):
+            alpha = self.alpha_[sl].astype(dtype)
+            if projections:
+                coef[:, sl] = solver.coef(state, Yz[:, sl], alpha, R=projections[i])
+            else:
+                coef[:, sl] = solver.coef(state, Yz[:, sl], alpha)
         self.coef_ = coef
         self.voxel_indices_ = idx
         self.x_mean_, self.x_scale_ = x_scaler.mean, x_scaler.scale
@@ -440,15 +453,25 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
             )
         return True
 
-    def _training_stats(self, X: np.ndarray, Y: np.ndarray) -> tuple[Scaler, Scaler, np.ndarray]:
-        """Voxel selection and scalers from the given (training) rows only."""
+    def _training_stats(
+        self, X: np.ndarray, Y: np.ndarray, *, owned: bool
+    ) -> tuple[Scaler, Scaler, np.ndarray, np.ndarray]:
+        """Voxel selection and scalers from the given (training) rows only.
+
+        Returns the scalers, the selected voxels and the standardized rows
+        ``x_scaler.transform(X[:, idx])``, computed in place of ``X`` if ``owned``
+        (the caller's own copy) and all voxels are kept.
+        """
         if self.n_voxels is None:
             idx = np.arange(X.shape[1])
+            X_sel, overwrite = X, owned
         else:
             idx = select_voxels(X, Y, int(self.n_voxels), n_targets_batch=self.n_targets_batch)
-        x_scaler = fit_scaler(X[:, idx], scale=self.standardize_X)
-        y_scaler = fit_scaler(Y, scale=self.standardize_Y)
-        return x_scaler, y_scaler, idx
+            X_sel, overwrite = X[:, idx], True
+        x_scaler, Xz = fit_transform_scaler(X_sel, scale=self.standardize_X, overwrite=overwrite)
+        y_scaler, _ = fit_transform_scaler(Y, scale=self.standardize_Y, transform=False)
+        assert Xz is not None
+        return x_scaler, y_scaler, idx, Xz
 
     def _fold_scores(
         self,
@@ -462,23 +485,26 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         pooled: PooledScores | None = None,
     ) -> np.ndarray | None:
         """Validation scores of one fold (fold-mean), or add them to ``pooled``."""
-        x_scaler, y_scaler, idx = self._training_stats(X[train], Y[train])
-        X_tr = x_scaler.transform(X[np.ix_(train, idx)])
-        X_va = x_scaler.transform(X[np.ix_(val, idx)])
+        x_scaler, y_scaler, idx, X_tr = self._training_stats(X[train], Y[train], owned=True)
+        X_va = X[val] if self.n_voxels is None else X[np.ix_(val, idx)]
+        np.subtract(X_va, x_scaler.mean, out=X_va)  # x_scaler.transform, in place
+        X_va /= x_scaler.scale
         Y_tr = y_scaler.transform(Y[train])
         state = solver.decompose(X_tr, X_va)
-        dt = X_tr.dtype
+        alphas = alphas.astype(X_tr.dtype)
         if pooled is not None:
             for sl in batches:
-                preds = solver.path_predict(state, Y_tr[:, sl], alphas.astype(dt))
                 fold_scaler = Scaler(mean=y_scaler.mean[sl], scale=y_scaler.scale[sl])
-                pooled.add_fold(sl, Y[val, sl], preds, fold_scaler)
+                Y_val = Y[val, sl]
+                for rows, preds in solver.path_chunks(state, Y_tr[:, sl], alphas):
+                    pooled.add_fold(sl, Y_val, preds, fold_scaler, alphas=rows, overwrite=True)
             return None
         Y_va = y_scaler.transform(Y[val])
         out = np.empty((alphas.size, Y.shape[1]))
         for sl in batches:
-            for a, pred in enumerate(solver.path_predict(state, Y_tr[:, sl], alphas.astype(dt))):
-                out[a, sl] = score_columns(Y_va[:, sl], pred, self.scoring)
+            for rows, preds in solver.path_chunks(state, Y_tr[:, sl], alphas):
+                for a, pred in zip(range(alphas.size)[rows], preds, strict=True):
+                    out[a, sl] = score_columns(Y_va[:, sl], pred, self.scoring)
         return out
 
     def _cv_kind(self, groups_given: bool) -> str:

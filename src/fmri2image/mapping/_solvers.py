@@ -13,7 +13,8 @@ factorization of ``X`` for all alphas and all target batches:
 ``decompose(X, X_eval)``
     Factorize the training matrix once (per CV fold).
 ``path_predict(state, Y, alphas)``
-    Yield the predictions on ``X_eval`` for every alpha of the grid.
+    Yield the predictions on ``X_eval`` for every alpha of the grid
+    (``path_chunks`` yields them stacked, several alphas per matrix product).
 ``coef(state, Y, alpha)``
     Weights for one alpha *per target* (the final refit).
 
@@ -29,7 +30,16 @@ re-weighting of one fixed spectral projection of ``Y``:
 
 with ``L = X_eval X^T U`` and ``R = U^T Y`` (kernel) or ``L = X_eval V`` and
 ``R = V^T X^T Y`` (primal).  One eigendecomposition therefore yields the whole
-regularization path, and a different alpha per target costs nothing extra.
+regularization path, and a different alpha per target costs nothing extra.  The
+path of several alphas is one matrix product: the rows ``L diag(1/(s + a))`` of
+all alphas are stacked on ``R``, which BLAS runs faster than one small product
+per alpha.
+
+The kernel form computes its eigendecomposition only when a path or leave-one-out
+needs it.  The final refit of cross-validation needs only ``(K + alpha I)^{-1} Y``
+for the few distinct chosen alphas: one Cholesky factorization per distinct alpha
+(on ``K`` with the intercept's direction, the constant vector, deflated: see
+:meth:`_KernelSpectrum.solve`) costs a fraction of the eigendecomposition.
 
 scikit-learn's :class:`~sklearn.linear_model.Ridge` (one fit per alpha) and
 himalaya's :func:`~himalaya.kernel_ridge.solve_kernel_ridge_eigenvalues` are
@@ -121,9 +131,39 @@ class RidgeSolver(abc.ABC):
         W : ndarray of shape (n_features, n_targets)
         """
 
+    def path_chunks(
+        self, state: Any, Y: np.ndarray, alphas: np.ndarray, max_elements: int = 1 << 23
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Predictions on ``X_eval`` for consecutive groups of alphas, stacked.
+
+        Parameters
+        ----------
+        state, Y, alphas
+            As for :meth:`path_predict`.
+        max_elements : int
+            Bound on the size of one stack (memory); at least one alpha per stack.
+
+        Yields
+        ------
+        alpha_slice : slice
+            The positions in ``alphas`` of this stack.
+        Y_eval : ndarray of shape (n_alphas_in_slice, n_eval, n_targets)
+            The predictions; a fresh array the caller may overwrite.
+        """
+        preds = self.path_predict(state, Y, alphas)
+        for a, pred in enumerate(preds):
+            yield slice(a, a + 1), np.array(pred)[None]
+
+    def loo_residuals(
+        self, state: Any, Y: np.ndarray, alphas: np.ndarray, R: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield the leave-one-out residuals ``Y - Y_loo`` for each alpha (fresh arrays)."""
+        raise NotImplementedError(f"{type(self).__name__} has no efficient leave-one-out")
+
     def loo_predict(self, state: Any, Y: np.ndarray, alphas: np.ndarray) -> Iterator[np.ndarray]:
         """Yield leave-one-out predictions of the training targets for each alpha."""
-        raise NotImplementedError(f"{type(self).__name__} has no efficient leave-one-out")
+        for resid in self.loo_residuals(state, Y, alphas):
+            yield Y - resid
 
 
 class _Spectrum(abc.ABC):
@@ -158,12 +198,17 @@ class _Spectrum(abc.ABC):
     def train_right(self) -> np.ndarray:
         """``M`` with ``diag(H) = sum(L * M / (s + a), axis=1)``, shape (n_samples, rank)."""
 
+    def direct_coef(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        """Weights without the eigendecomposition, or None where that is not cheaper."""
+        return None
+
     def loo_terms(
         self, Y: np.ndarray, R: np.ndarray, alpha: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """In-sample residuals ``(I - H) Y`` and ``1 - diag(H)`` for one alpha.
 
-        ``H`` includes the unpenalized intercept (``+ 1/n``).
+        ``H`` includes the unpenalized intercept (``+ 1/n``).  The residuals are a
+        fresh array.
         """
         inv = 1.0 / (self.s + alpha)
         L = self.train_left
@@ -173,7 +218,7 @@ class _Spectrum(abc.ABC):
 
 
 def _eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric eigendecomposition in the Gram matrix's own precision.
+    """Symmetric eigendecomposition in the Gram matrix's own precision (overwrites it).
 
     scipy's LAPACK ``?syevd`` runs float32 in single precision (``numpy.linalg.eigh``
     would silently upcast to float64, ~4x slower).  On GOD-sized data float32 and
@@ -183,30 +228,63 @@ def _eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     from scipy.linalg import eigh
 
-    s, vecs = eigh(gram, driver="evd", overwrite_a=True, check_finite=False)
+    # The transpose of a symmetric C-ordered matrix is the same matrix in Fortran
+    # order, which LAPACK takes without a copy.
+    s, vecs = eigh(gram.T, driver="evd", overwrite_a=True, check_finite=False)
     # Round-off can make the eigenvalues of a PSD Gram matrix slightly negative.
     return np.clip(s, 0.0, None), vecs
 
 
+#: Beyond this many Cholesky factorizations for one training matrix (distinct alphas,
+#: summed over target batches), one eigendecomposition is cheaper (each
+#: factorization costs ~1/20 of ``?syevd``).
+_MAX_CHOLESKY_FACTORIZATIONS = 16
+
+
 class _KernelSpectrum(_Spectrum):
+    """``K = X X^T``; its eigendecomposition is computed on first use."""
+
     def __init__(self, X: np.ndarray, X_eval: np.ndarray | None) -> None:
         super().__init__(X, X_eval)
-        s, U = _eigh(X @ X.T)
+        self.gram: np.ndarray | None = X @ X.T
+        self.n_factorizations = 0
+
+    @cached_property
+    def _eig(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        gram, self.gram = self.gram, None
+        assert gram is not None
+        s, U = _eigh(gram)
         # Centered X makes the constant vector an eigenvector of X X^T with
         # eigenvalue 0.  That direction belongs to the intercept, which is fitted
         # exactly elsewhere (and enters the LOO hat matrix as 1/n); left in, its
         # round-off eigenvalue (~eps * s.max(), i.e. ~0.1 in float32 on GOD-sized
         # data) would count the intercept twice when alpha is small.
-        n = X.shape[0]
+        n = self.X.shape[0]
         align = np.abs(U.sum(axis=0)) / np.sqrt(n)
         k0 = int(np.argmax(align))
-        self.complete = (
+        complete = bool(
             n > 1 and align[k0] > 0.99 and s[k0] <= np.sqrt(np.finfo(s.dtype).eps) * s.max()
         )
-        if self.complete:
+        if complete:
             keep = np.arange(s.size) != k0
             s, U = s[keep], U[:, keep]
-        self.s, self.U = s, U
+        return s, U, complete
+
+    @property
+    def s(self) -> np.ndarray:  # type: ignore[override]
+        return self._eig[0]
+
+    @property
+    def U(self) -> np.ndarray:
+        return self._eig[1]
+
+    @property
+    def complete(self) -> bool:
+        return self._eig[2]
+
+    @cached_property
+    def _U_squared(self) -> np.ndarray:
+        return np.square(self.U)
 
     def loo_terms(
         self, Y: np.ndarray, R: np.ndarray, alpha: float
@@ -217,7 +295,7 @@ class _KernelSpectrum(_Spectrum):
         # I - H = U diag(alpha / (s + alpha)) U^T on it: both terms are computed
         # without the cancellation of 1 - H_ii ~ alpha / s when alpha is small.
         w = alpha / (self.s + alpha)
-        return (self.U * w) @ R, np.square(self.U) @ w
+        return (self.U * w) @ R, self._U_squared @ w
 
     def project(self, Y: np.ndarray) -> np.ndarray:
         return self.U.T @ Y
@@ -236,6 +314,76 @@ class _KernelSpectrum(_Spectrum):
     @property
     def train_right(self) -> np.ndarray:
         return self.U
+
+    def direct_coef(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        distinct = np.unique(alpha).size
+        if self.gram is None or self.n_factorizations + distinct > _MAX_CHOLESKY_FACTORIZATIONS:
+            return None  # the eigendecomposition exists already, or is cheaper now
+        C = self.solve(Y, alpha)
+        return None if C is None else self.X.T @ C
+
+    def solve(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        """Dual coefficients ``C = (K + alpha_j I)^{-1} y_j`` by Cholesky, per distinct alpha.
+
+        As the eigendecomposition drops the constant eigenvector of a centered
+        ``X``, the constant direction is deflated first: with the Householder
+        reflection ``Q`` that maps ``1`` to a multiple of ``e_1``, ``Q K Q`` has a
+        (numerically) zero first row and column, and the system is solved on the
+        remaining ``(n - 1) x (n - 1)`` block, where ``K`` is positive definite
+        unless ``X`` has fewer independent rows than samples.  Returns None where a
+        factorization fails (a singular ``K + alpha I`` in floating point); the
+        caller then uses the eigendecomposition.
+
+        Parameters
+        ----------
+        Y : ndarray of shape (n_samples, n_targets)
+        alpha : ndarray of shape (n_targets,)
+
+        Returns
+        -------
+        C : ndarray of shape (n_samples, n_targets), or None
+        """
+        from scipy.linalg import get_lapack_funcs
+
+        K = self.gram
+        assert K is not None
+        n, dt = K.shape[0], K.dtype
+        root_n = np.sqrt(n)
+        u = np.full(n, 1.0 / root_n, dtype=dt)
+        deflate = n > 1 and float(np.linalg.norm(K @ u)) <= np.sqrt(np.finfo(dt).eps) * float(
+            np.trace(K)
+        )
+        if deflate:
+            v = np.ones(n, dtype=dt)
+            v[0] += root_n
+            beta = dt.type(1.0 / (n + root_n))  # 2 / (v^T v)
+            QK = K - np.outer(beta * v, v @ K)
+            A0 = (QK - np.outer(QK @ v, beta * v))[1:, 1:]
+            rhs = (Y - np.outer(beta * v, v @ Y))[1:]
+        else:
+            A0, rhs = K, Y
+        potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (A0,))
+        m = A0.shape[0]
+        C = np.empty((n, Y.shape[1]), dtype=np.result_type(dt, Y.dtype))
+        for value in np.unique(alpha):
+            cols = np.flatnonzero(alpha == value)
+            A = np.array(A0, order="F")
+            A[np.diag_indices(m)] += value
+            factor, info = potrf(A, lower=True, overwrite_a=True, clean=False)
+            self.n_factorizations += 1
+            if info != 0:
+                return None
+            Z, info = potrs(factor, rhs[:, cols], lower=True)
+            if info != 0:
+                return None
+            if deflate:
+                C[0, cols] = 0.0
+                C[1:, cols] = Z
+                # Q [0; Z]: v is 1 below its first entry.
+                C[:, cols] -= np.outer(beta * v, Z.sum(axis=0))
+            else:
+                C[:, cols] = Z
+        return C
 
 
 class _PrimalSpectrum(_Spectrum):
@@ -269,6 +417,10 @@ class _EighSolver(RidgeSolver):
     def decompose(self, X: np.ndarray, X_eval: np.ndarray | None = None) -> _Spectrum:
         return self._spectrum(X, X_eval)
 
+    def project(self, state: _Spectrum, Y: np.ndarray) -> np.ndarray:
+        """``R``, the spectral projection of ``Y`` that the path, LOO and refit share."""
+        return state.project(Y)
+
     def path_predict(
         self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray
     ) -> Iterator[np.ndarray]:
@@ -276,25 +428,47 @@ class _EighSolver(RidgeSolver):
         for alpha in alphas:
             yield (L / (state.s + alpha)) @ R
 
-    def coef(self, state: _Spectrum, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        R = state.project(Y)
+    def path_chunks(
+        self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray, max_elements: int = 1 << 23
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        # One product (n_alphas * n_eval, rank) @ (rank, n_targets) per chunk: the
+        # same arithmetic as path_predict, at the speed of one large matrix product.
+        L, R = state.eval_left, state.project(Y)
+        n_eval, rank = L.shape
+        step = max(1, min(alphas.size, max_elements // max(n_eval * max(rank, R.shape[1]), 1)))
+        for a0 in range(0, alphas.size, step):
+            chunk = alphas[a0 : a0 + step]
+            scaled = L[None] / (state.s[None, None, :] + chunk[:, None, None])
+            P = scaled.reshape(-1, rank) @ R
+            yield slice(a0, a0 + chunk.size), P.reshape(chunk.size, n_eval, R.shape[1])
+
+    def coef(
+        self, state: _Spectrum, Y: np.ndarray, alpha: np.ndarray, R: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Weights with one alpha per target (``R``: :meth:`project` of ``Y``, if known)."""
+        if R is None:
+            W = state.direct_coef(Y, np.asarray(alpha))
+            if W is not None:
+                return W
+            R = state.project(Y)
         return state.weights(R / (state.s[:, None] + np.asarray(alpha, dtype=R.dtype)[None, :]))
 
-    def loo_predict(
-        self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray
+    def loo_residuals(
+        self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray, R: np.ndarray | None = None
     ) -> Iterator[np.ndarray]:
-        """Exact leave-one-out predictions (generalized cross-validation shortcut).
+        """Exact leave-one-out residuals (generalized cross-validation shortcut).
 
         For a linear smoother ``Y_hat = H Y`` the leave-one-out residual is
         ``(y_i - y_hat_i) / (1 - H_ii)``.  The intercept is unpenalized and estimated
         from the same samples, so ``H`` gains ``1 1^T / n``: since ``Y`` is centered
         this adds nothing to ``H Y`` but ``1/n`` to every ``H_ii`` (as in
-        scikit-learn's ``RidgeCV``).  The returned predictions are in centered units.
+        scikit-learn's ``RidgeCV``).  The residuals are in centered units.
         """
-        R = state.project(Y)
+        R = state.project(Y) if R is None else R
         for alpha in alphas:
             resid, one_minus_h = state.loo_terms(Y, R, alpha)
-            yield Y - resid / one_minus_h[:, None]
+            resid /= one_minus_h[:, None]
+            yield resid
 
 
 class EighKernelSolver(_EighSolver):
