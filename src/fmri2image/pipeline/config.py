@@ -350,6 +350,10 @@ class RunConfig:
         folders may share one.
     visualize : bool
         Write an image grid per subject and ROI (ground truth, then each model).
+    verify : str
+        How cached artifacts are verified before reuse: ``fast`` trusts a file whose
+        size, times and inode match its last full check, ``full`` re-hashes every
+        file (:mod:`fmri2image._manifest`).  In no stage key.
     data, mapping, retrieval, generation, evaluation : sections
     datasets : tuple of dict
         Several datasets compared in one run (``[[datasets]]`` tables of ``[data]``
@@ -363,6 +367,7 @@ class RunConfig:
     out: str | None = None
     cache: str | None = None
     visualize: bool = True
+    verify: str = "fast"
     data: DataSection = field(default_factory=DataSection)
     mapping: MappingSection = field(default_factory=MappingSection)
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
@@ -470,6 +475,11 @@ def _check_top(config: RunConfig, injected: Collection[str]) -> None:
         )
     _positive_int("--batch-size (batch_size)", config.batch_size)
     _positive_int("--seed (seed)", config.seed, low=0)
+    _one_of(
+        "--verify (verify)", config.verify, ("fast", "full"),
+        "fast trusts a cached file whose size, times and inode match its last full "
+        "check, full re-hashes every cached file",
+    )  # fmt: skip
 
 
 def _check_data(data: DataSection) -> None:
