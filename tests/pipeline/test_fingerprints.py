@@ -215,3 +215,171 @@ def test_unknown_verification_modes_are_refused(tmp_path):
         reusable(tmp_path, g.stages["data"], verify="sometimes")
     with pytest.raises(ConfigError, match="--verify"):
         _manifest.manifest_problem(tmp_path / "m.json", verify="FAST")
+
+
+# ---------------------------------------------------------------- image-folder scans
+def image_folder(root, classes=("n01440764", "n01443537", "n01484850"), per_class=3):
+    """An ImageNet-style folder; the files need not be real JPEGs to be scanned."""
+    for w in classes:
+        (root / w).mkdir(parents=True)
+        for i in range(per_class):
+            (root / w / f"{w}_{i}.JPEG").write_bytes(b"jpeg-%d" % i)
+    time.sleep(TICK)
+    return root
+
+
+@pytest.fixture
+def listings(monkeypatch):
+    """Counts the full scans: listing the folder and stat'ing every image."""
+    from fmri2image import features
+    from fmri2image.pipeline import stages
+
+    calls: list[str] = []
+    real_scan, real_identity = features.scan_image_folder, stages.files_identity
+
+    def scan(*args, **kwargs):
+        calls.append("list")
+        return real_scan(*args, **kwargs)
+
+    def identity(paths):
+        calls.append("stat")
+        return real_identity(paths)
+
+    monkeypatch.setattr(features, "scan_image_folder", scan)
+    monkeypatch.setattr(stages, "files_identity", identity)
+    return calls
+
+
+def scan(root, cache, **kwargs):
+    from fmri2image.pipeline.preflight import DatabaseSpec
+    from fmri2image.pipeline.stages import scan_database
+
+    return scan_database(DatabaseSpec("images", str(root), root, name="db"), cache=cache, **kwargs)
+
+
+def test_a_scan_is_reused_without_listing_or_stating_images(tmp_path, listings):
+    root = image_folder(tmp_path / "imagenet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = scan(root, cache)
+    assert listings == ["list", "stat"] and not first.reused
+    assert len(list((cache / "scans").glob("*.json"))) == 1
+    listings.clear()
+    again = scan(root, cache)
+    assert listings == [] and again.reused
+    assert again.identity == first.identity
+    assert again.images == first.images and again.images.class_folders == first.images.class_folders
+    assert again.images.hash == first.images.hash
+    # Without a cache (or with --verify full) every image is listed and stat'ed.
+    listings.clear()
+    assert scan(root, None).identity == first.identity and listings == ["list", "stat"]
+    listings.clear()
+    full = scan(root, cache, verify="full")
+    assert listings == ["list", "stat"] and full.identity == first.identity
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename", "new-class"])
+def test_an_added_removed_or_renamed_image_changes_the_identity_without_full(
+    tmp_path, listings, change
+):
+    root = image_folder(tmp_path / "imagenet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    before = scan(root, cache)
+    folder = root / "n01443537"
+    if change == "add":
+        (folder / "n01443537_9.JPEG").write_bytes(b"jpeg-9")
+    elif change == "remove":
+        (folder / "n01443537_1.JPEG").unlink()
+    elif change == "rename":
+        (folder / "n01443537_1.JPEG").rename(folder / "n01443537_7.JPEG")
+    else:
+        (root / "n01530575").mkdir()
+        (root / "n01530575" / "n01530575_0.JPEG").write_bytes(b"jpeg")
+    listings.clear()
+    after = scan(root, cache)
+    assert listings == ["list", "stat"] and not after.reused
+    assert after.identity != before.identity
+    assert after.images == scan(root, None).images  # what a plain scan finds
+    time.sleep(TICK)
+    listings.clear()
+    assert scan(root, cache).identity == after.identity and listings == []
+
+
+def test_an_image_edited_in_place_is_seen_by_full_only(tmp_path):
+    root = image_folder(tmp_path / "imagenet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    before = scan(root, cache)
+    image = root / "n01440764" / "n01440764_0.JPEG"
+    image.write_bytes(b"edited, longer")  # in place: its folder's times stay
+    assert scan(root, cache).identity == before.identity  # documented: fast trusts the folder
+    full = scan(root, cache, verify="full")
+    assert full.identity != before.identity and not full.reused
+    time.sleep(TICK)
+    assert scan(root, cache).identity == full.identity  # full recorded the scan again
+
+
+def test_a_damaged_or_foreign_scan_record_is_not_used(tmp_path, listings):
+    root = image_folder(tmp_path / "imagenet")
+    other = image_folder(tmp_path / "other", classes=("n01440764",))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = scan(root, cache)
+    scan(other, cache)
+    records = sorted((cache / "scans").glob("*.json"))
+    assert len(records) == 2
+    mine = next(r for r in records if json.loads(r.read_text())["root"] == str(root))
+    theirs = next(r for r in records if r != mine)
+    mine.write_bytes(theirs.read_bytes())  # another folder's record under this name
+    listings.clear()
+    assert scan(root, cache).identity == first.identity and listings == ["list", "stat"]
+    mine.write_text("{ not json")
+    listings.clear()
+    assert scan(root, cache).identity == first.identity and listings == ["list", "stat"]
+
+
+def test_a_scan_planned_before_the_cache_exists_is_recorded_by_the_stage(tmp_path):
+    root = image_folder(tmp_path / "imagenet")
+    cache = tmp_path / "cache"
+    scanned = scan(root, cache)
+    assert not cache.exists() and scanned.pending is not None  # planning writes nothing
+    cache.mkdir()
+    scanned.remember()
+    time.sleep(TICK)
+    assert scan(root, cache).reused
+
+
+# ---------------------------------------------------------------- config and CLI
+def test_verify_is_a_run_option_in_no_stage_key(god, tmp_path):
+    from _experiment_setup import ENCODERS, _config
+
+    from fmri2image.pipeline.experiment import build_experiment
+
+    config = _config(god, tmp_path / "out")
+    assert config.verify == "fast"
+    fast = build_experiment(config, encoders=ENCODERS, progress=False)
+    assert list((tmp_path / "out").glob("cache/scans/*.json")) == []  # nothing before a run
+    full = build_experiment(config.replace(verify="full"), encoders=ENCODERS, progress=False)
+    assert fast.graph.keys() == full.graph.keys()
+    with pytest.raises(ConfigError, match=r"--verify \(verify\) must be one of fast, full"):
+        config.replace(verify="quick").validate(encoders=ENCODERS)
+
+
+def test_cli_takes_verify_full_and_refuses_other_modes(capsys):
+    from fmri2image.cli import _options
+    from fmri2image.cli.main import build_parser, main
+
+    for command in ("run", "compare", "decode"):
+        args = build_parser().parse_args([command, "--data", "g", "--out", "o", "--verify", "full"])
+        assert _options.config_from_args(args).verify == "full"
+    args = build_parser().parse_args(["demo", "--verify", "full"])
+    assert args.verify == "full"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fast (default): a file whose size, times and inode match the last full check" in text
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "compare", "--data", "g", "--out", "o", "--verify", "bogus"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err

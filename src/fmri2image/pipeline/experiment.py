@@ -267,6 +267,8 @@ def build_experiment(
                         db,
                         class_map=config.retrieval.class_map,
                         skip_unresolved=config.retrieval.skip_unresolved,
+                        cache=cache_dir,
+                        verify=config.verify,
                     )
                 source = add(st.database_stage(model, scans[db.name], components,
                                                batch_size=config.batch_size))  # fmt: skip
