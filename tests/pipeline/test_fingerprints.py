@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -383,3 +384,34 @@ def test_cli_takes_verify_full_and_refuses_other_modes(capsys):
         main(["-q", "compare", "--data", "g", "--out", "o", "--verify", "bogus"])
     assert exc.value.code == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_files_identity_is_the_resolved_path_size_and_mtime_of_each_file(tmp_path, monkeypatch):
+    """The one-lstat-per-file identity equals Path.resolve + stat (the keys of
+    existing caches stay valid), symbolic links included."""
+    from fmri2image.pipeline.stages import files_identity
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.JPEG").write_bytes(b"a")
+    (real / "b.JPEG").write_bytes(b"bb")
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    (real / "c.JPEG").symlink_to(real / "b.JPEG")
+    monkeypatch.chdir(tmp_path)
+    paths = [real / "a.JPEG", tmp_path / "linked" / "a.JPEG", real / "c.JPEG",
+             "linked/b.JPEG", None, real / ".." / "real" / "b.JPEG"]  # fmt: skip
+
+    def reference(ps):
+        items = []
+        for p in ps:
+            if p is None:
+                items.append(None)
+                continue
+            path = Path(p).resolve()
+            st = path.stat()
+            items.append([str(path), st.st_size, st.st_mtime_ns])
+        return _io.json_sha256(items)
+
+    assert files_identity(paths) == reference(paths)
+    with pytest.raises(FileNotFoundError):
+        files_identity([real / "missing.JPEG"])

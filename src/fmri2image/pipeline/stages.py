@@ -166,16 +166,29 @@ def files_identity(paths: Sequence[str | os.PathLike | None]) -> str:
 
     Part of a stage's config: change, move or touch an input file and the stages
     reading it are recomputed.  (Contents are checked where they are read: the
-    feature stores hash what they embed.)
+    feature stores hash what they embed.)  A file that is not a symbolic link is
+    resolved through its folder's resolved path (one ``lstat`` per file, each folder
+    resolved once), which is what ``Path.resolve`` gives, at a million images.
     """
+    import stat
+
+    folders: dict[str, str] = {}
     items = []
     for p in paths:
         if p is None:
             items.append(None)
             continue
-        path = Path(p).resolve()
-        st = path.stat()
-        items.append([str(path), st.st_size, st.st_mtime_ns])
+        text = os.fspath(p)
+        folder, name = os.path.split(text)
+        st = os.lstat(text)
+        if stat.S_ISLNK(st.st_mode) or name in ("", ".", ".."):
+            path = str(Path(text).resolve())
+            st = os.stat(path)
+        else:
+            if folder not in folders:
+                folders[folder] = str(Path(folder or ".").resolve())
+            path = os.path.join(folders[folder], name)
+        items.append([path, st.st_size, st.st_mtime_ns])
     return _io.json_sha256(items)
 
 
