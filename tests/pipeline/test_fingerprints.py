@@ -352,7 +352,7 @@ def test_a_scan_planned_before_the_cache_exists_is_recorded_by_the_stage(tmp_pat
 
 
 # ---------------------------------------------------------------- config and CLI
-def test_verify_is_a_run_option_in_no_stage_key(god, tmp_path):
+def test_verify_is_a_run_option_in_no_stage_key(god, tmp_path, caplog):
     from _experiment_setup import ENCODERS, _config
 
     from fmri2image.pipeline.experiment import build_experiment
@@ -365,6 +365,16 @@ def test_verify_is_a_run_option_in_no_stage_key(god, tmp_path):
     assert fast.graph.keys() == full.graph.keys()
     with pytest.raises(ConfigError, match=r"--verify \(verify\) must be one of fast, full"):
         config.replace(verify="quick").validate(encoders=ENCODERS)
+    # The database stage records the scan once the cache exists; the next plan reuses it.
+    (name,) = [n for n in fast.graph.order if n.startswith("database/pool-a/")]
+    Graph([fast.graph.stages[name]]).run(fast.cache, progress=False)
+    assert len(list((tmp_path / "out").glob("cache/scans/*.json"))) == 1
+    time.sleep(TICK)
+    with caplog.at_level("INFO", logger="fmri2image"):
+        again = build_experiment(config, encoders=ENCODERS, progress=False)
+    assert "as scanned before" in caplog.text
+    assert again.graph.keys() == fast.graph.keys()
+    assert again.graph.problems(again.cache)[name] is None
 
 
 def test_cli_takes_verify_full_and_refuses_other_modes(capsys):
