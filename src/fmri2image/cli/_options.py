@@ -345,12 +345,19 @@ def add_output_options(p: argparse.ArgumentParser, *, required: bool = False) ->
 
 
 def add_force_option(p: argparse.ArgumentParser) -> None:
-    """``--force STAGE`` (repeatable), for the commands that run the stage graph."""
+    """``--force STAGE`` (repeatable) and ``--verify MODE``, for the commands that run
+    the stage graph."""
     p.add_argument(
         "--force", action="append", metavar="STAGE",
         help="recompute a stage and what depends on it: a kind (data, features, database, "
         "prototypes, mapping, retrieval, generation, evaluation) or a longer name prefix "
         "such as mapping/clip (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--verify", choices=("fast", "full"),
+        help="how cached artifacts and image folders are checked before reuse (verify): "
+        "fast (default): a file whose size, times and inode match the last full check is "
+        "trusted; full: re-hash every cached file",
     )  # fmt: skip
 
 
@@ -402,7 +409,7 @@ def _add_executor_options(g: Any) -> None:
 #: flag (argparse dest) -> RunConfig.replace keyword, for the flags that set one value.
 _FLAGS = {
     "models": "models", "out": "out", "cache": "cache", "device": "device", "seed": "seed",
-    "batch_size": "batch_size", "visualize": "visualize",
+    "batch_size": "batch_size", "visualize": "visualize", "verify": "verify",
     "graph_executor": "executor", "ray_address": "ray_address",
     "dataset": "data__dataset", "data": "data__path", "subjects": "data__subjects",
     "rois": "data__rois", "split": "data__split", "normalization": "data__normalization",

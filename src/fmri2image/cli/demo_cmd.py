@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     }
     runtime = {
         k: getattr(args, k)
-        for k in ("seed", "device", "batch_size", "graph_executor", "ray_address")
+        for k in ("seed", "device", "batch_size", "graph_executor", "ray_address", "verify")
     }
     result = run_demo(
         args.out,

@@ -359,6 +359,10 @@ class RunConfig:
     ray_address : str or None
         The Ray cluster of ``executor = "ray"`` (default: ``RAY_ADDRESS``, else a
         local Ray instance).
+    verify : str
+        How cached artifacts are verified before reuse: ``fast`` trusts a file whose
+        size, times and inode match its last full check, ``full`` re-hashes every
+        file (:mod:`fmri2image._manifest`).  In no stage key.
     data, mapping, retrieval, generation, evaluation : sections
     datasets : tuple of dict
         Several datasets compared in one run (``[[datasets]]`` tables of ``[data]``
@@ -374,6 +378,7 @@ class RunConfig:
     visualize: bool = True
     executor: str = "local"
     ray_address: str | None = None
+    verify: str = "fast"
     data: DataSection = field(default_factory=DataSection)
     mapping: MappingSection = field(default_factory=MappingSection)
     retrieval: RetrievalSection = field(default_factory=RetrievalSection)
@@ -487,6 +492,11 @@ def _check_top(config: RunConfig, injected: Collection[str]) -> None:
             "package 'ray' is not installed. Install it with: pip install 'fmri2image[ray]'"
         )
     _positive_int("--seed (seed)", config.seed, low=0)
+    _one_of(
+        "--verify (verify)", config.verify, ("fast", "full"),
+        "fast trusts a cached file whose size, times and inode match its last full "
+        "check, full re-hashes every cached file",
+    )  # fmt: skip
 
 
 def _check_data(data: DataSection) -> None:

@@ -157,6 +157,7 @@ def run_demo(
     batch_size: int = 32,
     graph_executor: str | None = None,
     ray_address: str | None = None,
+    verify: str = "fast",
     **sections: Any,
 ) -> ExperimentResult:
     """Write (or reuse) the demo dataset under ``out_dir/data`` and compare the encoders.
@@ -189,6 +190,8 @@ def run_demo(
     graph_executor, ray_address : str, optional
         Where the stages run (``"local"``, ``"ray"``) and the Ray cluster
         (:class:`~fmri2image.pipeline.config.RunConfig` ``executor``, ``ray_address``).
+    verify : {"fast", "full"}
+        How the cached stages are verified before reuse (``--verify``).
     **sections
         Further mapping or data settings (:func:`demo_config`).
 
@@ -203,9 +206,15 @@ def run_demo(
     out = Path(out_dir)
     data_dir, results = out / "data", out / "results"
     config = demo_config(
-        out, encoders=encoders, generators=generators, seed=seed, roi=roi, device=device,
-        batch_size=batch_size, **sections,
-    ).replace(executor=graph_executor, ray_address=ray_address)
+        out,
+        encoders=encoders,
+        generators=generators,
+        seed=seed,
+        roi=roi,
+        device=device,
+        batch_size=batch_size,
+        **sections,
+    ).replace(executor=graph_executor, ray_address=ray_address, verify=verify)
     # Everything checkable before the dataset exists is checked now.
     config.validate()
     preflight.check_encoders_and_databases(config.models, [])

@@ -267,6 +267,8 @@ def build_experiment(
                         db,
                         class_map=config.retrieval.class_map,
                         skip_unresolved=config.retrieval.skip_unresolved,
+                        cache=cache_dir,
+                        verify=config.verify,
                     )
                 source = add(st.database_stage(model, scans[db.name], components,
                                                batch_size=config.batch_size))  # fmt: skip
@@ -363,7 +365,8 @@ def build_experiment(
             data = st.data_stage(f"data/s{subject}/{safe_name(roi)}", config, subject, roi,
                                  identity, lambda: prepared(subject, roi), test,
                                  dataset.vocabulary_of(test))  # fmt: skip
-            found = _data_facts(reusable(cache_dir, data), lambda: prepared(subject, roi), test)
+            found = _data_facts(reusable(cache_dir, data, verify=config.verify),
+                                lambda: prepared(subject, roi), test)  # fmt: skip
             return (add(data), *found)
 
         lowlevel_maps: dict[str, str] = {}  # low-level generator -> its map stage (this subject)
@@ -709,7 +712,7 @@ def run_experiment(
     forced = expand_force(plan.graph, force)
     # What must be computed, and the models and checks it needs, before anything is
     # written: a bad input leaves no output folder and no cache behind.
-    problems = plan.graph.problems(plan.cache, force=forced)
+    problems = plan.graph.problems(plan.cache, force=forced, verify=config.verify)
     plan.graph.prepare(problems)
     out = Path(config.out or "")
     with _claim(out, Path(plan.cache)) as started:

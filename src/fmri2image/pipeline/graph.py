@@ -18,7 +18,10 @@ test runs a graph with tiny ones.
   the stages downstream of it get new keys.
 * **Reuse.** An artifact is reused only when its manifest is intact (own checksum)
   and every file it lists matches its SHA-256; anything else is recomputed, with a
-  log line saying why.
+  log line saying why.  ``verify="fast"`` (the default) skips reading a file whose
+  size, times, inode and device match the fingerprint recorded when it was last
+  hashed (``<cache>/<stage>/.<key[:20]>.verified.json``, beside the artifact
+  folder; :mod:`fmri2image._manifest`); ``verify="full"`` hashes every file.
 * **Atomic.** ``run`` writes into a hidden staging folder; the manifest is written
   last and the folder renamed into place, so a run killed at any point leaves
   either no artifact or a complete one, and the rerun resumes with the stages that
@@ -56,7 +59,7 @@ from typing import Any
 
 from fmri2image import _io
 from fmri2image._io import safe_name
-from fmri2image._manifest import manifest_problem, write_manifest
+from fmri2image._manifest import check_verify, manifest_problem, write_manifest
 from fmri2image._manifest import read_manifest as _read
 from fmri2image.errors import ConfigError
 
@@ -210,9 +213,17 @@ def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
     return _io.json_sha256(payload)
 
 
+def _fingerprint(folder: Path) -> Path:
+    """The fingerprint of the artifact in ``folder``: beside it, not in it, so the
+    artifact's files are exactly what its stage wrote."""
+    return folder.parent / f".{folder.name}.verified.json"
+
+
 def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str], seconds: float):
     from fmri2image import __version__
 
+    # ``folder`` is a staging folder beside the artifact's final one (named by the key,
+    # see Graph.folder); renaming it keeps its files' inodes and times.
     write_manifest(
         folder / MANIFEST,
         {
@@ -227,6 +238,7 @@ def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str]
             "seconds": round(seconds, 3),
         },
         folder=folder,
+        fingerprint=_fingerprint(folder.parent / key[:20]),
     )
 
 
@@ -241,22 +253,31 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return _read(Path(folder) / MANIFEST, format=FORMAT)
 
 
-def _problem(folder: Path, key: str) -> str | None:
-    """Why the artifact in ``folder`` cannot be reused (None: it can)."""
-    problem = manifest_problem(folder / MANIFEST, format=FORMAT, identity={"key": key})
+def _problem(folder: Path, key: str, verify: str = "fast") -> str | None:
+    """Why the artifact in ``folder`` cannot be reused (None: it can); ``verify``:
+    ``"fast"`` or ``"full"`` (:func:`fmri2image._manifest.manifest_problem`)."""
+    problem = manifest_problem(
+        folder / MANIFEST,
+        format=FORMAT,
+        identity={"key": key},
+        verify=verify,
+        fingerprint=_fingerprint(folder),
+    )
     if problem is not None and problem.endswith("belongs to another key"):
         return "its manifest belongs to another key"
     return problem
 
 
-def reusable(cache: str | os.PathLike, stage: Stage) -> Path | None:
+def reusable(cache: str | os.PathLike, stage: Stage, *, verify: str = "fast") -> Path | None:
     """The verified artifact folder of a stage without inputs, if the cache has one
-    (planning reads it instead of recomputing what it needs to check)."""
+    (planning reads it instead of recomputing what it needs to check); ``verify``:
+    ``"fast"`` or ``"full"``, as in :meth:`Graph.problems`."""
     if stage.inputs:
         raise ValueError(f"reusable() answers for stages without inputs, not {stage.name!r}.")
+    check_verify(verify)
     key = stage_key(stage, {})
     folder = Path(cache) / safe_name(stage.name) / key[:20]
-    return folder if _problem(folder, key) is None else None
+    return folder if _problem(folder, key, verify) is None else None
 
 
 #: A resumable stage's ``.partial-*`` folder that no stage of the running graph
@@ -362,17 +383,24 @@ class Graph:
     def folder(self, cache: Path, name: str, key: str) -> Path:
         return cache / safe_name(name) / key[:20]
 
-    def problems(self, cache: str | os.PathLike, *, force: Iterable[str] = ()) -> dict[str, Any]:
+    def problems(
+        self, cache: str | os.PathLike, *, force: Iterable[str] = (), verify: str = "fast"
+    ) -> dict[str, Any]:
         """Why each stage must be computed (``"forced"``, ``"not computed yet"``, what
-        failed to verify), None for a stage whose artifact is reused.  Reads, never
-        writes."""
+        failed to verify), None for a stage whose artifact is reused.
+
+        ``verify="fast"`` trusts an artifact file whose stat() matches the fingerprint
+        of its last full check; ``"full"`` hashes every file.  Writes nothing but
+        those fingerprints (best-effort, atomic; no artifact is touched).
+        """
+        check_verify(verify)
         cache = Path(cache)
         forced = self.downstream(force)
         keys = self.keys()
         return {
             name: "forced"
             if name in forced
-            else _problem(self.folder(cache, name, keys[name]), keys[name])
+            else _problem(self.folder(cache, name, keys[name]), keys[name], verify)
             for name in self.order
         }
 
@@ -392,6 +420,7 @@ class Graph:
         progress: bool = True,
         problems: Mapping[str, Any] | None = None,
         executor: Any = None,
+        verify: str = "fast",
     ) -> GraphResult:
         """Run every stage, reusing verified artifacts.
 
@@ -414,6 +443,8 @@ class Graph:
             artifacts of ``names`` with :func:`compute_stage` while this run holds
             the lock, and returns ``{name: (seconds, where)}``.  Default: one after
             another in this process.
+        verify : {"fast", "full"}
+            How :meth:`problems` verifies reused artifacts (when it is called here).
         """
         from fmri2image._lock import output_lock
 
@@ -438,7 +469,7 @@ class Graph:
                     ", ".join(collected),
                 )
             if problems is None:
-                problems = self.problems(cache, force=force)
+                problems = self.problems(cache, force=force, verify=verify)
                 self.prepare(problems)
             elsewhere: dict[str, tuple[float, str]] = {}
             todo = [n for n in self.order if problems[n] is not None]

@@ -177,16 +177,29 @@ def files_identity(paths: Sequence[str | os.PathLike | None]) -> str:
 
     Part of a stage's config: change, move or touch an input file and the stages
     reading it are recomputed.  (Contents are checked where they are read: the
-    feature stores hash what they embed.)
+    feature stores hash what they embed.)  A file that is not a symbolic link is
+    resolved through its folder's resolved path (one ``lstat`` per file, each folder
+    resolved once), which is what ``Path.resolve`` gives, at a million images.
     """
+    import stat
+
+    folders: dict[str, str] = {}
     items = []
     for p in paths:
         if p is None:
             items.append(None)
             continue
-        path = Path(p).resolve()
-        st = path.stat()
-        items.append([str(path), st.st_size, st.st_mtime_ns])
+        text = os.fspath(p)
+        folder, name = os.path.split(text)
+        st = os.lstat(text)
+        if stat.S_ISLNK(st.st_mode) or name in ("", ".", ".."):
+            path = str(Path(text).resolve())
+            st = os.stat(path)
+        else:
+            if folder not in folders:
+                folders[folder] = str(Path(folder or ".").resolve())
+            path = os.path.join(folders[folder], name)
+        items.append([path, st.st_size, st.st_mtime_ns])
     return _io.json_sha256(items)
 
 
@@ -532,15 +545,186 @@ class ScannedDatabase:
         Its labelled images.
     identity : str
         :func:`files_identity` of every image (part of each model's stage key).
+    reused : bool
+        Taken from the scan record of an earlier run (no image listed or stat'ed).
+    pending : tuple or None
+        ``(path, record)``: the scan record not written yet (the cache did not exist
+        while the run was planned); :meth:`remember` writes it.
     """
 
     spec: DatabaseSpec
     images: Any
     identity: str
+    reused: bool = False
+    pending: tuple[Path, dict[str, Any]] | None = None
+
+    def remember(self) -> None:
+        """Write the pending scan record (best-effort; see :func:`scan_database`)."""
+        if self.pending is not None:
+            _write_scan_record(*self.pending)
+
+
+#: The scan records of image-folder databases, in ``<cache>/SCANS``.
+SCANS = "scans"
+_SCAN_FORMAT = "fmri2image.scan"
+_SCAN_VERSION = 1
+
+
+def _folder_stat(path: str | os.PathLike) -> list[int] | None:
+    """What a scan record keeps of a folder: mtime, ctime (ns), inode, device (None
+    when it is not a folder).  Adding, removing or renaming an entry changes the
+    folder's mtime and ctime; editing a file in place does not."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _folders_to_list(root: Path) -> dict[str, list[int]]:
+    """stat() of every folder a scan of ``root`` may list, taken *before* it lists
+    them: the root, ``train/``, their subfolders and each one's ``images/`` (the
+    layouts of :func:`fmri2image.features.scan_image_folder`).  A change during the
+    scan then shows as a difference at the next check."""
+    out: dict[str, list[int]] = {}
+
+    def add(path: str) -> None:
+        st = _folder_stat(path)
+        if st is not None:
+            out[path] = st
+
+    tops = [str(root)]
+    if os.path.isdir(root / "train"):
+        tops.append(str(root / "train"))
+    for top in tops:
+        add(top)
+        try:
+            with os.scandir(top) as it:
+                subs = [e.path for e in it if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            continue
+        for sub in subs:
+            add(sub)
+            add(os.path.join(sub, "images"))
+    return out
+
+
+def _scan_record_path(
+    cache: Path, root: Path, class_map: str | None, skip_unresolved: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Where the scan record of ``root`` with these options is kept, and what it must
+    hold to be this scan's (the options, the class map's content, the version)."""
+    from fmri2image import __version__
+
+    cmap = None
+    if class_map is not None:
+        try:
+            cmap = _io.file_sha256(class_map)
+        except OSError:
+            cmap = str(class_map)  # scan_image_folder says what is wrong with it
+    identity = {
+        "format": _SCAN_FORMAT,
+        "format_version": _SCAN_VERSION,
+        "root": str(root),
+        "resolved_root": str(root.resolve()),
+        "class_map": cmap,
+        "skip_unresolved": bool(skip_unresolved),
+        "fmri2image": __version__,
+    }
+    return cache / SCANS / f"{_io.json_sha256(identity)[:32]}.json", identity
+
+
+def _read_scan_record(path: Path, expected: Mapping[str, Any]) -> tuple[Any, str] | None:
+    """The images and identity of a scan record whose folders are all as recorded;
+    None when there is none, it belongs to other options, or a folder changed."""
+    import json
+
+    from fmri2image.features.databases import ImageDatabase
+
+    try:
+        stamp = os.stat(path).st_mtime_ns
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+        if any(record.get(k) != v for k, v in expected.items()):
+            return None
+        for folder, recorded in record["folders"].items():
+            now = _folder_stat(folder)
+            # Racy: changed in the clock tick the record was written in.
+            if now != recorded or max(now[0], now[1]) >= stamp:
+                return None
+        paths: list[str] = []
+        wnids: list[str] = []
+        for folder, wnid, names in record["groups"]:
+            listed = names.split("\n")
+            prefix = folder + os.sep
+            paths.extend([prefix + n for n in listed])
+            wnids.extend([wnid] * len(listed))
+        images = ImageDatabase(
+            paths=tuple(paths),
+            wnids=tuple(wnids),
+            root=Path(record["images_root"]),
+            layout=record["layout"],
+            class_folders=dict(record["class_folders"]),
+        )
+        return images, str(record["identity"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _scan_record(
+    expected: Mapping[str, Any], images: Any, identity: str, before: Mapping[str, list[int]]
+) -> dict[str, Any] | None:
+    """The record of a scan: the stat() of each folder the result depends on (taken
+    before the scan listed it), the images grouped by folder and label, the identity.
+    None when a folder it listed was not there before it started."""
+    root = str(images.root)
+    folders = {str(expected["root"]), root}
+    folders.update(os.path.join(root, d) for d in images.class_folders)
+    groups: list[list[str]] = []
+    run: list[str] = []
+    key: tuple[str, str] | None = None
+    for path, wnid in zip(images.paths, images.wnids):
+        folder, name = os.path.split(path)
+        if (folder, wnid) != key:
+            if key is not None:
+                groups.append([key[0], key[1], "\n".join(run)])
+            key, run = (folder, wnid), []
+        run.append(name)
+    if key is not None:
+        groups.append([key[0], key[1], "\n".join(run)])
+    folders.update(g[0] for g in groups)
+    if not folders <= before.keys():
+        return None
+    return {
+        **expected,
+        "folders": {f: before[f] for f in sorted(folders)},
+        "images_root": root,
+        "layout": images.layout,
+        "class_folders": dict(images.class_folders),
+        "groups": groups,
+        "identity": identity,
+    }
+
+
+def _write_scan_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Best-effort: a read-only cache only means the next run scans again."""
+    try:
+        _io.save_json(path, record, indent=None)
+    except OSError as exc:
+        log.debug("no scan record written to %s: %s", path, exc)
 
 
 def scan_database(
-    db: DatabaseSpec, *, class_map: str | None = None, skip_unresolved: bool = False
+    db: DatabaseSpec,
+    *,
+    class_map: str | None = None,
+    skip_unresolved: bool = False,
+    cache: str | os.PathLike | None = None,
+    verify: str = "fast",
 ) -> ScannedDatabase:
     """Scan an ImageNet-style image folder and fingerprint its files.
 
@@ -548,13 +732,38 @@ def scan_database(
     an ambiguous name stops the run before any stage, naming ``--class-map`` and
     ``--skip-unresolved``.  With either, the labels they give are part of the
     fingerprint (the same images labelled otherwise are another database).
+
+    With a ``cache``, the scan is recorded in ``<cache>/scans/`` (the images, their
+    identity, and the mtime, ctime and inode of the folder and of every class folder
+    as they were before it was listed).  A later ``verify="fast"`` scan stats those
+    folders only (ImageNet: about a thousand, not 1.28 million images) and, when
+    all match, reuses the record: an image added, removed or renamed changes its
+    folder's times, so the folder is scanned again.  An image *edited in place*
+    keeps its folder's times: only ``verify="full"``, which lists and stats every
+    image as a scan without a cache does (and records the scan again), sees it.
+    The record is written now if the cache folder exists, else by the first
+    database stage that runs (:meth:`ScannedDatabase.remember`), so planning a run
+    that then stops leaves no cache behind.
     """
     import hashlib
 
-    from fmri2image.features import scan_image_folder
+    from fmri2image import features
+    from fmri2image._manifest import check_verify
 
     assert db.path is not None
-    images = scan_image_folder(
+    check_verify(verify)
+    where: tuple[Path, dict[str, Any]] | None = None
+    before: dict[str, list[int]] = {}
+    if cache is not None:
+        root = Path(db.path).absolute()
+        where = _scan_record_path(Path(cache), root, class_map, skip_unresolved)
+        if verify == "fast":
+            found = _read_scan_record(*where)
+            if found is not None:
+                log.info("image folder %s: as scanned before (%d images)", root, len(found[0]))
+                return ScannedDatabase(db, found[0], found[1], reused=True)
+        before = _folders_to_list(root)
+    images = features.scan_image_folder(
         db.path,
         class_map=class_map,
         unresolved="skip" if skip_unresolved else "error",
@@ -564,7 +773,15 @@ def scan_database(
     if class_map is not None or skip_unresolved:
         labels = hashlib.sha256("\n".join(images.wnids).encode()).hexdigest()
         identity = f"{identity}:{labels[:16]}"
-    return ScannedDatabase(db, images, identity)
+    pending = None
+    if where is not None:
+        record = _scan_record(where[1], images, identity, before)
+        if record is not None:
+            pending = (where[0], record)
+            if Path(cache).is_dir():  # type: ignore[arg-type]
+                _write_scan_record(*pending)
+                pending = None
+    return ScannedDatabase(db, images, identity, pending=pending)
 
 
 def database_stage(
@@ -577,6 +794,7 @@ def database_stage(
     def run(ctx: StageContext) -> None:
         from fmri2image.features import extract_features
 
+        scanned.remember()  # the cache exists now: the next run need not list the folder
         log.info("embedding the %d images of %s with %s", len(images), db.path, model)
         extract_features(
             images, [components.encoder(model)], ctx.folder, batch_size=batch_size,
