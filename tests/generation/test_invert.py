@@ -341,3 +341,74 @@ def test_mixed_batches_keep_each_start(tiny_gen):
 def test_init_options_are_validated():
     with pytest.raises(ConfigError, match=r"init_weight must be 0 or more.*init_blur_start"):
         get_generator("invert", init_weight=-1.0, init_blur_start=-2.0)
+
+
+# ------------------------------------------------------------ view_scale
+def test_view_scale_runs_the_network_on_a_smaller_view():
+    """embed_pixels(view_scale=s) is the network on the pixels resized and cropped to
+    s times the transform's sizes (here 72/64 -> 36/32), gradients included."""
+    import torch
+    import torch.nn.functional as F
+
+    enc = tiny_encoder()
+    assert enc.any_input_size
+    x = torch.rand(2, 3, 80, 80, requires_grad=True)
+    out = enc.embed_pixels(x, view_scale=0.5)
+    small = F.interpolate(x, size=(36, 36), mode="bilinear", align_corners=False, antialias=True)
+    small = small[..., 2:34, 2:34]
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    ref = enc.model((small - mean) / std).reshape(2, -1)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert not torch.allclose(out, enc.embed_pixels(x))  # another view than full size
+
+
+def test_view_scale_is_checked():
+    with pytest.raises(ConfigError, match=r"view_scale must be between 0\.25 and 1"):
+        InvertOptions(view_scale=0.1)
+    with pytest.raises(ConfigError, match=r"view_scale must be between 0\.25 and 1"):
+        InvertOptions(view_scale=1.5)
+
+
+def test_view_scale_is_refused_for_a_fixed_size_network():
+    """A transformer-like encoder (at most one convolution) has a fixed input size."""
+    import torch
+
+    from fmri2image.features.base import EncoderSpec
+    from fmri2image.features.encoders._common import ImageTransform, TorchEncoder
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 8, stride=8), torch.nn.Flatten(), torch.nn.LazyLinear(16)
+    )
+    model(torch.zeros(1, 3, 64, 64))  # materialize the lazy layer at the fixed size
+    transform = ImageTransform(resize=72, crop=64, interpolation="bilinear")
+    spec = EncoderSpec(
+        name="tiny-patch", weights="random", layer="flat", dim=16, image_size=64,
+        preprocessing=transform.describe(), license="none", classifier_head=False,
+        text_tower=False,
+    )  # fmt: skip
+    enc = TorchEncoder(spec, model, transform)
+    assert not enc.any_input_size
+    with pytest.raises(ConfigError, match="fixed input size"):
+        enc.embed_pixels(torch.rand(1, 3, 64, 64), view_scale=0.5)
+    gen = get_generator("invert", **{**QUICK, "view_scale": 0.5})
+    gen._encoders["tiny-patch"] = enc
+    with pytest.raises(ConfigError, match=r"view_scale 0\.5 needs an encoder"):
+        gen.check("tiny-patch")
+    full = get_generator("invert", **QUICK)
+    full._encoders["tiny-patch"] = enc
+    full.check("tiny-patch")  # view_scale 1: accepted
+
+
+def test_invert_with_a_smaller_view_makes_pictures_of_the_size_asked(tiny_gen):
+    import dataclasses as dc
+
+    enc = tiny_gen.encoder("tiny-conv")
+    gen = get_generator("invert", **{**dc.asdict(tiny_gen.options), "view_scale": 0.5})
+    gen._encoders["tiny-conv"] = enc
+    target = np.random.default_rng(0).standard_normal(enc.dim).astype(np.float32)
+    (res,) = gen.generate([_request("a", "tiny-conv", target)])
+    size = tiny_gen.options.size or default_size(enc)
+    assert res.images[0].size == (size, size)

@@ -121,7 +121,14 @@ class Encoder(abc.ABC):
         """
         return False
 
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    @property
+    def any_input_size(self) -> bool:
+        """Whether the network takes inputs of any size (a convolutional network with
+        global pooling; not a transformer with fixed position embeddings), so that
+        :meth:`embed_pixels` can run it on a smaller view (``view_scale``)."""
+        return False
+
+    def embed_pixels(self, pixels: torch.Tensor, *, view_scale: float = 1.0) -> torch.Tensor:
         """Differentiable embedding of raw pixels (for feature inversion).
 
         Does the encoder's own resize, center crop and normalization in torch (no
@@ -135,6 +142,10 @@ class Encoder(abc.ABC):
         ----------
         pixels : Tensor of shape (B, 3, H, W)
             RGB in [0, 1], any float dtype, may require grad.
+        view_scale : float
+            The network sees the pixels resized and cropped to this fraction of its
+            input size (only where :attr:`any_input_size`): cheaper, at the cost of
+            matching the embedding at another scale than the one it was computed at.
 
         Returns
         -------

@@ -60,10 +60,17 @@ DEMO_MAPPERS = ("ridge", "mlp")
 DEMO_GENERATORS = ("retrieve", "lowlevel", "invert")
 #: The generator whose pictures start the others when the demo makes it.
 DEMO_INIT = "lowlevel"
-#: Inversion at 128 px with 16 steps, to keep the demo short on a CPU: blurry, but
-#: each image costs about 1 s on 2 cores (the default, 96 steps at the encoder's
-#: 256 px, about 4 s; docs/generation.md).  The low-level pictures at 128 px too.
-DEMO_GENERATOR_OPTIONS = {"invert": {"iterations": 16, "size": 128}, "lowlevel": {"size": 128}}
+#: Inversion at 128 px with 16 steps, the encoder seeing each view at 3/4 of its input
+#: size (``view_scale``), to keep the demo short on a CPU: blurry, but a set of 10
+#: images takes about 3.5 s with Lite0 and 6 s with Lite2 on 2 cores, against 10 and
+#: 16 s at full view size (on Lite0's true embeddings it kept pairwise identification
+#: by Lite2 at 0.79 against 0.83 and halved its 10-way score, 0.10 against 0.20;
+#: docs/generation.md).  The default, 96 steps at the encoder's 256 px and full view
+#: size, costs about 4 s per image.  The low-level pictures at 128 px too.
+DEMO_GENERATOR_OPTIONS = {
+    "invert": {"iterations": 16, "size": 128, "view_scale": 0.75},
+    "lowlevel": {"size": 128},
+}
 #: Metrics that run offline: the low-level pair (and PixCorr 2-way identification)
 #: and the identification and n-way scores with both EfficientNet-Lites.  lite0
 #: scoring Lite0's own inversions is circular (docs/evaluation.md); each model is

@@ -178,6 +178,21 @@ class ImageTransform:
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x * (255.0 * self.scale) - mean) / std
 
+    def scaled(self, factor: float) -> ImageTransform:
+        """The same preprocessing at ``factor`` times the size (resize and crop)."""
+        import dataclasses
+
+        def times(n: int) -> int:
+            return max(1, round(n * factor))
+
+        resize = self.resize
+        if isinstance(resize, tuple):
+            resize = (times(resize[0]), times(resize[1]))
+        elif resize is not None:
+            resize = times(resize)
+        crop = times(self.crop) if self.crop is not None else None
+        return dataclasses.replace(self, resize=resize, crop=crop)
+
     def describe(self) -> str:
         """Human-readable description, recorded in :class:`EncoderSpec`."""
         parts = []
@@ -288,20 +303,20 @@ def hub_offline(local_files_only: bool | None) -> bool:
 _MIN_CONVS = 8
 
 
-def _memory_format(model: torch.nn.Module) -> Any:
-    """``torch.channels_last`` for a convolutional network, else None.
+def _count_convs(model: torch.nn.Module) -> int:
+    """The 2-d convolutions of ``model``.  With at least :data:`_MIN_CONVS` of them it
+    runs in ``torch.channels_last`` layout:
 
     oneDNN's CPU convolutions (depthwise ones above all: EfficientNet, MobileNet) and
     cuDNN's half-precision ones run faster on NHWC tensors: measured on 2 CPU cores,
-    a feature inversion through EfficientNet-Lite2 took about 15 % less CPU time and
-    a Lite0 forward pass up to twice less wall time (``bench/bench_pipeline.py``).
+    a feature inversion through EfficientNet-Lite2 took about 15 % less CPU time, and
+    a Lite0 forward pass of 32 images 1.3 s instead of 1.9 s.
     Results agree with the default layout to float rounding (~1e-5).  Transformers
     (ViT, CLIP), whose one convolution is the patch embedding, keep the default.
     """
     import torch
 
-    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    return torch.channels_last if convs >= _MIN_CONVS else None
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
 class TorchEncoder(Encoder):
@@ -346,12 +361,18 @@ class TorchEncoder(Encoder):
         text_loader: Callable[[str, Any], Callable[[list[str]], Any]] | None = None,
         pixel_transform: ImageTransform | None = None,
     ) -> None:
+        import torch
+
         torch_dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self.spec = spec
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=torch_dtype)
-        self._memory_format = _memory_format(self.model)
+        convs = _count_convs(self.model)
+        self._memory_format = torch.channels_last if convs >= _MIN_CONVS else None
+        # A transformer has one convolution (its patch embedding) and fixed position
+        # embeddings; a convolutional network with global pooling takes any size.
+        self._any_input_size = convs >= 2
         if self._memory_format is not None:
             self.model = self.model.to(memory_format=self._memory_format)
         self._transform = transform
@@ -404,18 +425,33 @@ class TorchEncoder(Encoder):
     def supports_pixels(self) -> bool:
         return self._pixel_transform is not None
 
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    @property
+    def any_input_size(self) -> bool:
+        """A convolutional network: more than the one convolution of a transformer's
+        patch embedding."""
+        return self._any_input_size
+
+    def embed_pixels(self, pixels: torch.Tensor, *, view_scale: float = 1.0) -> torch.Tensor:
         """RGB batch (B, 3, H, W) in [0, 1] -> embeddings (B, dim), float32, with autograd.
 
         The preprocessing runs in torch (:meth:`ImageTransform.transform_pixels`) and
         the result stays on :attr:`device`, attached to the graph; see
-        :meth:`Encoder.embed_pixels`.
+        :meth:`Encoder.embed_pixels`.  ``view_scale`` scales its resize and crop.
         """
         if self._pixel_transform is None:
             return super().embed_pixels(pixels)
         if pixels.ndim == 3:
             pixels = pixels.unsqueeze(0)
-        x = self._pixel_transform.transform_pixels(pixels.to(self.device))
+        transform = self._pixel_transform
+        if view_scale != 1.0:
+            if not self.any_input_size:
+                raise ConfigError(
+                    f"{self.name}: view_scale {view_scale:g} needs a network that takes "
+                    "inputs of any size (a convolutional one); this one has a fixed input "
+                    "size, use view_scale 1."
+                )
+            transform = transform.scaled(view_scale)
+        x = transform.transform_pixels(pixels.to(self.device))
         x = x.to(self._torch_dtype)
         if self._memory_format is not None:
             x = x.contiguous(memory_format=self._memory_format)
