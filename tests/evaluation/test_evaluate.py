@@ -168,3 +168,45 @@ def test_folders_end_to_end(photo_folders):
     gt, recon = photo_folders
     ev = evaluate_images(pair_images(recon, gt), ["pixcorr"], n_bootstrap=50, progress=False)
     assert ev.n_images == 8 and ev.pairs["n_pairs"] == 8 and ev.pairs["n_excluded"] == 0
+
+
+def test_the_ground_truths_protocol_pixels_are_resized_once(photo_pairs, monkeypatch):
+    """The low-level metrics of a small evaluation share one resize of each side, the
+    ground truth's once per run (the shared cache); the scores equal the functions'
+    on the images, unpaired references included.  A plugin's pixels metric still
+    gets the images."""
+    from fmri2image.evaluation import Metric, lowlevel, register_metric
+    from fmri2image.evaluation.base import METRICS
+
+    calls = []
+    real = lowlevel.protocol_pixels
+    monkeypatch.setattr(lowlevel, "protocol_pixels", lambda im: calls.append(1) or real(im))
+    received = []
+
+    def plugin(y_true, y_pred, *, seed=0):
+        received.append((type(y_true[0]).__name__, type(y_pred[0]).__name__))
+        return np.zeros(len(y_true))
+
+    register_metric(Metric("test_protocol_plugin", True, "pixels", "zeros", score=plugin))
+    try:
+        names = ["pixcorr", "ssim", "pixcorr2", "test_protocol_plugin"]
+        cache: dict = {}
+        first = evaluate_images(photo_pairs, names, n_bootstrap=10, progress=False, networks=cache)
+        assert len(calls) == 16  # 8 ground truths + 8 pictures, for three metrics
+        again = evaluate_images(photo_pairs, names, n_bootstrap=10, progress=False, networks=cache)
+        assert len(calls) == 24  # the pictures only
+    finally:
+        from fmri2image.evaluation import base
+
+        METRICS.unregister("test_protocol_plugin")
+        base._ORDER.remove("test_protocol_plugin")
+    assert set(received) == {("Image", "Image")}
+    plain = evaluate_images(photo_pairs, names[:3], n_bootstrap=10, progress=False)
+    for ev in (first, again):
+        np.testing.assert_allclose(
+            ev.scores["pixcorr"], pixcorr(photo_pairs.true, photo_pairs.pred)
+        )
+        np.testing.assert_allclose(ev.scores["ssim"], ssim(photo_pairs.true, photo_pairs.pred))
+        for name in names[:3]:
+            np.testing.assert_array_equal(ev.scores[name], plain.scores[name])
+            assert ev.summary[name].unpaired == plain.summary[name].unpaired

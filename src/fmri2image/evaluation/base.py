@@ -190,6 +190,13 @@ def image_metrics() -> list[Metric]:
 # The built-in metrics.  Score functions import their modules lazily so that reading
 # the registry (``fmri2image evaluate --list-metrics``) loads neither torch nor skimage.
 # ---------------------------------------------------------------------------------
+def takes_protocol_pixels(metric: Metric) -> bool:
+    """Whether ``metric`` is one of the low-level metrics of :mod:`.lowlevel`, which
+    take the images or their protocol pixels alike (a plugin's ``pixels`` metric gets
+    the images, as documented)."""
+    return metric.score in (_pixcorr, _pixcorr_identification, _ssim)
+
+
 def _pixcorr(y_true: Any, y_pred: Any, *, seed: int = 0) -> np.ndarray:
     from fmri2image.evaluation.lowlevel import pixcorr
 

@@ -30,7 +30,13 @@ import numpy as np
 
 from fmri2image._io import atomic_write, load_json, package_versions, save_json
 from fmri2image.errors import ConfigError, DataFormatError, DependencyError, ModelUnavailableError
-from fmri2image.evaluation.base import METRICS, Metric, get_metric, image_metrics
+from fmri2image.evaluation.base import (
+    METRICS,
+    Metric,
+    get_metric,
+    image_metrics,
+    takes_protocol_pixels,
+)
 from fmri2image.evaluation.images import ImagePairs
 from fmri2image.evaluation.labels import LabelTable
 from fmri2image.evaluation.stats import PermutationTest, paired_permutation_test, summarize_scores
@@ -492,8 +498,13 @@ def evaluate_images(
     pixel = [m for m in chosen if m.kind == "pixels"]
     if pixel:
         t0 = time.perf_counter()
+        if any(takes_protocol_pixels(m) for m in pixel):
+            true_px, pred_px = _protocol_arrays(pairs, networks)
         for m in pixel:
-            record(m, pairs.true, pairs.pred)
+            if takes_protocol_pixels(m):
+                record(m, true_px, pred_px)
+            else:
+                record(m, pairs.true, pairs.pred)
         timing["pixels"] = _rate(time.perf_counter() - t0, n)
     by_network: dict[str, list[Metric]] = {}
     for m in chosen:
@@ -590,6 +601,28 @@ def evaluate_images(
         protocol=protocol,
         timing=timing,
     )
+
+
+def _protocol_arrays(pairs: ImagePairs, cache: MutableMapping[str, Any] | None) -> tuple:
+    """Both sides of a small evaluation as protocol pixels, resized once for every
+    pixel metric and the unpaired reference (the ground truth once per run, kept in
+    ``cache``); a large one stays as images, which the metrics resize a batch at a
+    time (a 425 px float64 image is 4.3 MB)."""
+    from fmri2image.evaluation import lowlevel
+
+    if len(pairs.stems) > lowlevel._BATCH:
+        return pairs.true, pairs.pred
+
+    def pixels(images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([lowlevel.protocol_pixels(im) for im in images])
+
+    key = f"protocol-pixels\x00{_images_digest(pairs.true)}"
+    true = cache.get(key) if cache is not None else None
+    if true is None:
+        true = pixels(pairs.true)
+        if cache is not None:
+            cache[key] = true
+    return true, pixels(pairs.pred)
 
 
 def _label_columns(
