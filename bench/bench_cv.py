@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 #: The grouping the pipeline is advised to use by default (see docs/mapping.md).
 RECOMMENDED_GROUPING = "none"
 
@@ -360,12 +362,6 @@ def table(
     )
     lines += ["", f"R² of the training-mean baseline: {base}; identification chance 0.5.", ""]
     return "\n".join(lines)
-
-
-def figure(value: float, goal: str) -> dict[str, Any]:
-    op, _, target = goal.partition(" ")
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), 4), "goal": goal, "met": bool(met)}
 
 
 def best_of(rows: dict[str, dict[str, float]], key: str) -> float:

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
@@ -55,12 +57,6 @@ def make_pairs(n: int, seed: int = 0):
         true.append(gt)
         pred.append(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)))
     return true, pred
-
-
-def figure(value: float, goal: str) -> dict:
-    op, target = goal.split()
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), 3), "goal": goal, "met": bool(met)}
 
 
 def bench_ssim(true, pred) -> float:

@@ -63,6 +63,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 ENCODERS = ("resnet50", "vit", "clip", "clip-l14")
@@ -73,10 +75,6 @@ ARCH = {"sd15": "sd15", "img2img": "sd15", "sd-turbo": "sd-turbo", "unclip": "un
 #: GOD's training set: 1200 images; Subject 1's visual cortex (ROI_VC): 4643 voxels.
 GOD_SIZE = (1200, 4643)
 MLP_TARGETS = (2048, 768)
-
-
-def figure(value: float, goal: str = "info", digits: int = 4) -> dict[str, Any]:
-    return {"value": round(float(value), digits), "goal": goal, "met": True}
 
 
 class Timer:

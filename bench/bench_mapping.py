@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 
 def make_data(
     n_train: int, n_test: int, n_voxels: int, n_targets: int, seed: int
@@ -78,12 +80,6 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
         wall = min(wall, time.perf_counter() - w0)
         cpu = min(cpu, time.process_time() - c0)
     return wall, cpu, out
-
-
-def figure(value: float, goal: str) -> dict[str, Any]:
-    op, _, target = goal.partition(" ")
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), 6), "goal": goal, "met": bool(met)}
 
 
 def retrieval_figures(quick: bool) -> tuple[dict[str, dict], dict[str, dict]]:

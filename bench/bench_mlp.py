@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 #: Planted data sets of the comparison and the sweep (moderate size).
 MODERATE = {"n_train": 600, "n_test": 200, "n_voxels": 1500, "n_targets": 128}
 #: Noise levels: linear data where ridge identifies ~0.7 of pairs; nonlinear data
@@ -100,12 +102,6 @@ def make_data(
     Y = Y + rng.uniform(0, 3, n_targets)
     X, Y = X.astype(np.float32), Y.astype(np.float32)
     return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
-
-
-def figure(value: float, goal: str) -> dict[str, Any]:
-    op, _, target = goal.partition(" ")
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), 6), "goal": goal, "met": bool(met)}
 
 
 def fit_score(model: Any, data: tuple[np.ndarray, ...]) -> tuple[float, float, float, Any]:

@@ -53,6 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 KINDS = ("data", "features", "database", "mapping", "retrieval", "generation", "evaluation")
@@ -67,14 +69,6 @@ QUICK_DATASET = dict(
 )
 QUICK_ENCODERS = ("effnet-lite0",)
 QUICK_GENERATORS = ("retrieve",)
-
-
-def figure(value: float, goal: str, digits: int = 3) -> dict:
-    if goal == "info":
-        return {"value": round(float(value), digits), "goal": goal, "met": True}
-    op, target = goal.split()
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), digits), "goal": goal, "met": bool(met)}
 
 
 def prepare_dataset(data_dir: Path, dataset_kw: dict) -> tuple[float | None, str]:

@@ -57,18 +57,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _figures import figure  # bench/_figures.py (the script's folder is on sys.path)
+
 DIM = 2048
 SHARD_ROWS = 4096  # extract_features' default shard size
 N_CLASSES = 1000
 FIRST_WNID = 1440764  # n01440764, ImageNet's first class
-
-
-def figure(value: float, goal: str, digits: int = 3) -> dict:
-    if goal == "info":
-        return {"value": round(float(value), digits), "goal": goal, "met": True}
-    op, target = goal.split()
-    met = value >= float(target) if op == ">=" else value <= float(target)
-    return {"value": round(float(value), digits), "goal": goal, "met": bool(met)}
 
 
 def make_image_folder(root: Path, entries: int) -> None:
