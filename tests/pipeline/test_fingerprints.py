@@ -89,10 +89,12 @@ def test_fast_check_trusts_an_untouched_artifact_without_hashing(tmp_path, hashe
     res = graph().run(cache, progress=False)  # a warm run reads no artifact file to verify
     assert all(r.reused for r in res.records)
     assert not [h for h in hashes if h.endswith((".npy", ".json"))]
-    # The fingerprint lies beside the artifact folder: the folder holds what the stage wrote.
+    # The fingerprint lies apart: the artifact folder holds what the stage wrote, the
+    # stage's folder its artifacts only.
     folder = res.record("features").folder
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "meta.json", "value.npy"]
-    assert (folder.parent / f".{folder.name}.verified.json").is_file()
+    assert list(folder.parent.iterdir()) == [folder]
+    assert (cache / ".fingerprints" / folder.parent.name / f"{folder.name}.json").is_file()
 
 
 def test_full_check_hashes_every_file(tmp_path, hashes):
@@ -134,8 +136,8 @@ def test_a_damaged_or_foreign_fingerprint_is_ignored_not_trusted(tmp_path, hashe
     cache = tmp_path / "cache"
     res = warm(cache)
     data, features = res.record("data").folder, res.record("features").folder
-    fp_data = data.parent / f".{data.name}.verified.json"
-    fp_features = features.parent / f".{features.name}.verified.json"
+    fp_data = cache / ".fingerprints" / data.parent.name / f"{data.name}.json"
+    fp_features = cache / ".fingerprints" / features.parent.name / f"{features.name}.json"
 
     # Damaged: not JSON.  The full check runs, passes, and records a sound one again.
     fp_features.write_text("{ not json")

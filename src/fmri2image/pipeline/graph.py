@@ -20,7 +20,7 @@ test runs a graph with tiny ones.
   and every file it lists matches its SHA-256; anything else is recomputed, with a
   log line saying why.  ``verify="fast"`` (the default) skips reading a file whose
   size, times, inode and device match the fingerprint recorded when it was last
-  hashed (``<cache>/<stage>/.<key[:20]>.verified.json``, beside the artifact
+  hashed (``<cache>/.fingerprints/<stage>/<key[:20]>.json``, apart from the artifact
   folder; :mod:`fmri2image._manifest`); ``verify="full"`` hashes every file.
 * **Atomic.** ``run`` writes into a hidden staging folder; the manifest is written
   last and the folder renamed into place, so a run killed at any point leaves
@@ -213,10 +213,28 @@ def stage_key(stage: Stage, input_keys: Mapping[str, str]) -> str:
     return _io.json_sha256(payload)
 
 
+#: Folder of the cache that holds the artifacts' fingerprints, one sub-folder per stage.
+FINGERPRINTS = ".fingerprints"
+
+
 def _fingerprint(folder: Path) -> Path:
-    """The fingerprint of the artifact in ``folder``: beside it, not in it, so the
-    artifact's files are exactly what its stage wrote."""
-    return folder.parent / f".{folder.name}.verified.json"
+    """The fingerprint of the artifact in ``folder`` (``<cache>/<stage>/<key20>``):
+    ``<cache>/.fingerprints/<stage>/<key20>.json``, neither in the artifact (whose
+    files are exactly what its stage wrote) nor beside it (a stage's folder holds
+    its artifacts only)."""
+    return folder.parent.parent / FINGERPRINTS / folder.parent.name / f"{folder.name}.json"
+
+
+def _fingerprint_where(folder: Path) -> Path:
+    """:func:`_fingerprint`, its folder made when the cache holds the stage's folder
+    (recording one is best-effort and never makes a cache: nothing is made if not)."""
+    where = _fingerprint(folder)
+    if folder.parent.is_dir():
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only cache: no fingerprint, no speed-up
+            pass
+    return where
 
 
 def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str], seconds: float):
@@ -238,7 +256,7 @@ def _write_manifest(folder: Path, stage: Stage, key: str, inputs: dict[str, str]
             "seconds": round(seconds, 3),
         },
         folder=folder,
-        fingerprint=_fingerprint(folder.parent / key[:20]),
+        fingerprint=_fingerprint_where(folder.parent / key[:20]),
     )
 
 
@@ -261,7 +279,7 @@ def _problem(folder: Path, key: str, verify: str = "fast") -> str | None:
         format=FORMAT,
         identity={"key": key},
         verify=verify,
-        fingerprint=_fingerprint(folder),
+        fingerprint=_fingerprint_where(folder) if folder.is_dir() else _fingerprint(folder),
     )
     if problem is not None and problem.endswith("belongs to another key"):
         return "its manifest belongs to another key"
