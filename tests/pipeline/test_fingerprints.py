@@ -257,7 +257,26 @@ def scan(root, cache, **kwargs):
     from fmri2image.pipeline.preflight import DatabaseSpec
     from fmri2image.pipeline.stages import scan_database
 
-    return scan_database(DatabaseSpec("images", str(root), root, name="db"), cache=cache, **kwargs)
+    scanned = scan_database(
+        DatabaseSpec("images", str(root), root, name="db"), cache=cache, **kwargs
+    )
+    scanned.remember()  # what a run does once it holds the cache's lock
+    return scanned
+
+
+def test_planning_writes_no_scan_record(tmp_path):
+    """Scanning while planning writes nothing (the cache may be another run's); the
+    record is written by remember(), which the run calls under the cache's lock."""
+    from fmri2image.pipeline.preflight import DatabaseSpec
+    from fmri2image.pipeline.stages import scan_database
+
+    root = image_folder(tmp_path / "imagenet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    scanned = scan_database(DatabaseSpec("images", str(root), root, name="db"), cache=cache)
+    assert list(cache.iterdir()) == []
+    scanned.remember()
+    assert len(list((cache / "scans").glob("*.json"))) == 1
 
 
 def test_a_scan_is_reused_without_listing_or_stating_images(tmp_path, listings):

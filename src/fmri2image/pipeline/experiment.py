@@ -155,6 +155,9 @@ class _Plan:
     #: subject, roi, model, mapper, generator, condition, generation stage, evaluation stage
     evaluations: list[tuple[int, str, str, str, str, str, str, str]]
     ground_truth: StimulusImages | str
+    #: The image databases scanned while planning: their scan records are written once
+    #: the run holds the cache's lock.
+    scans: tuple[Any, ...] = ()
 
 
 def build_experiment(
@@ -403,6 +406,7 @@ def build_experiment(
         retrieval=retrieval,
         evaluations=evaluations,
         ground_truth=images["test"],
+        scans=tuple(scans.values()),
     )
 
 
@@ -718,6 +722,8 @@ def run_experiment(
     with _claim(out, Path(plan.cache)) as started:
         log.info("running %d stages (cache %s)", len(plan.graph.order), plan.cache)
         started()
+        for scanned in plan.scans:  # under the lock: the next run need not list the folders
+            scanned.remember()
         executor = make_executor(config, encoders=encoders, generators=generators)
         result = plan.graph.run(
             plan.cache, force=forced, progress=progress, problems=problems, executor=executor

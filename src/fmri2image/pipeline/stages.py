@@ -711,8 +711,10 @@ def _scan_record(
 
 
 def _write_scan_record(path: Path, record: Mapping[str, Any]) -> None:
-    """Best-effort: a read-only cache only means the next run scans again."""
+    """Best-effort: a read-only cache only means the next run scans again.  Only
+    into an existing cache (``path`` is ``<cache>/scans/<name>``): never makes one."""
     try:
+        path.parent.mkdir(exist_ok=True)  # FileNotFoundError without the cache
         _io.save_json(path, record, indent=None)
     except OSError as exc:
         log.debug("no scan record written to %s: %s", path, exc)
@@ -741,9 +743,10 @@ def scan_database(
     folder's times, so the folder is scanned again.  An image *edited in place*
     keeps its folder's times: only ``verify="full"``, which lists and stats every
     image as a scan without a cache does (and records the scan again), sees it.
-    The record is written now if the cache folder exists, else by the first
-    database stage that runs (:meth:`ScannedDatabase.remember`), so planning a run
-    that then stops leaves no cache behind.
+    The record is not written here: planning writes nothing, and the cache may be
+    another run's.  The run writes it once it holds the cache's lock
+    (:meth:`ScannedDatabase.remember`, called by ``run_experiment`` and by the first
+    database stage that runs).
     """
     import hashlib
 
@@ -778,9 +781,6 @@ def scan_database(
         record = _scan_record(where[1], images, identity, before)
         if record is not None:
             pending = (where[0], record)
-            if Path(cache).is_dir():  # type: ignore[arg-type]
-                _write_scan_record(*pending)
-                pending = None
     return ScannedDatabase(db, images, identity, pending=pending)
 
 
