@@ -165,6 +165,7 @@ def main(argv=None) -> int:
         )  # type: ignore[arg-type]
         t0 = time.perf_counter()
         result = Graph([stage]).run(cache, progress=False)
+        scanned.remember()  # as run_experiment does once it holds the cache's lock
         t_cold = time.perf_counter() - t0
         folder = result.record(stage.name).folder
         shards = sorted((folder / store_dirname(model)).glob("shard-*.npy"))

@@ -70,6 +70,7 @@ __all__ = [
     "manifest_digest",
     "manifest_problem",
     "read_manifest",
+    "record_fingerprints",
     "write_manifest",
 ]
 
@@ -323,6 +324,7 @@ def manifest_problem(
     folder: str | os.PathLike | None = None,
     verify: str | None = None,
     fingerprint: str | os.PathLike | None = None,
+    due: list[tuple[Path, Mapping[str, Any], Any]] | None = None,
 ) -> str | None:
     """Why the thing ``path`` describes cannot be reused; None when it can.
 
@@ -343,6 +345,9 @@ def manifest_problem(
         or written (see the module docstring).
     fingerprint : path, optional
         Where the fingerprint is kept (default: :func:`fingerprint_path`).
+    due : list, optional
+        Collects the fingerprint to record instead of writing it now, for a caller
+        that checks before it holds the cache's lock (:func:`record_fingerprints`).
 
     Raises
     ------
@@ -372,5 +377,19 @@ def manifest_problem(
         return None
     problem, stats = _hashed(base, files)
     if problem is None and stats is not None:
-        _record_fingerprint(where, manifest, stats)
+        if due is None:
+            _record_fingerprint(where, manifest, stats)
+        else:  # the caller records it later (once it holds the cache's lock)
+            due.append((where, manifest, stats))
     return problem
+
+
+def record_fingerprints(due: Iterable[tuple[Path, Mapping[str, Any], Any]]) -> None:
+    """Record the fingerprints :func:`manifest_problem` left in its ``due`` list
+    (best-effort, as it would have; each folder is made when missing)."""
+    for where, manifest, stats in due:
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        _record_fingerprint(where, manifest, stats)

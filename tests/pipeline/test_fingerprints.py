@@ -139,11 +139,14 @@ def test_a_damaged_or_foreign_fingerprint_is_ignored_not_trusted(tmp_path, hashe
     fp_data = cache / ".fingerprints" / data.parent.name / f"{data.name}.json"
     fp_features = cache / ".fingerprints" / features.parent.name / f"{features.name}.json"
 
-    # Damaged: not JSON.  The full check runs, passes, and records a sound one again.
+    # Damaged: not JSON.  The full check runs and passes; checking writes nothing (the
+    # cache may be another run's), a run records a sound fingerprint again under the lock.
     fp_features.write_text("{ not json")
     hashes.clear()
     assert graph().problems(cache)["features"] is None
-    assert len(hashes) == 2 and json.loads(fp_features.read_text())["files"]
+    assert len(hashes) == 2 and fp_features.read_text() == "{ not json"
+    assert all(r.reused for r in graph().run(cache, progress=False).records)
+    assert json.loads(fp_features.read_text())["files"]
 
     # Foreign: another artifact's fingerprint (another manifest checksum).
     fp_features.write_bytes(fp_data.read_bytes())
@@ -446,3 +449,18 @@ def test_files_identity_is_the_resolved_path_size_and_mtime_of_each_file(tmp_pat
     assert files_identity(paths) == reference(paths)
     with pytest.raises(FileNotFoundError):
         files_identity([real / "missing.JPEG"])
+
+
+def test_checking_a_cache_writes_nothing_into_it(tmp_path, hashes):
+    """problems() runs before the run holds the lock (the cache may be another run's):
+    the fingerprints of its full checks wait for run(), which records them."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    warm(cache)
+    shutil.rmtree(cache / ".fingerprints")
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+    assert all(p is None for p in graph().problems(cache).values())
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+    graph().run(cache, progress=False)
+    assert len(list((cache / ".fingerprints").rglob("*.json"))) == 3

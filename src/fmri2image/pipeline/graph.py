@@ -59,7 +59,12 @@ from typing import Any
 
 from fmri2image import _io
 from fmri2image._io import safe_name
-from fmri2image._manifest import check_verify, manifest_problem, write_manifest
+from fmri2image._manifest import (
+    check_verify,
+    manifest_problem,
+    record_fingerprints,
+    write_manifest,
+)
 from fmri2image._manifest import read_manifest as _read
 from fmri2image.errors import ConfigError
 
@@ -271,15 +276,18 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return _read(Path(folder) / MANIFEST, format=FORMAT)
 
 
-def _problem(folder: Path, key: str, verify: str = "fast") -> str | None:
+def _problem(folder: Path, key: str, verify: str = "fast", due: list | None = None) -> str | None:
     """Why the artifact in ``folder`` cannot be reused (None: it can); ``verify``:
-    ``"fast"`` or ``"full"`` (:func:`fmri2image._manifest.manifest_problem`)."""
+    ``"fast"`` or ``"full"`` (:func:`fmri2image._manifest.manifest_problem`).  The
+    fingerprint of a full check that passed is appended to ``due``, for the caller
+    to record once it holds the cache's lock (None: not recorded)."""
     problem = manifest_problem(
         folder / MANIFEST,
         format=FORMAT,
         identity={"key": key},
         verify=verify,
-        fingerprint=_fingerprint_where(folder) if folder.is_dir() else _fingerprint(folder),
+        fingerprint=_fingerprint(folder),
+        due=due if due is not None else [],
     )
     if problem is not None and problem.endswith("belongs to another key"):
         return "its manifest belongs to another key"
@@ -357,6 +365,8 @@ class Graph:
                 raise ConfigError(f"Stage {s.name!r} reads unknown stage(s) {', '.join(missing)}.")
         self.stages = by_name
         self.order = self._toposort()
+        #: Fingerprints of the full checks :meth:`problems` passed, recorded by :meth:`run`.
+        self._due_fingerprints: list[tuple[Path, Any, Any]] = []
 
     def _toposort(self) -> list[str]:
         order: list[str] = []
@@ -408,8 +418,9 @@ class Graph:
         failed to verify), None for a stage whose artifact is reused.
 
         ``verify="fast"`` trusts an artifact file whose stat() matches the fingerprint
-        of its last full check; ``"full"`` hashes every file.  Writes nothing but
-        those fingerprints (best-effort, atomic; no artifact is touched).
+        of its last full check; ``"full"`` hashes every file.  Writes nothing: the
+        fingerprints of the full checks that passed are recorded by :meth:`run`,
+        under the cache's lock.
         """
         check_verify(verify)
         cache = Path(cache)
@@ -418,7 +429,9 @@ class Graph:
         return {
             name: "forced"
             if name in forced
-            else _problem(self.folder(cache, name, keys[name]), keys[name], verify)
+            else _problem(
+                self.folder(cache, name, keys[name]), keys[name], verify, self._due_fingerprints
+            )
             for name in self.order
         }
 
@@ -489,6 +502,9 @@ class Graph:
             if problems is None:
                 problems = self.problems(cache, force=force, verify=verify)
                 self.prepare(problems)
+            # The fingerprints of what the checks hashed, now that this run holds the lock.
+            record_fingerprints(self._due_fingerprints)
+            self._due_fingerprints.clear()
             elsewhere: dict[str, tuple[float, str]] = {}
             todo = [n for n in self.order if problems[n] is not None]
             if executor is not None and todo:
