@@ -548,8 +548,8 @@ class ScannedDatabase:
     reused : bool
         Taken from the scan record of an earlier run (no image listed or stat'ed).
     pending : tuple or None
-        ``(path, record)``: the scan record not written yet (the cache did not exist
-        while the run was planned); :meth:`remember` writes it.
+        ``(path, record)``: the scan record not written yet (planning writes
+        nothing); :meth:`remember` writes it, once.
     """
 
     spec: DatabaseSpec
@@ -559,9 +559,12 @@ class ScannedDatabase:
     pending: tuple[Path, dict[str, Any]] | None = None
 
     def remember(self) -> None:
-        """Write the pending scan record (best-effort; see :func:`scan_database`)."""
-        if self.pending is not None:
-            _write_scan_record(*self.pending)
+        """Write the pending scan record (best-effort; see :func:`scan_database`).
+        Once written it is no longer pending: the run (under the lock) and the first
+        database stage both call this, and the record (20 MB for ImageNet) is
+        written once."""
+        if self.pending is not None and _write_scan_record(*self.pending):
+            object.__setattr__(self, "pending", None)
 
 
 #: The scan records of image-folder databases, in ``<cache>/SCANS``.
@@ -710,14 +713,17 @@ def _scan_record(
     }
 
 
-def _write_scan_record(path: Path, record: Mapping[str, Any]) -> None:
+def _write_scan_record(path: Path, record: Mapping[str, Any]) -> bool:
     """Best-effort: a read-only cache only means the next run scans again.  Only
-    into an existing cache (``path`` is ``<cache>/scans/<name>``): never makes one."""
+    into an existing cache (``path`` is ``<cache>/scans/<name>``): never makes one.
+    Returns whether the record was written."""
     try:
         path.parent.mkdir(exist_ok=True)  # FileNotFoundError without the cache
         _io.save_json(path, record, indent=None)
     except OSError as exc:
         log.debug("no scan record written to %s: %s", path, exc)
+        return False
+    return True
 
 
 def scan_database(
