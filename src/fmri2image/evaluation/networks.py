@@ -825,7 +825,11 @@ def _load_clip(
 def _load_lite(
     spec: NetworkSpec, weights: Path | None, device: str, local_files_only: bool | None
 ) -> MetricNetwork:
-    from fmri2image.features.encoders._effnet import EFFNET_VARIANTS, _forward, fold_batchnorm
+    from fmri2image.features.encoders._effnet import (
+        EFFNET_VARIANTS,
+        _forward,
+        prepare_for_inference,
+    )
 
     del local_files_only  # packaged weights: never downloaded
     variant = EFFNET_VARIANTS[f"effnet-{spec.name}"]
@@ -848,7 +852,7 @@ def _load_lite(
     model = lib.EfficientNet.from_name(variant.arch)
     _load_weights(model, state, name=spec.name, source=str(path))
     del state
-    fold_batchnorm(model.eval())
+    prepare_for_inference(model.eval())
     pooled_layer, probs_layer = spec.layers
 
     def layer_forward(m: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -335,7 +335,10 @@ _GRAPHS: dict[str, Graph] = {}
 
 def _run_task(spec: dict[str, Any], payload: Any) -> tuple[float, str]:
     """Ray task: make one stage's artifact into the shared cache."""
+    from fmri2image._malloc import tune_allocator
     from fmri2image.pipeline.graph import compute_stage, stage_key
+
+    tune_allocator()  # as the driver's run_experiment does
 
     with _like_the_driver(spec):
         if isinstance(payload, dict):  # the stages themselves

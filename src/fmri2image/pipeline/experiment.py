@@ -708,9 +708,11 @@ def run_experiment(
     -------
     ExperimentResult
     """
+    from fmri2image._malloc import tune_allocator
     from fmri2image.pipeline.executor import make_executor
     from fmri2image.pipeline.results import write_stages
 
+    tune_allocator()  # once per process; FMRI2IMAGE_MALLOC=system keeps glibc's defaults
     t0 = time.perf_counter()
     plan = build_experiment(config, encoders=encoders, generators=generators, progress=progress)
     forced = expand_force(plan.graph, force)
