@@ -243,6 +243,12 @@ def test_length_mismatch_is_an_error(photos):
         ssim(photos[:2], photos[:3])
 
 
+def _one_bad_value(value: float) -> np.ndarray:
+    array = np.full((2, 425, 425, 3), 0.5)
+    array[1, 200, 17, 2] = value
+    return array
+
+
 @pytest.mark.parametrize(
     "array, match",
     [
@@ -250,6 +256,9 @@ def test_length_mismatch_is_an_error(photos):
         (np.zeros((2, 3, 425, 425)), "shape"),
         (np.zeros((425, 425, 3)), "shape"),
         (np.full((2, 425, 425, 3), np.nan), "NaN"),
+        (_one_bad_value(np.nan), "NaN"),
+        (_one_bad_value(np.inf), "infinite"),
+        (_one_bad_value(-np.inf), "infinite"),
         (np.full((2, 425, 425, 3), 2.0), r"outside \[0, 1\]"),
         (np.full((2, 425, 425, 3), -0.5), r"\(x \+ 1\) / 2"),
         (np.zeros((2, 425, 425, 3), dtype=np.uint8), "dtype uint8"),

@@ -24,6 +24,7 @@ reconstructions vs features of the seen images, from AlexNet, Inception, CLIP, .
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -213,10 +214,22 @@ def nway_classifier_top1(
     out = np.empty(T.shape[0])
     for i, c in enumerate(true_class):
         others = np.delete(P[i], c)  # probabilities of the n_classes - 1 other classes
-        rng = np.random.default_rng([seed, i])
-        # n_way - 1 distinct classes per trial: the smallest of random keys (a uniform draw
-        # without replacement, vectorized over trials).
-        keys = rng.random((n_trials, n_classes - 1))
-        drawn = np.argpartition(keys, n_way - 2, axis=1)[:, : n_way - 1]
+        drawn = _nway_draws(seed, i, n_classes, n_way, n_trials)
         out[i] = np.mean(P[i, c] > others[drawn].max(axis=1))
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _nway_draws(seed: int, i: int, n_classes: int, n_way: int, n_trials: int) -> np.ndarray:
+    """The candidate classes of image ``i``'s trials, shape (n_trials, n_way - 1).
+
+    Positions among the ``n_classes - 1`` classes other than the true one: ``n_way - 1``
+    distinct ones per trial, the smallest of random keys (a uniform draw without
+    replacement, vectorized over trials).  They depend on nothing but the arguments,
+    so a run that scores many picture sets draws them once (cached, read-only).
+    """
+    rng = np.random.default_rng([seed, i])
+    keys = rng.random((n_trials, n_classes - 1))
+    drawn = np.argpartition(keys, n_way - 2, axis=1)[:, : n_way - 1]
+    drawn.flags.writeable = False
+    return drawn

@@ -246,5 +246,5 @@ def image_grid(
                 cell = Image.new("RGB", (size, size), _GREY)
             grid.paste(cell, (margin + c * size, top))
     with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")
+        grid.save(tmp, format="PNG", compress_level=3)  # as pictures._save_png
     return path
