@@ -4,12 +4,18 @@ Synthetic planted data of GOD's size (full: 1200 training samples x 4643 voxels,
 subject 3's ROI_VC, -> 2048 targets, ResNet-50's pooled dimension; 13 alphas;
 5 folds), fixed seed.  Times, in the same run:
 
-* ``RidgeMapping(cv=5)``: our default (5-fold CV, alpha per target, float32);
+* ``RidgeMapping(cv=5)``: our default (5-fold CV, alpha per target, float32; each
+  fold z-scores the voxels with its own training part);
+* ``RidgeMapping(cv=5, cv_statistics="train")``: the voxels z-scored once with all
+  training samples, as the himalaya pipeline below does (the folds share one
+  kernel matrix);
 * ``RidgeMapping(cv="loo")``: our efficient leave-one-out;
 * ``sklearn.linear_model.RidgeCV(alphas, alpha_per_target=True)``: scikit-learn
   allows ``alpha_per_target`` only with its efficient leave-one-out (``cv=None``),
   so the like-for-like comparison is with our ``cv="loo"``;
-* ``himalaya.kernel_ridge.KernelRidgeCV(alphas, cv=5)``: compared with our 5-fold CV.
+* ``himalaya.kernel_ridge.KernelRidgeCV(alphas, cv=5)`` after one ``StandardScaler``:
+  compared like for like with ``cv_statistics="train"`` (the goal), and with our
+  default (informational).
 
 All models get the same float32 arrays (scikit-learn and himalaya then compute in
 float32, as ours does by default) and voxels z-scored with training statistics (a
@@ -136,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: dict[str, Callable[[], Any]] = {
         "ours RidgeMapping(cv=5)": lambda: RidgeMapping(alphas, cv=5).fit(X, Y),
+        "ours RidgeMapping(cv=5, cv_statistics='train')": lambda: RidgeMapping(
+            alphas, cv=5, cv_statistics="train"
+        ).fit(X, Y),
         "ours RidgeMapping(cv='loo')": lambda: RidgeMapping(alphas, cv="loo").fit(X, Y),
         "sklearn RidgeCV(alpha_per_target, LOO)": lambda: make_pipeline(
             StandardScaler(), RidgeCV(alphas=alphas, alpha_per_target=True)
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     ours_cv5 = times["ours RidgeMapping(cv=5)"]
+    ours_train = times["ours RidgeMapping(cv=5, cv_statistics='train')"]
+    train_model = models["ours RidgeMapping(cv=5, cv_statistics='train')"]
     ours_loo = times["ours RidgeMapping(cv='loo')"]
     t_sk = times["sklearn RidgeCV(alpha_per_target, LOO)"]
     t_hi = times["himalaya KernelRidgeCV(cv=5)"]
@@ -192,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         # The goals of issue 21: >= 5x scikit-learn like-for-like, >= 2x himalaya.
         "speedup_vs_sklearn_ridgecv": figure(t_sk / ours_loo, ">= 5"),
         "speedup_cv5_vs_sklearn_ridgecv_loo": figure(t_sk / ours_cv5, ">= 1.0"),
-        "speedup_vs_himalaya_kernelridgecv": figure(t_hi / ours_cv5, ">= 2"),
+        # Like for like: both z-score the voxels once with all training samples.
+        "speedup_vs_himalaya_kernelridgecv": figure(t_hi / ours_train, ">= 2"),
+        # Our default z-scores inside each fold: one kernel matrix per fold.
+        "speedup_cv5_per_fold_statistics_vs_himalaya": figure(t_hi / ours_cv5),
+        "alpha_agreement_train_vs_per_fold_statistics": figure(
+            float(np.mean(train_model.alpha_ == cv5.alpha_))
+        ),
         "fit_cpu_seconds_ours_cv5": figure(ours_cv5, "<= 60"),
         "loo_alpha_agreement_with_sklearn": figure(agree, ">= 0.99"),
         "loo_max_rel_prediction_diff_vs_sklearn": figure(diff, "<= 1e-4"),

@@ -97,7 +97,9 @@ def pearson_columns(Y_true, Y_pred):
     return np.array([pearsonr(Y_true[:, j], Y_pred[:, j])[0] for j in range(Y_true.shape[1])])
 
 
-def brute_force_cv(X, Y, alphas, folds, n_voxels=None, pooling="fold-mean", scoring="r2"):
+def brute_force_cv(
+    X, Y, alphas, folds, n_voxels=None, pooling="fold-mean", scoring="r2", standardize=True
+):
     """Explicit loops over folds and alphas with scikit-learn ``Ridge``; score per target.
 
     ``"fold-mean"``: one score per validation fold, averaged.  ``"pooled"``: each
@@ -117,7 +119,7 @@ def brute_force_cv(X, Y, alphas, folds, n_voxels=None, pooling="fold-mean", scor
             r = np.corrcoef(X[train].T, Y[train].T)[: X.shape[1], X.shape[1] :]
             cols = np.sort(np.argsort(-np.mean(r**2, axis=1), kind="stable")[:n_voxels])
         for a, alpha in enumerate(alphas):
-            ref = sk_reference(alpha, True).fit(X[np.ix_(train, cols)], Y[train])
+            ref = sk_reference(alpha, standardize).fit(X[np.ix_(train, cols)], Y[train])
             pred = ref.predict(X[np.ix_(val, cols)])
             fold_mean[a] += score(Y[val], pred)
             oof[a, val] = pred
@@ -130,6 +132,53 @@ def brute_force_cv(X, Y, alphas, folds, n_voxels=None, pooling="fold-mean", scor
 
 
 POOLINGS = ["pooled", "fold-mean"]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("solver", ALL)
+def test_cv_statistics_train_equals_brute_force_with_one_standardization(solver, pooling):
+    """cv_statistics="train": the voxels z-scored once with all training samples (as
+    Pipeline(StandardScaler(), KernelRidgeCV()) does), each fold's ridge centered on
+    its own training part (scikit-learn's Ridge with its intercept)."""
+    X, Y, _ = planted(48, 60, 6, noise=2.0, seed=3)
+    X = X * np.linspace(0.5, 3.0, X.shape[1]) + 1.5  # scales and offsets to undo
+    folds = list(KFold(4).split(X))
+    model = RidgeMapping(
+        alphas=ALPHAS, cv=4, solver=solver, score_pooling=pooling, dtype="float64",
+        cv_statistics="train",
+    ).fit(X, Y)  # fmt: skip
+    Xs = StandardScaler().fit_transform(X)
+    scores, best = brute_force_cv(Xs, Y, ALPHAS, folds, pooling=pooling, standardize=False)
+    np.testing.assert_allclose(model.cv_scores_, scores, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(model.alpha_, best)
+    # Only the choice of alphas differs from per-fold statistics: with the same
+    # alpha, a target's final fit (all training samples) is the same.
+    fold = RidgeMapping(alphas=ALPHAS, cv=4, solver=solver, dtype="float64").fit(X, Y)
+    assert not np.allclose(fold.cv_scores_, model.cv_scores_)
+    same = fold.alpha_ == model.alpha_
+    assert same.any()
+    np.testing.assert_allclose(model.coef_[:, same], fold.coef_[:, same], rtol=1e-8, atol=1e-10)
+
+
+def test_cv_statistics_train_is_faster_path_of_the_kernel_solver(monkeypatch):
+    """The kernel solver takes each fold's blocks from the kernel matrix of all rows:
+    no product over the voxels per fold."""
+    from fmri2image.mapping import _solvers
+
+    X, Y, _ = planted(40, 80, 4, noise=1.0, seed=1)
+    products = []
+    real = _solvers._KernelSpectrum.__init__
+
+    def counting(self, X_, X_eval):
+        products.append(X_ is not None)
+        real(self, X_, X_eval)
+
+    monkeypatch.setattr(_solvers._KernelSpectrum, "__init__", counting)
+    RidgeMapping(alphas=ALPHAS, cv=4, solver="eigh_kernel", cv_statistics="train").fit(X, Y)
+    assert products.count(True) == 1  # the all-sample kernel; folds: from_kernel
+    products.clear()
+    RidgeMapping(alphas=ALPHAS, cv=4, solver="eigh_kernel").fit(X, Y)
+    assert products.count(True) == 5  # one per fold and the final fit
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -360,6 +409,8 @@ def test_registry_holds_all_solvers():
         ({"solver": "eigh_kernal"}, "Did you mean"),
         ({"scoring": "mse"}, "scoring"),
         ({"dtype": "int32"}, "floating"),
+        ({"cv_statistics": "all"}, "cv_statistics"),
+        ({"cv_statistics": "train", "n_voxels": 3}, "inside each fold"),
     ],
 )
 def test_bad_parameters_raise_config_error(wide, kwargs, match):

@@ -332,3 +332,59 @@ def test_a_sigkilled_run_resumes_to_identical_tables(god, first, tmp_path):
     assert not list((out / "cache").glob("*/.partial-*"))
     assert not list((out / "cache").glob("*/.staging-*"))
     assert _tables(resumed.out_dir) == _tables(first.out_dir)
+
+
+def test_a_generator_gets_at_least_its_own_batch_per_call(god, tmp_path):
+    """generation.batch_size is a lower bound: invert optimises its batch_size images
+    together, and a run must not split that pass into smaller calls."""
+    from fmri2image.generation import GENERATORS, register_generator
+
+    sizes: list[int] = []
+
+    class Batched(PaintGenerator):
+        name = "test-batched"
+
+        @property
+        def preferred_batch(self) -> int:
+            return 4
+
+        def generate(self, requests):
+            sizes.append(len(requests))
+            return super().generate(requests)
+
+    register_generator("test-batched", Batched, conditioning="embedding", description="test",
+                       offline=True, overwrite=True)  # fmt: skip
+    try:
+        config = _config(
+            god, tmp_path / "out", models=("pool-a",),
+            generation=GenerationSection(generators=("test-batched",), batch_size=1),
+        )  # fmt: skip
+        _run(config)
+    finally:
+        GENERATORS.unregister("test-batched")
+    # predicted, true and random: three stages of chunks of 4 and a remainder each
+    assert max(sizes) == 4 and sum(s < 4 for s in sizes) <= 3, sizes
+    from fmri2image.generation.invert import InvertGenerator
+
+    assert InvertGenerator(batch_size=7).preferred_batch == 7
+    assert PaintGenerator().preferred_batch is None
+
+
+def test_a_ridge_parameter_added_later_keeps_earlier_keys_at_its_default(god, tmp_path):
+    """cv_statistics="fold" is what ridge did before the parameter existed: it stays out
+    of the mapping stage's key (caches of earlier versions are reused); "train" enters it."""
+    from fmri2image.pipeline.experiment import build_experiment
+    from fmri2image.pipeline.stages import _PARAMS_ADDED_LATER
+
+    assert _PARAMS_ADDED_LATER == {"cv_statistics": "fold"}
+
+    def keys(**ridge):
+        mapping = MappingSection(cv=3, options={"ridge": ridge} if ridge else {})
+        config = _config(god, tmp_path / "out", mapping=mapping)
+        graph = build_experiment(config, encoders=ENCODERS, progress=False).graph
+        return {n: k for n, k in graph.keys().items() if n.startswith("mapping/pool-a/")}
+
+    plain = keys()
+    assert plain and keys(cv_statistics="fold") == plain
+    train = keys(cv_statistics="train")
+    assert train.keys() == plain.keys() and all(train[n] != plain[n] for n in plain)

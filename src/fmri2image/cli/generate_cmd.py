@@ -99,7 +99,8 @@ def register(subparsers) -> None:
     g.add_argument("--device", help="torch device: cpu, cuda, cuda:N or mps (default: the run's)")
     g.add_argument(
         "--batch-size", dest="generation_batch_size", type=_options.positive_int, metavar="N",
-        help="images per generator call (generation.batch_size; default: the run's)",
+        help="images per generator call, at least the generator's own batch (invert: its "
+        "batch_size option) (generation.batch_size; default: the run's)",
     )  # fmt: skip
     g.add_argument(
         "--seed", dest="generation_seed", type=_options.non_negative_int, metavar="S",

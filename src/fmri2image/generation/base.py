@@ -216,6 +216,16 @@ class Generator(abc.ABC):
         self.dtype = dtype
         self.options = make_options(self.Options, options, generator=self.name)
 
+    @property
+    def preferred_batch(self) -> int | None:
+        """Requests this generator processes together (None: no preference).
+
+        A run hands it at least this many per call (``generation.batch_size`` is the
+        lower bound): ``invert`` optimises its ``batch_size`` images in one pass, and
+        smaller calls would split that pass.
+        """
+        return None
+
     def check(self, encoder: str | None) -> None:
         """Raise :class:`ConfigError` (before any work) if this generator cannot take
         embeddings of ``encoder`` (e.g. unCLIP needs CLIP ViT-L/14 image embeddings).

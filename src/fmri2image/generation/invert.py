@@ -484,6 +484,11 @@ class InvertGenerator(Generator):
         super().__init__(device=device, dtype=dtype, **options)
         self._encoders: dict[str, Encoder] = {}
 
+    @property
+    def preferred_batch(self) -> int:
+        """Its ``batch_size`` option: the images of one optimisation."""
+        return int(self.options.batch_size)
+
     def encoder(self, name: str) -> Encoder:
         """The encoder ``name``, built once per generator."""
         if name not in self._encoders:

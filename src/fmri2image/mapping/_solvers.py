@@ -98,6 +98,23 @@ class RidgeSolver(abc.ABC):
             Opaque state reused by the other methods.
         """
 
+    def decompose_subset(
+        self, state: Any, X: np.ndarray, train: np.ndarray, val: np.ndarray
+    ) -> Any:
+        """:meth:`decompose` of the rows ``train`` of ``X``, centered on their own mean,
+        with the rows ``val`` (centered the same way) as ``X_eval``.
+
+        ``X`` is the matrix ``state`` was decomposed from; a solver may derive the
+        result from ``state`` (the kernel solver takes the blocks of its kernel
+        matrix) instead of factorizing the rows again.  Used by cross-validation
+        whose folds share one standardization (``cv_statistics="train"``).
+        """
+        del state
+        X_tr = X[train]
+        mean = X_tr.mean(axis=0)
+        X_tr -= mean
+        return self.decompose(X_tr, X[val] - mean)
+
     @abc.abstractmethod
     def path_predict(self, state: Any, Y: np.ndarray, alphas: np.ndarray) -> Iterator[np.ndarray]:
         """Yield predictions on ``X_eval`` for each alpha.
@@ -244,22 +261,32 @@ _MAX_CHOLESKY_FACTORIZATIONS = 16
 class _KernelSpectrum(_Spectrum):
     """``K = X X^T``; its eigendecomposition is computed on first use."""
 
-    def __init__(self, X: np.ndarray, X_eval: np.ndarray | None) -> None:
+    def __init__(self, X: np.ndarray | None, X_eval: np.ndarray | None) -> None:
         super().__init__(X, X_eval)
-        self.gram: np.ndarray | None = X @ X.T
+        self.gram: np.ndarray | None = None if X is None else X @ X.T
+        self.K_eval: np.ndarray | None = None  # X_eval X^T, when given instead of X_eval
         self.n_factorizations = 0
+
+    @classmethod
+    def from_kernel(cls, K: np.ndarray, K_eval: np.ndarray) -> _KernelSpectrum:
+        """The spectrum of a centered kernel matrix ``K`` (of the training rows) with
+        ``K_eval`` (evaluation rows x training rows): enough for the regularization
+        path (:meth:`RidgeSolver.path_chunks`), not for primal weights."""
+        spectrum = cls(None, None)
+        spectrum.gram, spectrum.K_eval = K, K_eval
+        return spectrum
 
     @cached_property
     def _eig(self) -> tuple[np.ndarray, np.ndarray, bool]:
         gram, self.gram = self.gram, None
         assert gram is not None
+        n = gram.shape[0]
         s, U = _eigh(gram)
         # Centered X makes the constant vector an eigenvector of X X^T with
         # eigenvalue 0.  That direction belongs to the intercept, which is fitted
         # exactly elsewhere (and enters the LOO hat matrix as 1/n); left in, its
         # round-off eigenvalue (~eps * s.max(), i.e. ~0.1 in float32 on GOD-sized
         # data) would count the intercept twice when alpha is small.
-        n = self.X.shape[0]
         align = np.abs(U.sum(axis=0)) / np.sqrt(n)
         k0 = int(np.argmax(align))
         complete = bool(
@@ -305,7 +332,8 @@ class _KernelSpectrum(_Spectrum):
 
     @cached_property
     def eval_left(self) -> np.ndarray:
-        return (self.X_eval @ self.X.T) @ self.U
+        K_eval = self.K_eval if self.K_eval is not None else self.X_eval @ self.X.T
+        return K_eval @ self.U
 
     @cached_property
     def train_left(self) -> np.ndarray:
@@ -476,6 +504,31 @@ class EighKernelSolver(_EighSolver):
 
     _spectrum = _KernelSpectrum
 
+    def decompose_subset(
+        self, state: _Spectrum, X: np.ndarray, train: np.ndarray, val: np.ndarray
+    ) -> _Spectrum:
+        """The fold's kernel blocks taken from ``state``'s kernel matrix of all rows and
+        re-centered on the fold's training rows (no product over the features).
+
+        With ``mu`` the mean of the training rows, ``(x_i - mu) . (x_j - mu) = K_ij -
+        x_i . mu - mu . x_j + mu . mu``, and ``x_i . mu`` is the mean of row ``i`` of
+        ``K`` over the training columns.
+        """
+        K = getattr(state, "gram", None)
+        if K is None:  # already eigendecomposed: factorize the rows instead
+            return super().decompose_subset(state, X, train, val)
+        K_tr = K[np.ix_(train, train)]
+        K_va = K[np.ix_(val, train)]
+        col = K_tr.mean(axis=0)  # mu . x_j for the training rows j
+        mu_mu = col.mean(dtype=np.float64).astype(K.dtype)
+        K_tr -= col[:, None]
+        K_tr -= col[None, :]
+        K_tr += mu_mu
+        K_va -= K_va.mean(axis=1, keepdims=True)
+        K_va -= col[None, :]
+        K_va += mu_mu
+        return _KernelSpectrum.from_kernel(K_tr, K_va)
+
 
 class EighPrimalSolver(_EighSolver):
     """Primal form: eigendecomposition of ``X^T X``; best when n_samples > n_features."""
@@ -493,7 +546,10 @@ class SklearnSolver(RidgeSolver):
     def _fit(X: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
         from sklearn.linear_model import Ridge
 
-        return Ridge(alpha=float(alpha), fit_intercept=False).fit(X, Y).coef_.T
+        coef = Ridge(alpha=float(alpha), fit_intercept=False).fit(X, Y).coef_
+        # (n_targets, n_features), or (n_features,) for a single-column Y in some
+        # scikit-learn versions.
+        return np.reshape(coef, (Y.shape[1], X.shape[1])).T
 
     def path_predict(self, state: Any, Y: np.ndarray, alphas: np.ndarray) -> Iterator[np.ndarray]:
         X, X_eval = state

@@ -279,7 +279,8 @@ class GenerationSection:
     dtype : {"auto", "float32", "float16", "bfloat16"}
         Generator precision; ``auto``: float16 on CUDA, else float32.
     batch_size : int
-        Requests per generator call.
+        Requests per generator call, at least the generator's own batch
+        (``Generator.preferred_batch``: invert's ``batch_size`` option).
     seed : int or None
         Seed of the pictures (each image's derives from it and its stem); None: the
         run's ``seed``.

@@ -989,6 +989,12 @@ CLI_FLAGS = {
 }
 
 
+#: Mapper parameters added after their mapper was released, with the value that
+#: reproduces the earlier behaviour: at that value they stay out of the mapping stage's
+#: key, so maps (and everything made from them) cached by earlier versions are reused.
+_PARAMS_ADDED_LATER = {"cv_statistics": "fold"}
+
+
 def mapping_stage(
     name: str, config: RunConfig, mapper: str, data_name: str, features_name: str
 ) -> Stage:
@@ -1000,9 +1006,13 @@ def mapping_stage(
     def make() -> Any:
         return m.make_mapper(mapper, device=config.device, seed=config.seed)
 
+    params = make().get_params()
+    for param, default in _PARAMS_ADDED_LATER.items():
+        if param in params and params[param] == default:
+            del params[param]  # the key of a run made before the parameter existed
     cfg = {
         "mapper": mapper,
-        "params": _io.strict_json(make().get_params()),
+        "params": _io.strict_json(params),
         "cv_groups": m.cv_groups,
         "seed": config.seed,
     }
@@ -1378,8 +1388,10 @@ def generation_stage(
                 device=components.device, dtype=components.dtype, workers=g.workers,
                 generator=injected,
             )  # fmt: skip
+        # At least the generator's own batch (invert optimises its batch together).
+        batch = max(g.batch_size, gen.preferred_batch or 0)
         made = make_images(
-            gen, requests, ctx.folder, batch_size=g.batch_size, progress=ctx.progress,
+            gen, requests, ctx.folder, batch_size=batch, progress=ctx.progress,
             desc=f"{generator} ({model}, {plan.condition})", runner=runner,
         )  # fmt: skip
         _io.save_json(
