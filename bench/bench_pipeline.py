@@ -17,7 +17,7 @@ Figures:
 * ``warm_over_cold``: warm wall time divided by cold wall time (goal <= 0.05: a
   rerun with nothing changed costs a small fraction of the first run).  In full
   mode the warm run is ``run_demo`` itself, so it includes the manifest check of
-  the dataset and loading both encoders' weights (``run_demo`` loads them up front).
+  the dataset (no encoder's weights are loaded: every stage is reused).
 * ``stages_reused_warm``: fraction of the stages reused in the warm run (goal >= 1.0).
 * ``cold_s``: the cold wall time in seconds (full mode: goal <= 120, the two-minute
   demo; quick mode: informational); ``warm_s``: the warm one (informational);
@@ -27,7 +27,7 @@ Modes:
 
 * full (default): the default demo, ``run_demo(out)`` (both ``DEMO_ENCODERS``, the
   default ``DEMO_GENERATORS``) on the default dataset (~35 s to write on an idle
-  2-core machine; the cold run takes about 15 minutes there, most of it feature
+  2-core machine; the cold run takes about two minutes there, a third of it feature
   inversion).
 * ``--quick`` (< 1 minute on 2 cores, dataset included, on an idle machine): a
   smaller dataset (pip photos only, 8 training categories of 4 images, 4 test
