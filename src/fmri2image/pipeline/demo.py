@@ -60,16 +60,15 @@ DEMO_MAPPERS = ("ridge", "mlp")
 DEMO_GENERATORS = ("retrieve", "lowlevel", "invert")
 #: The generator whose pictures start the others when the demo makes it.
 DEMO_INIT = "lowlevel"
-#: Inversion at 128 px with 16 steps, the encoder seeing each view at 0.6 of its input
-#: size (``view_scale``: 134 px for Lite0, 156 px for Lite2), to keep the demo near two
-#: minutes on a CPU: blurry, but a set of 10 images takes about 2.5 s with Lite0 and 4 s
-#: with Lite2 on 2 cores, against 3.5 and 6.5 s at 0.75 and 10 and 16 s at full view
-#: size.  Its cost, measured on the demo (docs/generation.md): the inversions of the true
-#: embeddings are identified a little less often by the other network.  The default,
-#: 96 steps at the encoder's 256 px and full view size, costs about 4 s per image.  The
-#: low-level pictures at 128 px too.
+#: Inversion at 128 px with 16 steps, the encoder seeing each view at 3/4 of its input
+#: size (``view_scale``), to keep the demo short on a CPU: blurry, but a set of 10
+#: images takes about 3.5 s with Lite0 and 6 s with Lite2 on 2 cores, against 10 and
+#: 16 s at full view size (on Lite0's true embeddings it kept pairwise identification
+#: by Lite2 at 0.79 against 0.83 and halved its 10-way score, 0.10 against 0.20;
+#: docs/generation.md).  The default, 96 steps at the encoder's 256 px and full view
+#: size, costs about 4 s per image.  The low-level pictures at 128 px too.
 DEMO_GENERATOR_OPTIONS = {
-    "invert": {"iterations": 16, "size": 128, "view_scale": 0.6},
+    "invert": {"iterations": 16, "size": 128, "view_scale": 0.75},
     "lowlevel": {"size": 128},
 }
 #: Metrics that run offline: the low-level pair (and PixCorr 2-way identification)
