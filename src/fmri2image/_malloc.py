@@ -37,6 +37,8 @@ MMAP_THRESHOLD = 512 << 20
 #: Free memory at the top of the heap beyond this is returned to the kernel.
 TRIM_THRESHOLD = 1 << 30
 
+_MMAP_THRESHOLD_FALLBACK = 32 << 20
+
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -72,8 +74,12 @@ def tune_allocator() -> bool:
         if mallopt is not None:
             mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
             mallopt.restype = ctypes.c_int
-            tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-                mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            # Some glibc versions refuse an mmap threshold above half their largest
+            # heap (32 MiB on 64-bit): then take that, which still helps.
+            mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or bool(
+                mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_FALLBACK)
             )
+            trim_set = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            tuned = mmap_set and trim_set
     _state["tuned"] = tuned
     return tuned
