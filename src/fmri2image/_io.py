@@ -249,6 +249,19 @@ def package_versions(names: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
+#: zlib level of the pictures a run writes: a third of the time of Pillow's default (6),
+#: files about 5 % larger.
+PNG_COMPRESS_LEVEL = 3
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def tqdm_kwargs(progress: bool) -> dict[str, Any]:
     """Keyword arguments for a ``tqdm`` bar that ``progress=False`` switches off.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fmri2image._manifest import VERIFY_MODES
 from fmri2image.pipeline.config import (
     DataSection,
     EvaluationSection,
@@ -354,7 +355,7 @@ def add_force_option(p: argparse.ArgumentParser) -> None:
         "such as mapping/clip (repeatable)",
     )  # fmt: skip
     p.add_argument(
-        "--verify", choices=("fast", "full"),
+        "--verify", choices=VERIFY_MODES,
         help="how cached artifacts and image folders are checked before reuse (verify): "
         "fast (default): a file whose size, times and inode match the last full check is "
         "trusted; full: re-hash every cached file",

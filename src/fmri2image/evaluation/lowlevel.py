@@ -40,14 +40,13 @@ images (its stabilising constants), so :func:`ssim` returns a finite value.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmri2image._io import package_versions
+from fmri2image._io import package_versions, usable_cpus
 from fmri2image.errors import DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,11 +207,7 @@ def ssim(
 
 def _threads() -> int:
     """Threads for per-image work: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, min(8, usable_cpus()))
 
 
 def protocol_info() -> dict[str, Any]:

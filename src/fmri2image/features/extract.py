@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fmri2image._io import tqdm_kwargs
+from fmri2image._io import tqdm_kwargs, usable_cpus
 from fmri2image._lock import output_lock
 from fmri2image.data.images import DEFAULT_DECODE_MIN_SIDE, decode_errors, decode_image
 from fmri2image.errors import ConfigError, MissingImageError
@@ -285,11 +285,7 @@ class _BatchDataset:
 
 def auto_num_workers(n_batches: int) -> int:
     """One worker per spare core (at most 8), none for tiny jobs or single-core machines."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(0, min(8, cores - 1, n_batches - 1))
+    return max(0, min(8, usable_cpus() - 1, n_batches - 1))
 
 
 def _iter_local(

@@ -96,8 +96,9 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         ``Pipeline(StandardScaler(), KernelRidgeCV(cv=5))`` and ``cv="loo"`` do;
         each fold still centers on its own training part (the intercept), and the
         folds share one kernel matrix: about 10 % faster at GOD's size, with the
-        same alphas on the benchmark's planted data (bench/bench_mapping.py).  Not with ``n_voxels`` (the selection uses the targets, so it stays
-        inside the folds); ``cv="loo"`` always uses all training samples.
+        same alphas on the benchmark's planted data (bench/bench_mapping.py).  Not
+        with ``n_voxels`` (the selection uses the targets, so it stays inside the
+        folds); ``cv="loo"`` always uses all training samples.
     standardize_Y : bool, default=True
         z-score targets with training statistics during fitting and map predictions
         back. Ridge is linear in ``Y`` column by column and R² and correlation are

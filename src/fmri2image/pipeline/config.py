@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from fmri2image import _io
+from fmri2image._manifest import VERIFY_MODES
 from fmri2image.errors import ConfigError
 
 __all__ = [
@@ -494,7 +495,7 @@ def _check_top(config: RunConfig, injected: Collection[str]) -> None:
         )
     _positive_int("--seed (seed)", config.seed, low=0)
     _one_of(
-        "--verify (verify)", config.verify, ("fast", "full"),
+        "--verify (verify)", config.verify, VERIFY_MODES,
         "fast trusts a cached file whose size, times and inode match its last full "
         "check, full re-hashes every cached file",
     )  # fmt: skip

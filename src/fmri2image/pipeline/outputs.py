@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmri2image._io import atomic_path, safe_name
+from fmri2image._io import PNG_COMPRESS_LEVEL, atomic_path, safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.pipeline.tables import ReconstructionScores
@@ -246,5 +246,5 @@ def image_grid(
                 cell = Image.new("RGB", (size, size), _GREY)
             grid.paste(cell, (margin + c * size, top))
     with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG", compress_level=3)  # as pictures._save_png
+        grid.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path

@@ -171,7 +171,8 @@ def prepare_for_inference(model):
     inversion) are unchanged: after folding, every ReLU6 follows a convolution,
     whose backward pass does not need its output.  Measured on 2 CPU cores, a
     forward pass of 32 images through Lite2 at 260 px: 0.99 s with the batch norms
-    folded, 0.73 s with all three (and :func:`fmri2image._malloc.tune_allocator`).  Returns the model, in eval mode, changed in place.
+    folded, 0.73 s with all three (and :func:`fmri2image._malloc.tune_allocator`).
+    Returns the model, in eval mode, changed in place.
     """
     import torch
 
