@@ -57,3 +57,17 @@ def test_unfitted_model_cannot_be_saved(tmp_path):
 
     with pytest.raises(NotFittedError):
         save_mapping(RidgeMapping(), tmp_path / "m")
+
+
+def test_dual_form_model_round_trips(tmp_path):
+    # 40 x (300 + 200) < 300 x 200: the fit keeps the dual form; saving stores the
+    # weights, and the loaded model predicts the same.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 300))
+    Y = X[:, :4] @ rng.standard_normal((4, 200)) + rng.standard_normal((40, 200))
+    model = RidgeMapping(alphas=[1.0, 100.0], cv=4, dtype="float64").fit(X, Y)
+    assert "_dual" in vars(model)
+    pred = model.predict(X[:5])
+    loaded = load_mapping(save_mapping(model, tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict(X[:5]), pred, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(loaded.coef_, model.coef_)

@@ -90,6 +90,69 @@ def test_target_batches_give_identical_results(wide):
     np.testing.assert_allclose(batched.predict(X), full.predict(X), rtol=1e-10, atol=1e-10)
 
 
+# ------------------------------------------------------------- dual-form models
+def _dual_data():
+    # n_samples * (n_voxels + n_targets) < n_voxels * n_targets: the fit keeps the
+    # dual form, as at GOD's size (1,200 x (4,643 + 2,048) < 4,643 x 2,048).
+    X, Y, _ = planted(40, 300, 200, seed=3)
+    return X, Y
+
+
+@pytest.mark.parametrize("cv", [4, "loo"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dual_form_fit_predicts_like_the_weights(cv, dtype):
+    X, Y = _dual_data()
+    X_new = X[:9] * 1.1 + 0.3
+    model = RidgeMapping(alphas=ALPHAS, cv=cv, dtype=dtype).fit(X, Y)
+    assert "_dual" in vars(model) and "_coef" not in vars(model)
+    # float32 predictions: round-off of ~1e-6 of the target scale; 1e-4 leaves margin.
+    scale = float(np.abs(Y).max())
+    tol = dict(rtol=1e-8, atol=1e-8 * scale) if dtype == "float64" else dict(atol=1e-4 * scale)
+    before = dict(vars(model))
+    pred = model.predict(X_new)
+    assert pred.dtype == np.dtype(dtype)
+    # predict reads the dual form and leaves the model as it was.
+    assert vars(model).keys() == before.keys()
+    # Each target: scikit-learn's Ridge at the chosen alpha.
+    assert np.unique(model.alpha_).size > 2
+    for j in range(0, 200, 13):
+        ref = sk_reference(float(model.alpha_[j]), True).fit(X, Y[:, j])
+        np.testing.assert_allclose(pred[:, j], ref.predict(X_new), **tol)
+    if dtype == "float64":  # the weight form fits the same (the primal solver, in float64)
+        primal = RidgeMapping(alphas=ALPHAS, cv=cv, dtype=dtype, solver="eigh_primal").fit(X, Y)
+        assert "_dual" not in vars(primal)
+        np.testing.assert_array_equal(model.alpha_, primal.alpha_)
+        np.testing.assert_allclose(pred, primal.predict(X_new), **tol)
+    coef = model.coef_  # computed once, on first access; the dual form is dropped
+    assert coef.shape == (300, 200) and coef.dtype == np.dtype(dtype)
+    assert "_dual" not in vars(model) and model.coef_ is coef
+    if dtype == "float64":
+        np.testing.assert_allclose(coef, primal.coef_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.predict(X_new), pred, **tol)
+
+
+def test_dual_form_is_kept_only_where_smaller():
+    X, Y = _dual_data()
+    assert "_dual" in vars(RidgeMapping(alphas=[1.0], cv=2).fit(X, Y))
+    # Few targets: the weights (300 x 5) are smaller than 40 x (300 + 5).
+    assert "_dual" not in vars(RidgeMapping(alphas=[1.0], cv=2).fit(X, Y[:, :5]))
+    # A refit in the other form replaces the previous state entirely.
+    model = RidgeMapping(alphas=[1.0], cv=2).fit(X, Y)
+    model.fit(X, Y[:, :5])
+    assert "_dual" not in vars(model) and model.coef_.shape == (300, 5)
+    model.fit(X, Y)
+    assert "_coef" not in vars(model) and model.coef_.shape == (300, 200)
+
+
+def test_unfitted_model_has_no_coef():
+    from sklearn.exceptions import NotFittedError
+
+    model = RidgeMapping()
+    assert not hasattr(model, "coef_")
+    with pytest.raises(NotFittedError):
+        model.predict(np.zeros((2, 3)))
+
+
 # --------------------------------------------------------- CV = brute-force loops
 def pearson_columns(Y_true, Y_pred):
     from scipy.stats import pearsonr

@@ -405,13 +405,15 @@ class PooledScores:
         dt = P.dtype
         rows = range(self.ss_res.shape[0])[alphas]
         rows = slice(rows.start, rows.stop)
+        if self.scoring == "r2":
+            # (gain P + shift - T)^2 = gain^2 (P - (T - shift) / gain)^2: the
+            # targets move into the fold's units (gain > 0), one pass over P fewer.
+            P -= ((T - shift) / gain).astype(dt)
+            np.square(P, out=P)
+            self.ss_res[rows, sl] += np.square(gain) * P.sum(axis=1, dtype=np.float64)
+            return
         P *= gain.astype(dt)
         P += shift.astype(dt)
-        if self.scoring == "r2":
-            P -= T.astype(dt)
-            np.square(P, out=P)
-            self.ss_res[rows, sl] += P.sum(axis=1, dtype=np.float64)
-            return
         self.sp[rows, sl] += P.sum(axis=1, dtype=np.float64)
         self.spy[rows, sl] += np.einsum("kij,ij->kj", P, T.astype(dt), dtype=np.float64)
         np.square(P, out=P)

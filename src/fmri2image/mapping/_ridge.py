@@ -17,7 +17,6 @@ from fmri2image.mapping._cv import (
     SCORINGS,
     PooledScores,
     Scaler,
-    fit_scaler,
     fit_transform_scaler,
     make_folds,
     score_columns,
@@ -95,7 +94,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         reaches its fit.  ``"train"``: all training samples, once, as
         ``Pipeline(StandardScaler(), KernelRidgeCV(cv=5))`` and ``cv="loo"`` do;
         each fold still centers on its own training part (the intercept), and the
-        folds share one kernel matrix: about 10 % faster at GOD's size, with the
+        folds share one kernel matrix: about 20 % faster at GOD's size, with the
         same alphas on the benchmark's planted data (bench/bench_mapping.py).  Not
         with ``n_voxels`` (the selection uses the targets, so it stays inside the
         folds); ``cv="loo"`` always uses all training samples.
@@ -136,6 +135,10 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         :func:`~fmri2image.mapping.fit_warnings`.
     coef_ : ndarray of shape (n_selected_voxels, n_targets)
         Weights in standardized units (z-scored voxels -> standardized targets).
+        Where ``n_samples x (n_selected_voxels + n_targets)`` is below their size
+        (e.g. GOD's 1,200 samples, 4,643 voxels, 2,048 targets), the fit keeps the
+        dual form instead, as kernel ridge does: ``predict`` uses it (fewer
+        operations per row), and ``coef_`` is computed on first access.
     voxel_indices_ : ndarray of shape (n_selected_voxels,)
         Columns of ``X`` used (all columns unless ``n_voxels``).
     x_mean_, x_scale_ : ndarray of shape (n_selected_voxels,)
@@ -421,8 +424,11 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
                 # The training targets' own statistics as the (score-invariant)
                 # frame of the pooled sums: only a conditioning choice.
                 pooled = PooledScores(alphas.size, n_targets, y_scaler, self.scoring)
+                workspace: dict[str, np.ndarray] = {}  # the path's buffers, shared by the folds
                 for train, val in tqdm(folds, desc="ridge CV folds", leave=False):
-                    self._fold_scores(solver, X, Y, train, val, alphas, batches, shared, pooled)
+                    self._fold_scores(
+                        solver, X, Y, train, val, alphas, batches, shared, pooled, workspace
+                    )
                 scores = pooled.scores()
             else:
                 scores = np.zeros((alphas.size, n_targets))
@@ -449,14 +455,24 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
             100 * self.diagnostics_.share_high,
         )
 
-        coef = np.empty((idx.size, n_targets), dtype=dtype)
+        # The refit.  Where n_samples < n_voxels, the model may stay in dual form
+        # (standardized training rows and dual coefficients, as kernel ridge keeps
+        # it): kept where that is smaller than the weights and predicts each new
+        # row with fewer operations; ``coef_`` is then computed on first access.
+        dual = solver.supports_dual and n_samples * (idx.size + n_targets) < idx.size * n_targets
+        refit = solver.dual_coef if dual else solver.coef
+        coef = np.empty((n_samples if dual else idx.size, n_targets), dtype=dtype)
         for i, sl in enumerate(batches):
             alpha = self.alpha_[sl].astype(dtype)
-            if projections:
-                coef[:, sl] = solver.coef(state, Yz[:, sl], alpha, R=projections[i])
+            if projections:  # cv="loo": the batch's projection, computed for the scores
+                coef[:, sl] = refit(state, Yz[:, sl], alpha, R=projections[i])
             else:
-                coef[:, sl] = solver.coef(state, Yz[:, sl], alpha)
-        self.coef_ = coef
+                coef[:, sl] = refit(state, Yz[:, sl], alpha)
+        if dual:
+            self.__dict__.pop("_coef", None)
+            self._dual = (Xz, coef)
+        else:
+            self.coef_ = coef
         self.voxel_indices_ = idx
         self.x_mean_, self.x_scale_ = x_scaler.mean, x_scaler.scale
         self.y_mean_, self.y_scale_ = y_scaler.mean, y_scaler.scale
@@ -515,6 +531,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         batches: list[slice],
         shared: tuple[Any, np.ndarray] | None = None,
         pooled: PooledScores | None = None,
+        workspace: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray | None:
         """Validation scores of one fold (fold-mean), or add them to ``pooled``.
 
@@ -527,16 +544,20 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
             np.subtract(X_va, x_scaler.mean, out=X_va)  # x_scaler.transform, in place
             X_va /= x_scaler.scale
             state = solver.decompose(X_tr, X_va)
+            Y_tr = y_scaler.transform(Y[train])
         else:
             state = solver.decompose_subset(shared[0], shared[1], train, val)
-            y_scaler = fit_scaler(Y[train], scale=self.standardize_Y)
-        Y_tr = y_scaler.transform(Y[train])
+            y_scaler, Y_tr = fit_transform_scaler(
+                Y[train], scale=self.standardize_Y, overwrite=True
+            )
         alphas = alphas.astype(Y_tr.dtype)
         if pooled is not None:
             for sl in batches:
                 fold_scaler = Scaler(mean=y_scaler.mean[sl], scale=y_scaler.scale[sl])
                 Y_val = Y[val, sl]
-                for rows, preds in solver.path_chunks(state, Y_tr[:, sl], alphas):
+                for rows, preds in solver.path_chunks(
+                    state, Y_tr[:, sl], alphas, workspace=workspace
+                ):
                     pooled.add_fold(sl, Y_val, preds, fold_scaler, alphas=rows, overwrite=True)
             return None
         Y_va = y_scaler.transform(Y[val])
@@ -605,8 +626,9 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         -------
         Y_pred : ndarray of shape (n_samples, n_targets) (or (n_samples,) if fitted on 1-D Y)
         """
-        check_is_fitted(self, "coef_")
-        X = self._check_array(X, "X", self.coef_.dtype)
+        check_is_fitted(self, "alpha_")
+        dual = self.__dict__.get("_dual")
+        X = self._check_array(X, "X", (self.coef_ if dual is None else dual[1]).dtype)
         if X.shape[1] != self.n_features_in_:
             raise DataFormatError(
                 f"X has {X.shape[1]} features, but RidgeMapping is expecting "
@@ -614,7 +636,12 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
                 "order) as in training."
             )
         Xz = (X[:, self.voxel_indices_] - self.x_mean_) / self.x_scale_
-        Y = (Xz @ self.coef_) * self.y_scale_ + self.y_mean_
+        if dual is None:
+            Y = Xz @ self.coef_
+        else:  # (Xz X_fit^T) C: the same predictions as Xz (X_fit^T C)
+            X_fit, C = dual
+            Y = (Xz @ X_fit.T) @ C
+        Y = Y * self.y_scale_ + self.y_mean_
         if transductive_rescale:
             Y = rescale_predictions_transductive(Y, self.y_mean_, self.y_scale_)
         return Y[:, 0] if getattr(self, "y_1d_", False) else Y
@@ -630,8 +657,29 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
 
     @property
     def n_targets_(self) -> int:
-        check_is_fitted(self, "coef_")
-        return int(self.coef_.shape[1])
+        check_is_fitted(self, "alpha_")
+        return int(self.alpha_.shape[0])
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Weights in standardized units, shape (n_selected_voxels, n_targets).
+
+        A fit that kept the dual form computes them here, once (``X_fit^T C``).
+        """
+        coef = self.__dict__.get("_coef")
+        if coef is None:
+            dual = self.__dict__.get("_dual")
+            if dual is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute 'coef_'")
+            X_fit, C = dual
+            coef = X_fit.T @ C
+            self.coef_ = coef
+        return coef
+
+    @coef_.setter
+    def coef_(self, value: np.ndarray) -> None:
+        self.__dict__["_coef"] = value
+        self.__dict__.pop("_dual", None)
 
     # --------------------------------------------------------- serialization
     def _save_params(self) -> dict[str, Any]:
@@ -646,7 +694,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         ``alphas``; JSON: ``solver_``, ``n_splits_``, ``n_features_in_``, ``y_1d_``
         and ``diagnostics_`` (:meth:`FitDiagnostics.to_dict`).
         """
-        check_is_fitted(self, "coef_")
+        check_is_fitted(self, "alpha_")
         tensors = {key: np.asarray(getattr(self, attr)) for key, attr in _STATE_ARRAYS.items()}
         tensors["alphas"] = np.asarray(self.alphas, dtype=np.float64).ravel()
         fitted = {

@@ -76,9 +76,14 @@ class RidgeSolver(abc.ABC):
     ----------
     supports_loo : bool
         Whether :meth:`loo_predict` (efficient leave-one-out) is available.
+    supports_dual : bool
+        Whether ``dual_coef(state, Y, alpha, R=None)`` returns dual coefficients
+        ``C`` (weights ``X^T C``), as :class:`EighKernelSolver` does.
     """
 
     supports_loo: bool = False
+    #: Whether :meth:`dual_coef` is available (kernel-form solvers).
+    supports_dual: bool = False
 
     @abc.abstractmethod
     def decompose(self, X: np.ndarray, X_eval: np.ndarray | None = None) -> Any:
@@ -149,7 +154,12 @@ class RidgeSolver(abc.ABC):
         """
 
     def path_chunks(
-        self, state: Any, Y: np.ndarray, alphas: np.ndarray, max_elements: int = 1 << 23
+        self,
+        state: Any,
+        Y: np.ndarray,
+        alphas: np.ndarray,
+        max_elements: int = 1 << 23,
+        workspace: dict[str, np.ndarray] | None = None,
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Predictions on ``X_eval`` for consecutive groups of alphas, stacked.
 
@@ -159,6 +169,9 @@ class RidgeSolver(abc.ABC):
             As for :meth:`path_predict`.
         max_elements : int
             Bound on the size of one stack (memory); at least one alpha per stack.
+        workspace : dict, optional
+            Buffers a solver may reuse across calls (e.g. the folds of one fit);
+            with it, a yielded stack is valid until the next one is requested.
 
         Yields
         ------
@@ -167,6 +180,7 @@ class RidgeSolver(abc.ABC):
         Y_eval : ndarray of shape (n_alphas_in_slice, n_eval, n_targets)
             The predictions; a fresh array the caller may overwrite.
         """
+        del workspace
         preds = self.path_predict(state, Y, alphas)
         for a, pred in enumerate(preds):
             yield slice(a, a + 1), np.array(pred)[None]
@@ -181,6 +195,23 @@ class RidgeSolver(abc.ABC):
         """Yield leave-one-out predictions of the training targets for each alpha."""
         for resid in self.loo_residuals(state, Y, alphas):
             yield Y - resid
+
+
+def _buffer(
+    workspace: dict[str, np.ndarray] | None, key: str, shape: tuple[int, ...], dtype: Any
+) -> np.ndarray:
+    """An uninitialized array of ``shape``, carved from ``workspace[key]`` when given.
+
+    Reusing one buffer across the folds of a fit spares the allocator a fresh
+    mapping of tens of megabytes (and the kernel its zeroed pages) per fold.
+    """
+    size = int(np.prod(shape))
+    if workspace is None:
+        return np.empty(shape, dtype=dtype)
+    buf = workspace.get(key)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = workspace[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 class _Spectrum(abc.ABC):
@@ -330,6 +361,10 @@ class _KernelSpectrum(_Spectrum):
     def weights(self, R_scaled: np.ndarray) -> np.ndarray:
         return self.X.T @ (self.U @ R_scaled)
 
+    def dual_weights(self, R_scaled: np.ndarray) -> np.ndarray:
+        """Dual coefficients ``C = U R_scaled`` (so that the weights are ``X^T C``)."""
+        return self.U @ R_scaled
+
     @cached_property
     def eval_left(self) -> np.ndarray:
         K_eval = self.K_eval if self.K_eval is not None else self.X_eval @ self.X.T
@@ -344,11 +379,15 @@ class _KernelSpectrum(_Spectrum):
         return self.U
 
     def direct_coef(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        C = self.direct_dual(Y, alpha)
+        return None if C is None else self.X.T @ C
+
+    def direct_dual(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+        """Dual coefficients without the eigendecomposition, or None where that is not cheaper."""
         distinct = np.unique(alpha).size
         if self.gram is None or self.n_factorizations + distinct > _MAX_CHOLESKY_FACTORIZATIONS:
             return None  # the eigendecomposition exists already, or is cheaper now
-        C = self.solve(Y, alpha)
-        return None if C is None else self.X.T @ C
+        return self.solve(Y, alpha)
 
     def solve(self, Y: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
         """Dual coefficients ``C = (K + alpha_j I)^{-1} y_j`` by Cholesky, per distinct alpha.
@@ -381,37 +420,50 @@ class _KernelSpectrum(_Spectrum):
         deflate = n > 1 and float(np.linalg.norm(K @ u)) <= np.sqrt(np.finfo(dt).eps) * float(
             np.trace(K)
         )
+        # Targets sorted by alpha, in target-major layout: the rows of ``Bt`` that
+        # share an alpha are one contiguous block, whose transpose is the
+        # Fortran-ordered right-hand side LAPACK solves in place (no copies per alpha).
+        order = np.argsort(alpha, kind="stable")
+        Yt = np.asarray(Y.T[order], dtype=np.result_type(dt, Y.dtype))
         if deflate:
+            # v = 1 + sqrt(n) e_1 is 1 below its first entry.
+            beta = dt.type(1.0 / (n + root_n))  # 2 / (v^T v)
             v = np.ones(n, dtype=dt)
             v[0] += root_n
-            beta = dt.type(1.0 / (n + root_n))  # 2 / (v^T v)
             QK = K - np.outer(beta * v, v @ K)
             A0 = (QK - np.outer(QK @ v, beta * v))[1:, 1:]
-            rhs = (Y - np.outer(beta * v, v @ Y))[1:]
+            vY = Yt @ v
+            Bt = Yt[:, 1:] - (beta * vY)[:, None]  # rows 1.. of Q Y, transposed
         else:
-            A0, rhs = K, Y
+            A0, Bt = K, Yt
         potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (A0,))
         m = A0.shape[0]
-        C = np.empty((n, Y.shape[1]), dtype=np.result_type(dt, Y.dtype))
-        for value in np.unique(alpha):
-            cols = np.flatnonzero(alpha == value)
+        sorted_alpha = alpha[order]
+        values, starts = np.unique(sorted_alpha, return_index=True)
+        bounds = [*starts.tolist(), sorted_alpha.size]
+        for value, a, b in zip(values, bounds[:-1], bounds[1:], strict=True):
             A = np.array(A0, order="F")
             A[np.diag_indices(m)] += value
             factor, info = potrf(A, lower=True, overwrite_a=True, clean=False)
             self.n_factorizations += 1
             if info != 0:
                 return None
-            Z, info = potrs(factor, rhs[:, cols], lower=True)
+            Z, info = potrs(factor, Bt[a:b].T, lower=True, overwrite_b=True)
             if info != 0:
                 return None
-            if deflate:
-                C[0, cols] = 0.0
-                C[1:, cols] = Z
-                # Q [0; Z]: v is 1 below its first entry.
-                C[:, cols] -= np.outer(beta * v, Z.sum(axis=0))
-            else:
-                C[:, cols] = Z
-        return C
+            if not np.shares_memory(Z, Bt):
+                Bt[a:b] = Z.T
+        if deflate:
+            # C = Q [0; Z], transposed: Q = I - beta v v^T.
+            Zsum = Bt.sum(axis=1)
+            Ct = np.empty((Bt.shape[0], n), dtype=Bt.dtype)
+            Ct[:, 0] = -beta * v[0] * Zsum
+            np.subtract(Bt, (beta * Zsum)[:, None], out=Ct[:, 1:])
+        else:
+            Ct = Bt
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        return Ct[inverse].T
 
 
 class _PrimalSpectrum(_Spectrum):
@@ -457,18 +509,31 @@ class _EighSolver(RidgeSolver):
             yield (L / (state.s + alpha)) @ R
 
     def path_chunks(
-        self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray, max_elements: int = 1 << 23
+        self,
+        state: _Spectrum,
+        Y: np.ndarray,
+        alphas: np.ndarray,
+        max_elements: int = 1 << 23,
+        workspace: dict[str, np.ndarray] | None = None,
     ) -> Iterator[tuple[slice, np.ndarray]]:
         # One product (n_alphas * n_eval, rank) @ (rank, n_targets) per chunk: the
         # same arithmetic as path_predict, at the speed of one large matrix product.
         L, R = state.eval_left, state.project(Y)
         n_eval, rank = L.shape
-        step = max(1, min(alphas.size, max_elements // max(n_eval * max(rank, R.shape[1]), 1)))
+        n_targets = R.shape[1]
+        dtype = np.result_type(L.dtype, R.dtype)
+        step = max(1, min(alphas.size, max_elements // max(n_eval * max(rank, n_targets), 1)))
         for a0 in range(0, alphas.size, step):
             chunk = alphas[a0 : a0 + step]
-            scaled = L[None] / (state.s[None, None, :] + chunk[:, None, None])
-            P = scaled.reshape(-1, rank) @ R
-            yield slice(a0, a0 + chunk.size), P.reshape(chunk.size, n_eval, R.shape[1])
+            scaled = _buffer(workspace, "scaled", (chunk.size * n_eval, rank), dtype)
+            np.divide(
+                L[None],
+                state.s[None, None, :] + chunk[:, None, None],
+                out=scaled.reshape(chunk.size, n_eval, rank),
+            )
+            P = _buffer(workspace, "path", (chunk.size * n_eval, n_targets), dtype)
+            np.matmul(scaled, R, out=P)
+            yield slice(a0, a0 + chunk.size), P.reshape(chunk.size, n_eval, n_targets)
 
     def coef(
         self, state: _Spectrum, Y: np.ndarray, alpha: np.ndarray, R: np.ndarray | None = None
@@ -503,6 +568,29 @@ class EighKernelSolver(_EighSolver):
     """Kernel (dual) form: eigendecomposition of ``X X^T``; best when n_samples < n_features."""
 
     _spectrum = _KernelSpectrum
+    supports_dual = True
+
+    def dual_coef(
+        self,
+        state: _KernelSpectrum,
+        Y: np.ndarray,
+        alpha: np.ndarray,
+        R: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Dual coefficients ``C`` with one alpha per target: the weights are ``X^T C``
+        and the predictions at ``X_new`` are ``(X_new X^T) C``.
+
+        Costs ``n_samples^2 x n_targets`` against the weights' additional
+        ``n_features x n_samples x n_targets`` (``R``: :meth:`project` of ``Y``, if
+        known).
+        """
+        alpha = np.asarray(alpha)
+        if R is None:
+            C = state.direct_dual(Y, alpha)
+            if C is not None:
+                return C
+            R = state.project(Y)
+        return state.dual_weights(R / (state.s[:, None] + alpha.astype(R.dtype)[None, :]))
 
     def decompose_subset(
         self, state: _Spectrum, X: np.ndarray, train: np.ndarray, val: np.ndarray
