@@ -18,6 +18,10 @@ examples:
   # the demo's labelled image database, offline
   fmri2image extract --model effnet-lite0 --images demo-output/data/database \\
       --out features/demo-db
+  # the folder again, e.g. after images were added to it: only the shards whose
+  # images changed are computed, the others are copied from the earlier --out
+  fmri2image extract --model effnet-lite0 --images demo-output/data/database \\
+      --out features/demo-db-2 --seed-from features/demo-db
   # the ImageNet-1k classifier rows as a one-row-per-class database
   fmri2image extract --model effnet-lite0 --prototypes --out features/prototypes
   # ILSVRC train (1.28 M images) with two encoders, on a GPU
@@ -138,6 +142,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="discard existing stores made from another image list or config",
     )
+    r.add_argument(
+        "--seed-from",
+        type=Path,
+        metavar="DIR",
+        help="the --out of an earlier extraction of this folder (e.g. before images were "
+        "added): shards whose images are all unchanged there are copied, not computed",
+    )
     p.set_defaults(func=run)
 
 
@@ -150,6 +161,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "Nothing to do: pass --images DIR to embed a folder, and/or --prototypes to "
             "write the models' class-prototype stores."
+        )
+    if args.seed_from is not None and (args.images is None or not args.seed_from.is_dir()):
+        raise ConfigError(
+            f"--seed-from {args.seed_from}: "
+            + (
+                "needs --images (it seeds an image extraction)."
+                if args.images is None
+                else "no such folder; pass the --out folder of an earlier extraction."
+            )
         )
     progress = not getattr(args, "quiet", False)
     # Everything that can be refused is checked before --out is touched: the image
@@ -202,12 +222,14 @@ def _extract(args: argparse.Namespace, db: Any, encoders: list[Any], progress: b
             address=args.ray_address,
             decode_min_side=None if args.full_decode else DEFAULT_DECODE_MIN_SIDE,
             overwrite=args.overwrite,
+            seed_from=args.seed_from,
             progress=progress,
         )
         rate = f"{res.images_per_second:.1f} images/s" if res.n_processed else "nothing to do"
+        seeded = f" (copied from --seed-from: {res.shards_seeded})" if args.seed_from else ""
         print(
             f"extracted {res.n_images} images ({res.n_skipped} skipped) in "
-            f"{res.seconds:.1f} s, {rate}; shards written {res.shards_written}, "
+            f"{res.seconds:.1f} s, {rate}; shards written {res.shards_written}{seeded}, "
             f"reused {res.shards_reused}"
         )
         for name, store in res.stores.items():

@@ -229,6 +229,9 @@ class ExtractionResult:
         Wall time of this run.
     shards_written, shards_reused : int
         Shard files written now / found complete on disk (summed over encoders).
+    shards_seeded : int
+        Shard files copied from ``seed_from``'s stores (counted in ``shards_written``
+        too).
     """
 
     stores: dict[str, FeatureStore]
@@ -238,6 +241,7 @@ class ExtractionResult:
     seconds: float
     shards_written: int
     shards_reused: int
+    shards_seeded: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -396,6 +400,7 @@ def extract_features(
     decode_min_side: int | None = DEFAULT_DECODE_MIN_SIDE,
     on_unreadable: Literal["skip", "raise"] = "skip",
     overwrite: bool = False,
+    seed_from: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> ExtractionResult:
     """Embed an image list with one or more encoders into sharded feature stores.
@@ -442,6 +447,12 @@ def extract_features(
         sets, where every image must be embedded).
     overwrite : bool
         Discard stores in the way that were made with another image list / config.
+    seed_from : path-like, optional
+        The ``out_dir`` of an earlier extraction of the same folder (e.g. before
+        images were added): shards whose images are all unchanged there are copied
+        from its stores instead of computed
+        (:meth:`~fmri2image.features.shards.FeatureStoreWriter.seed_from`); an
+        unusable one is ignored.
     progress : bool
         Show a tqdm progress bar over images.
 
@@ -501,6 +512,12 @@ def extract_features(
                 )
             )
         reused = sum(len(w.done) for w in writers)
+        seeded = 0
+        if seed_from is not None:
+            for e, w in zip(encs, writers):
+                source = Path(seed_from) / store_dirname(e.name)
+                if w.pending() and source.resolve() != w.path.resolve():
+                    seeded += len(w.seed_from(source, db.paths))
         batches = plan_batches(writers, batch_size)
         paths = np.array([p.encode() for p in db.paths])
         if num_workers == "auto":
@@ -540,7 +557,7 @@ def extract_features(
         # Nothing to compute (every shard reused): no empty bar.
         bar_kw = tqdm_kwargs(bool(progress and total))
         bar = tqdm(total=total, desc="extracting", unit="img", smoothing=0.1, **bar_kw)
-        written = 0
+        written = seeded
         processed = 0
         acc: dict[int, tuple[dict[int, list[np.ndarray]], list]] = {}
         with _deterministic([str(getattr(e, "device", "cpu")) for e in encs]), bar:
@@ -594,5 +611,6 @@ def extract_features(
             seconds=time.perf_counter() - t0,
             shards_written=written,
             shards_reused=reused,
+            shards_seeded=seeded,
             skipped=skipped_all,
         )

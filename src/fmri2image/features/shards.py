@@ -890,6 +890,119 @@ class FeatureStoreWriter:
         self._save()
         return fpath
 
+    def seed_from(self, source: str | os.PathLike, paths: Sequence[str]) -> list[int]:
+        """Write the pending shards whose images an earlier store already embedded.
+
+        ``source`` is a complete store of the same encoder and configuration over
+        another list of images under the same root: typically this database before
+        images were added, removed or edited.  A pending shard is written from it
+        when every one of its images is in ``source`` under the same relative path
+        with the same size and modification time: the rows are copied (an image that
+        could not be decoded there is skipped here too, with its reason), so adding
+        one image to ImageNet costs one shard of extraction, not all of them.  Each
+        source shard is checked against its SHA-256 before a row of it is used.  The
+        other shards are left to the extraction.
+
+        Copied rows are bit-identical to the source's; a fresh extraction may differ
+        from them in the last float bits where it batches the images differently.
+        The manifest records the source and the shards taken from it (``seeded``).
+
+        Parameters
+        ----------
+        source : path-like
+            The earlier store's folder.
+        paths : sequence of str
+            This store's image paths as the extraction records them (for the
+            skipped images' entries).
+
+        Returns
+        -------
+        list of int
+            The shards written.  Empty, with the reason logged, when ``source`` is
+            not a usable store for this one (never raises for that).
+        """
+        source = Path(source)
+        try:
+            old = _load_manifest(source)
+            if not _is_verifiable(old):
+                raise DataFormatError("it was written by an older fmri2image")
+            _validate_manifest(source, old)
+            if not old.get("complete"):
+                raise DataFormatError("its extraction did not finish")
+            problem = _incompatibility(old, self.manifest, same_images=False)
+            if problem:
+                raise ConfigError(problem)
+            src_rel, src_sizes, src_mtimes = _read_image_table(
+                source / IMAGES, ("path", "size", "mtime_ns")
+            )
+            rel, sizes, mtimes = _read_image_table(self.path / IMAGES, ("path", "size", "mtime_ns"))
+        except (DataFormatError, ConfigError, OSError, KeyError, TypeError, AttributeError) as exc:
+            logger.info("features of %s not reused: %s", source, exc)
+            return []
+        # Image of this list -> the same, unchanged image of the source (or -1).
+        where = {p: j for j, p in enumerate(src_rel)}
+        src = np.fromiter((where.get(p, -1) for p in rel), dtype=np.int64, count=len(rel))
+        found = src >= 0
+        j = np.where(found, src, 0)
+        same = found & (np.asarray(src_sizes, dtype=np.int64)[j] == np.asarray(sizes, np.int64))
+        same &= np.asarray(src_mtimes, dtype=np.int64)[j] == np.asarray(mtimes, np.int64)
+        # Source image -> (its shard entry, its row there); skipped images -> reason.
+        entries = {int(e["k"]): e for e in old["shards"]}
+        src_size = int(old["config"]["shard_size"])
+        row_in_shard = np.full(len(src_rel), -1, dtype=np.int64)
+        reasons: dict[int, str] = {}
+        for e in entries.values():
+            skipped = [int(d["index"]) for d in e["skipped"]]
+            idx = _shard_image_index(int(e["start"]), int(e["stop"]), skipped)
+            row_in_shard[idx] = np.arange(idx.size)
+            reasons.update((int(d["index"]), str(d["reason"])) for d in e["skipped"])
+        verified: dict[int, np.ndarray] = {}
+
+        def shard_rows(k: int) -> np.ndarray:
+            if k not in verified:
+                problem = _shard_problems(source, [entries[k]], deep=True)[0]
+                if problem:
+                    raise DataFormatError(problem)
+                verified[k] = np.load(source / entries[k]["file"], mmap_mode="r")
+            return verified[k]
+
+        written: list[int] = []
+        dim = int(self.manifest["dim"])
+        for k in self.pending():
+            start, stop = self.shard_range(k)
+            if not same[start:stop].all():
+                continue
+            feats, skipped = [], []
+            try:
+                for i in range(start, stop):
+                    s = int(src[i])
+                    if row_in_shard[s] < 0:
+                        skipped.append((i, paths[i], reasons.get(s, "skipped in the source")))
+                        continue
+                    feats.append(shard_rows(s // src_size)[row_in_shard[s]])
+            except (DataFormatError, OSError, ValueError) as exc:
+                logger.warning("features of %s not reused for shard %d: %s", source, k, exc)
+                continue
+            rows = np.stack(feats) if feats else np.zeros((0, dim), dtype=self._store_dtype)
+            self.write_shard(k, rows, skipped)
+            written.append(k)
+        if written:
+            seeded = self.manifest.setdefault("seeded", {"from": str(source), "shards": []})
+            seeded["shards"] = sorted(set(seeded["shards"]) | set(written))
+            self._save()
+            logger.info(
+                "%d of %d shards of %s taken from %s (their images are unchanged)",
+                len(written),
+                self.n_shards,
+                self.path,
+                source,
+            )
+        return written
+
+    @property
+    def _store_dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["config"]["store_dtype"])
+
     def finalize(self) -> bool:
         """Mark the store complete if every shard is written; returns completeness."""
         self.manifest["complete"] = not self.pending()
@@ -899,7 +1012,11 @@ class FeatureStoreWriter:
         return self.manifest["complete"]
 
 
-def _incompatibility(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+def _incompatibility(
+    old: Mapping[str, Any], new: Mapping[str, Any], *, same_images: bool = True
+) -> str:
+    """Why a store with manifest ``old`` cannot hold this run's features ("" if it
+    can); ``same_images=False`` lets the image lists differ (seeding)."""
     if old.get("format") != FORMAT:
         return "its manifest.json is not an fmri2image feature manifest"
     old_root = old["images"].get("root_resolved", new["images"]["root_resolved"])
@@ -908,7 +1025,7 @@ def _incompatibility(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
             f"image root: {old_root} there, {new['images']['root_resolved']} now; the same "
             "file names in another folder are other images"
         )
-    if old["images"]["hash"] != new["images"]["hash"]:
+    if same_images and old["images"]["hash"] != new["images"]["hash"]:
         return (
             f"image list: {old['images']['n']} images with hash {old['images']['hash'][:12]} "
             f"there, {new['images']['n']} images with hash {new['images']['hash'][:12]} now"

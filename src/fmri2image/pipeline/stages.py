@@ -43,7 +43,7 @@ import numpy as np
 
 from fmri2image import _io
 from fmri2image._io import safe_name
-from fmri2image.pipeline.graph import Stage, StageContext
+from fmri2image.pipeline.graph import MANIFEST, Stage, StageContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmri2image.data.dataset import DecodingSplit, Recording, Stimuli
@@ -790,6 +790,35 @@ def scan_database(
     return ScannedDatabase(db, images, identity, pending=pending)
 
 
+def _earlier_database(staging: Path, model: str) -> Path | None:
+    """The newest finished artifact of the same database stage under another key: in
+    practice the same image folder embedded before images were added, removed or
+    edited (another key, since the images' identity is part of it).  The extraction
+    copies the shards whose images are all unchanged there instead of computing
+    them (:meth:`~fmri2image.features.shards.FeatureStoreWriter.seed_from`, which
+    checks the store, its root, encoder and configuration, and each shard's SHA-256).
+    The run holds the cache's writer lock: no other run writes there meanwhile."""
+    from fmri2image.features.shards import MANIFEST as STORE_MANIFEST
+    from fmri2image.features.shards import store_dirname
+
+    newest: tuple[int, Path] | None = None
+    try:
+        folders = list(staging.parent.iterdir())
+    except OSError:
+        return None
+    for folder in folders:
+        if folder == staging or folder.name.startswith("."):
+            continue  # this run's, or a killed run's staging / partial folder
+        try:
+            stamp = (folder / MANIFEST).stat().st_mtime_ns  # a finished artifact
+            (folder / store_dirname(model) / STORE_MANIFEST).stat()
+        except OSError:
+            continue
+        if newest is None or stamp > newest[0]:
+            newest = (stamp, folder)
+    return None if newest is None else newest[1]
+
+
 def database_stage(
     model: str, scanned: ScannedDatabase, components: Components, *, batch_size: int
 ) -> Stage:
@@ -805,6 +834,7 @@ def database_stage(
         extract_features(
             images, [components.encoder(model)], ctx.folder, batch_size=batch_size,
             device=components.device, progress=ctx.progress,
+            seed_from=_earlier_database(ctx.folder, model),
         )  # fmt: skip
 
     return Stage(
