@@ -956,15 +956,20 @@ class FeatureStoreWriter:
             idx = _shard_image_index(int(e["start"]), int(e["stop"]), skipped)
             row_in_shard[idx] = np.arange(idx.size)
             reasons.update((int(d["index"]), str(d["reason"])) for d in e["skipped"])
-        verified: dict[int, np.ndarray] = {}
+        verified: set[int] = set()
+        mapped: dict[int, np.ndarray] = {}  # the last few source shards read (in order)
 
         def shard_rows(k: int) -> np.ndarray:
-            if k not in verified:
-                problem = _shard_problems(source, [entries[k]], deep=True)[0]
-                if problem:
-                    raise DataFormatError(problem)
-                verified[k] = np.load(source / entries[k]["file"], mmap_mode="r")
-            return verified[k]
+            if k not in mapped:
+                if k not in verified:
+                    problem = _shard_problems(source, [entries[k]], deep=True)[0]
+                    if problem:
+                        raise DataFormatError(problem)
+                    verified.add(k)
+                if len(mapped) >= 4:
+                    del mapped[next(iter(mapped))]
+                mapped[k] = np.load(source / entries[k]["file"], mmap_mode="r")
+            return mapped[k]
 
         written: list[int] = []
         dim = int(self.manifest["dim"])
