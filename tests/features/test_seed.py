@@ -116,14 +116,18 @@ def test_skipped_images_stay_skipped(tmp_path):
     paths = write_images(tmp_path / "imgs", 9)
     Path(paths[2]).write_text("this is not an image")
     old_list = paths[:8]
-    res, _ = _extract(old_list, tmp_path / "old")
+    with pytest.warns(UserWarning, match="1 of 8 images could not be decoded"):
+        res, _ = _extract(old_list, tmp_path / "old")
     assert [s["index"] for s in res["tiny-a"].skipped] == [2]
-    res, enc = _extract(paths, tmp_path / "new", seed_from=tmp_path / "old")
+    # The warning counts the whole store, the copied shards' skipped image included.
+    with pytest.warns(UserWarning, match="1 of 9 images could not be decoded"):
+        res, enc = _extract(paths, tmp_path / "new", seed_from=tmp_path / "old")
     # Shards [0-3] and [4-7] are unchanged; only [8] (the new image) is computed.
     assert res.shards_seeded == 2 and enc.calls == [1]
     store = res["tiny-a"]
     assert [(s["index"], s["path"]) for s in store.skipped] == [(2, str(paths[2]))]
-    fresh, _ = _extract(paths, tmp_path / "fresh")
+    with pytest.warns(UserWarning, match="1 of 9 images could not be decoded"):
+        fresh, _ = _extract(paths, tmp_path / "fresh")
     assert store.skipped == fresh["tiny-a"].skipped
     np.testing.assert_allclose(store.load(), fresh["tiny-a"].load(), rtol=1e-5, atol=1e-6)
 
