@@ -49,7 +49,7 @@ registered as independent reference implementations under the same interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -359,7 +359,7 @@ class _KernelSpectrum(_Spectrum):
         return self.U.T @ Y
 
     def weights(self, R_scaled: np.ndarray) -> np.ndarray:
-        return self.X.T @ (self.U @ R_scaled)
+        return self.X.T @ self.dual_weights(R_scaled)
 
     def dual_weights(self, R_scaled: np.ndarray) -> np.ndarray:
         """Dual coefficients ``C = U R_scaled`` (so that the weights are ``X^T C``)."""
@@ -539,12 +539,26 @@ class _EighSolver(RidgeSolver):
         self, state: _Spectrum, Y: np.ndarray, alpha: np.ndarray, R: np.ndarray | None = None
     ) -> np.ndarray:
         """Weights with one alpha per target (``R``: :meth:`project` of ``Y``, if known)."""
+        return self._refit(state, Y, alpha, R, state.direct_coef, state.weights)
+
+    @staticmethod
+    def _refit(
+        state: _Spectrum,
+        Y: np.ndarray,
+        alpha: np.ndarray,
+        R: np.ndarray | None,
+        direct: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+        from_spectrum: Callable[[np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        """``direct(Y, alpha)`` where it answers (a solve without the spectrum), else
+        ``from_spectrum(R / (s + alpha))``."""
+        alpha = np.asarray(alpha)
         if R is None:
-            W = state.direct_coef(Y, np.asarray(alpha))
-            if W is not None:
-                return W
+            out = direct(Y, alpha)
+            if out is not None:
+                return out
             R = state.project(Y)
-        return state.weights(R / (state.s[:, None] + np.asarray(alpha, dtype=R.dtype)[None, :]))
+        return from_spectrum(R / (state.s[:, None] + alpha.astype(R.dtype)[None, :]))
 
     def loo_residuals(
         self, state: _Spectrum, Y: np.ndarray, alphas: np.ndarray, R: np.ndarray | None = None
@@ -584,13 +598,7 @@ class EighKernelSolver(_EighSolver):
         ``n_features x n_samples x n_targets`` (``R``: :meth:`project` of ``Y``, if
         known).
         """
-        alpha = np.asarray(alpha)
-        if R is None:
-            C = state.direct_dual(Y, alpha)
-            if C is not None:
-                return C
-            R = state.project(Y)
-        return state.dual_weights(R / (state.s[:, None] + alpha.astype(R.dtype)[None, :]))
+        return self._refit(state, Y, alpha, R, state.direct_dual, state.dual_weights)
 
     def decompose_subset(
         self, state: _Spectrum, X: np.ndarray, train: np.ndarray, val: np.ndarray
