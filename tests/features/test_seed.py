@@ -180,3 +180,21 @@ def test_database_stage_copies_what_an_earlier_run_embedded(tmp_path, monkeypatc
     assert manifest["seeded"] == {"from": str(first / "tiny-a"), "shards": [0, 1, 3]}
     store = open_feature_store(second / "tiny-a", verify=True)
     assert store.n == 13 and store.complete
+
+
+@pytest.mark.parametrize("case", ["no-images", "no-folder"])
+def test_cli_seed_from_is_checked_before_any_work(tmp_path, capsys, case):
+    from fmri2image.cli.main import main
+
+    out = tmp_path / "out"
+    argv = ["extract", "--model", "effnet-lite0", "--out", str(out)]
+    if case == "no-images":
+        argv += ["--prototypes", "--seed-from", str(tmp_path)]
+    else:
+        write_images(tmp_path / "imgs", 2)
+        argv += ["--images", str(tmp_path / "imgs"), "--seed-from", str(tmp_path / "nowhere")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--seed-from" in err and "Traceback" not in err
+    assert ("needs --images" if case == "no-images" else "no such folder") in err
+    assert not out.exists()  # refused before --out was touched

@@ -144,6 +144,20 @@ def test_dual_form_is_kept_only_where_smaller():
     assert "_coef" not in vars(model) and model.coef_.shape == (300, 200)
 
 
+def test_model_pickled_by_an_earlier_version_keeps_its_weights():
+    import pickle
+
+    X, Y = _dual_data()
+    model = RidgeMapping(alphas=[1.0], cv=2).fit(X, Y[:, :5])
+    pred = model.predict(X[:3])
+    state = pickle.loads(pickle.dumps(model)).__dict__
+    state["coef_"] = state.pop("_coef")  # earlier versions kept the weights as coef_
+    old = RidgeMapping.__new__(RidgeMapping)
+    old.__dict__.update(state)
+    np.testing.assert_array_equal(old.predict(X[:3]), pred)
+    np.testing.assert_array_equal(old.coef_, model.coef_)
+
+
 def test_unfitted_model_has_no_coef():
     from sklearn.exceptions import NotFittedError
 

@@ -628,7 +628,8 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         """
         check_is_fitted(self, "alpha_")
         dual = self.__dict__.get("_dual")
-        X = self._check_array(X, "X", (self.coef_ if dual is None else dual[1]).dtype)
+        weights = self.coef_ if dual is None else dual[1]
+        X = self._check_array(X, "X", weights.dtype)
         if X.shape[1] != self.n_features_in_:
             raise DataFormatError(
                 f"X has {X.shape[1]} features, but RidgeMapping is expecting "
@@ -637,7 +638,7 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
             )
         Xz = (X[:, self.voxel_indices_] - self.x_mean_) / self.x_scale_
         if dual is None:
-            Y = Xz @ self.coef_
+            Y = Xz @ weights
         else:  # (Xz X_fit^T) C: the same predictions as Xz (X_fit^T C)
             X_fit, C = dual
             Y = (Xz @ X_fit.T) @ C
@@ -667,6 +668,8 @@ class RidgeMapping(RegressorMixin, BaseEstimator, Mapper):
         A fit that kept the dual form computes them here, once (``X_fit^T C``).
         """
         coef = self.__dict__.get("_coef")
+        if coef is None and "coef_" in self.__dict__:  # unpickled from an earlier version
+            coef = self.__dict__["_coef"] = self.__dict__.pop("coef_")
         if coef is None:
             dual = self.__dict__.get("_dual")
             if dual is None:
