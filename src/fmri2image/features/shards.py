@@ -977,18 +977,22 @@ class FeatureStoreWriter:
             start, stop = self.shard_range(k)
             if not same[start:stop].all():
                 continue
-            feats, skipped = [], []
+            images = src[start:stop]  # their positions in the source
+            kept = row_in_shard[images] >= 0
+            skipped = [
+                (start + o, paths[start + o], reasons.get(int(images[o]), "skipped in the source"))
+                for o in np.flatnonzero(~kept).tolist()
+            ]
+            # The rows, gathered source shard by source shard, in this shard's order.
+            rows = np.empty((int(kept.sum()), dim), dtype=self._store_dtype)
+            src_shard, src_row = images[kept] // src_size, row_in_shard[images[kept]]
             try:
-                for i in range(start, stop):
-                    s = int(src[i])
-                    if row_in_shard[s] < 0:
-                        skipped.append((i, paths[i], reasons.get(s, "skipped in the source")))
-                        continue
-                    feats.append(shard_rows(s // src_size)[row_in_shard[s]])
+                for ks in np.unique(src_shard):
+                    take = src_shard == ks
+                    rows[take] = shard_rows(int(ks))[src_row[take]]
             except (DataFormatError, OSError, ValueError) as exc:
                 logger.warning("features of %s not reused for shard %d: %s", source, k, exc)
                 continue
-            rows = np.stack(feats) if feats else np.zeros((0, dim), dtype=self._store_dtype)
             self.write_shard(k, rows, skipped)
             written.append(k)
         if written:
